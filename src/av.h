@@ -1,0 +1,42 @@
+/* av.h: what every Aviary module needs: error codes, checked allocation, the
+ * container macro and the monotonic clock. */
+#ifndef AV_H
+#define AV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AV_VERSION "0.1.0"
+
+/* Error codes returned by synchronous functions (0 is success). */
+#define AV_EINVAL   (-1)   /* bad input: the message says which */
+#define AV_ENOENT   (-2)   /* no such thing (file, route, backend) */
+#define AV_EIO      (-3)   /* a system call failed; errno is kept */
+#define AV_ELIMIT   (-4)   /* a configured limit was reached */
+#define AV_EAGAIN   (-5)   /* try later: resource busy */
+
+#define AV_CONTAINER_OF(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define AV_NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define AV_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AV_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Out of memory aborts with a message: nothing limps on half-allocated. */
+void *av_malloc(size_t n);
+void *av_calloc(size_t n, size_t size);
+void *av_realloc(void *p, size_t n);
+char *av_strdup(const char *s);
+char *av_strndup(const char *s, size_t n);
+void av_oom(void) __attribute__((noreturn));
+
+/* Monotonic milliseconds and microseconds; wall-clock microseconds. */
+uint64_t av_now_us(void);
+static inline uint64_t av_now_ms(void) { return av_now_us() / 1000; }
+uint64_t av_wall_us(void);
+
+/* Case-insensitive compare of a counted string with a C string. */
+int av_streq_ci(const char *a, size_t alen, const char *b);
+
+#endif

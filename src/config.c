@@ -1,0 +1,719 @@
+/* config.c: JSON config -> immutable snapshot. Every key has its type, bounds,
+ * default and reload flag in one table per object; errors name file:line:col and key. */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "av.h"
+#include "jsonc.h"
+#include "log.h"
+
+#define AV_CONFIG_MAX_BYTES (16u << 20)
+#define AV_CONFIG_MAX_DEPTH 16
+
+typedef enum { K_INT, K_BOOL, K_STR, K_OBJ, K_CUSTOM } ktype_t;
+
+enum { K_REQUIRED = 1, K_RESTART = 2 };
+
+typedef struct ctx_s ctx_t;
+typedef int (*custom_cb)(ctx_t *x, const cJSON *v, void *base);
+
+typedef struct kspec_s {
+    const char *key;
+    ktype_t type;
+    size_t off;
+    int64_t min, max, idef;
+    const char *sdef;
+    unsigned flags;
+    const struct kspec_s *sub; /* K_OBJ: fields of the nested object, same base */
+    custom_cb custom;          /* K_CUSTOM */
+} kspec_t;
+
+struct ctx_s {
+    const char *name;
+    const char *text;
+    size_t len;
+    av_jpath_seg_t path[AV_CONFIG_MAX_DEPTH];
+    size_t depth;
+    char *err;
+    size_t errlen;
+    av_config_t *cfg;
+};
+
+static void push_key(ctx_t *x, const char *key)
+{
+    if (x->depth < AV_CONFIG_MAX_DEPTH)
+        x->path[x->depth] = (av_jpath_seg_t){key, 0};
+    x->depth++;
+}
+
+static void push_index(ctx_t *x, size_t i)
+{
+    if (x->depth < AV_CONFIG_MAX_DEPTH)
+        x->path[x->depth] = (av_jpath_seg_t){NULL, i};
+    x->depth++;
+}
+
+static void pop(ctx_t *x)
+{
+    x->depth--;
+}
+
+static int fail(ctx_t *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(ctx_t *x, const char *fmt, ...)
+{
+    size_t depth = x->depth < AV_CONFIG_MAX_DEPTH ? x->depth : AV_CONFIG_MAX_DEPTH;
+    size_t off = av_jsonc_locate(x->text, x->len, x->path, depth);
+    unsigned line, col;
+    av_jsonc_linecol(x->text, off, &line, &col);
+    char key[256] = "";
+    size_t k = 0;
+    for (size_t i = 0; i < depth && k < sizeof(key) - 1; i++) {
+        int n;
+        if (x->path[i].key != NULL)
+            n = snprintf(key + k, sizeof(key) - k, "%s%s", i ? "." : "", x->path[i].key);
+        else
+            n = snprintf(key + k, sizeof(key) - k, "[%zu]", x->path[i].index);
+        if (n < 0)
+            break;
+        k += (size_t)n;
+        if (k >= sizeof(key))
+            k = sizeof(key) - 1;
+    }
+    int n = snprintf(x->err, x->errlen, "%s:%u:%u: %s%s", x->name, line, col, depth ? key : "",
+                     depth ? ": " : "");
+    if (n >= 0 && (size_t)n < x->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(x->err + n, x->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return AV_EINVAL;
+}
+
+static const char *dup_str(ctx_t *x, const char *s)
+{
+    return av_arena_strndup(x->cfg->arena, s, strlen(s));
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsObject(v))
+        return "an object";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    return "null";
+}
+
+static int load_obj(ctx_t *x, const cJSON *obj, const kspec_t *spec, void *base);
+
+static int load_field(ctx_t *x, const cJSON *v, const kspec_t *s, void *base)
+{
+    char *field = (char *)base + s->off;
+    switch (s->type) {
+    case K_INT: {
+        if (!cJSON_IsNumber(v))
+            return fail(x, "expected an integer, got %s", type_name(v));
+        double d = v->valuedouble;
+        if (d != floor(d) || d < (double)s->min || d > (double)s->max)
+            return fail(x, "must be an integer from %lld to %lld", (long long)s->min,
+                        (long long)s->max);
+        *(int64_t *)(void *)field = (int64_t)d;
+        return 0;
+    }
+    case K_BOOL:
+        if (!cJSON_IsBool(v))
+            return fail(x, "expected true or false, got %s", type_name(v));
+        *(int *)(void *)field = cJSON_IsTrue(v);
+        return 0;
+    case K_STR:
+        if (!cJSON_IsString(v))
+            return fail(x, "expected a string, got %s", type_name(v));
+        if (s->min > 0 && strlen(v->valuestring) < (size_t)s->min)
+            return fail(x, "must not be empty");
+        *(const char **)(void *)field = dup_str(x, v->valuestring);
+        return 0;
+    case K_OBJ:
+        if (!cJSON_IsObject(v))
+            return fail(x, "expected an object, got %s", type_name(v));
+        return load_obj(x, v, s->sub, base);
+    case K_CUSTOM:
+        return s->custom(x, v, base);
+    }
+    return AV_EINVAL;
+}
+
+static void set_default(ctx_t *x, const kspec_t *s, void *base)
+{
+    char *field = (char *)base + s->off;
+    switch (s->type) {
+    case K_INT:
+        *(int64_t *)(void *)field = s->idef;
+        break;
+    case K_BOOL:
+        *(int *)(void *)field = (int)s->idef;
+        break;
+    case K_STR:
+        *(const char **)(void *)field = s->sdef ? dup_str(x, s->sdef) : NULL;
+        break;
+    case K_OBJ:
+        for (const kspec_t *t = s->sub; t->key != NULL; t++)
+            set_default(x, t, base);
+        break;
+    case K_CUSTOM:
+        break;
+    }
+}
+
+static int load_obj(ctx_t *x, const cJSON *obj, const kspec_t *spec, void *base)
+{
+    for (const cJSON *m = obj->child; m != NULL; m = m->next) {
+        push_key(x, m->string);
+        size_t seen = 0;
+        for (const cJSON *p = obj->child; p != m; p = p->next)
+            seen += strcmp(p->string, m->string) == 0;
+        if (seen > 0) {
+            x->path[x->depth - 1].index = seen; /* point at this occurrence */
+            return fail(x, "duplicate key");
+        }
+        const kspec_t *s = spec;
+        while (s->key != NULL && strcmp(s->key, m->string) != 0)
+            s++;
+        if (s->key == NULL) {
+            char known[512] = "";
+            size_t k = 0;
+            for (const kspec_t *t = spec; t->key != NULL && k < sizeof(known); t++) {
+                int n = snprintf(known + k, sizeof(known) - k, "%s%s", t == spec ? "" : ", ", t->key);
+                if (n < 0)
+                    break;
+                k += (size_t)n;
+            }
+            return fail(x, "unknown key (known keys: %s)", known);
+        }
+        int rc = load_field(x, m, s, base);
+        if (rc != 0)
+            return rc;
+        pop(x);
+    }
+    for (const kspec_t *s = spec; s->key != NULL; s++) {
+        if (cJSON_GetObjectItemCaseSensitive(obj, s->key) != NULL)
+            continue;
+        if (s->flags & K_REQUIRED) {
+            return fail(x, "%s: missing, and it is required", s->key);
+        }
+        set_default(x, s, base);
+    }
+    return 0;
+}
+
+int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
+                      socklen_t *len)
+{
+    char host[256];
+    const char *colon, *hstart = s;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return AV_EINVAL;
+        hstart = s + 1;
+        hlen = (size_t)(end - hstart);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return AV_EINVAL;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= sizeof(host))
+        return AV_EINVAL;
+    memcpy(host, hstart, hlen);
+    host[hlen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+        return AV_EINVAL;
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (resolve ? 0 : AI_NUMERICHOST) | (passive ? AI_PASSIVE : 0);
+    const char *node = (hlen == 0 || strcmp(host, "*") == 0) ? NULL : host;
+    if (node == NULL && !passive)
+        return AV_EINVAL;
+    if (getaddrinfo(node, colon + 1, &hints, &res) != 0 || res == NULL)
+        return AV_EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* ---- custom loaders ---- */
+
+static int load_kv_object(ctx_t *x, const cJSON *v, av_kv_t **out, size_t *n)
+{
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected an object of strings, got %s", type_name(v));
+    size_t cnt = (size_t)cJSON_GetArraySize(v), i = 0;
+    av_kv_t *kv = av_arena_calloc(x->cfg->arena, cnt * sizeof(*kv));
+    for (const cJSON *m = v->child; m != NULL; m = m->next, i++) {
+        push_key(x, m->string);
+        if (!cJSON_IsString(m))
+            return fail(x, "expected a string, got %s", type_name(m));
+        for (const char *p = m->string; *p; p++)
+            if (*p <= ' ' || *p == ':' || *p >= 127)
+                return fail(x, "not a valid header name");
+        for (const char *p = m->valuestring; *p; p++)
+            if (*p == '\r' || *p == '\n')
+                return fail(x, "header values cannot hold line breaks");
+        kv[i].name = dup_str(x, m->string);
+        kv[i].value = dup_str(x, m->valuestring);
+        pop(x);
+    }
+    *out = kv;
+    *n = cnt;
+    return 0;
+}
+
+static int c_listen(ctx_t *x, const cJSON *v, void *base)
+{
+    av_config_t *c = base;
+    static const kspec_t spec[] = {
+        {"address", K_STR, offsetof(av_listen_t, address), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+        {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+    };
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(x, "expected a non-empty array of listeners");
+    c->nlisten = (size_t)cJSON_GetArraySize(v);
+    c->listen = av_arena_calloc(c->arena, c->nlisten * sizeof(*c->listen));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        push_index(x, i);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object like {\"address\": \"127.0.0.1:8080\"}");
+        int rc = load_obj(x, e, spec, &c->listen[i]);
+        if (rc != 0)
+            return rc;
+        push_key(x, "address");
+        if (av_parse_hostport(c->listen[i].address, 0, 1, &c->listen[i].addr,
+                              &c->listen[i].addrlen) != 0)
+            return fail(x, "\"%s\" is not a numeric host:port (e.g. 127.0.0.1:8080, [::]:8080, *:8080)",
+                        c->listen[i].address);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->listen[j].address, c->listen[i].address) == 0)
+                return fail(x, "\"%s\" is listed twice", c->listen[i].address);
+        pop(x);
+        pop(x);
+    }
+    return 0;
+}
+
+static int c_headers(ctx_t *x, const cJSON *v, void *base)
+{
+    av_backend_t *b = base;
+    return load_kv_object(x, v, &b->headers, &b->nheaders);
+}
+
+static int c_match_headers(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    return load_kv_object(x, v, &r->match_headers, &r->nmatch_headers);
+}
+
+static const kspec_t backend_spec[] = {
+    {"url", K_STR, offsetof(av_backend_t, url), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+    {"protocol", K_STR, offsetof(av_backend_t, protocol_name), 1, 0, 0, "http1", 0, NULL, NULL},
+    {"max_connections", K_INT, offsetof(av_backend_t, max_connections), 1, 100000, 64, NULL, 0, NULL, NULL},
+    {"connect_timeout_ms", K_INT, offsetof(av_backend_t, connect_timeout_ms), 1, 600000, 5000, NULL, 0, NULL, NULL},
+    {"first_byte_timeout_ms", K_INT, offsetof(av_backend_t, first_byte_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
+    {"read_timeout_ms", K_INT, offsetof(av_backend_t, read_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
+    {"idle_timeout_ms", K_INT, offsetof(av_backend_t, idle_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
+    {"api_key_env", K_STR, offsetof(av_backend_t, api_key_env), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"api_key_header", K_STR, offsetof(av_backend_t, api_key_header), 1, 0, 0, "authorization", 0, NULL, NULL},
+    {"forward_authorization", K_BOOL, offsetof(av_backend_t, forward_authorization), 0, 1, 0, NULL, 0, NULL, NULL},
+    {"headers", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_headers},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static int parse_url(ctx_t *x, av_backend_t *b)
+{
+    const char *u = b->url;
+    if (strncmp(u, "https://", 8) == 0)
+        return fail(x, "https:// backends need TLS, which this build does not have yet; use http://");
+    if (strncmp(u, "http://", 7) != 0)
+        return fail(x, "\"%s\" must start with http://", u);
+    const char *hp = u + 7, *slash = strchr(hp, '/');
+    size_t hplen = slash ? (size_t)(slash - hp) : strlen(hp);
+    if (hplen == 0 || hplen > 255)
+        return fail(x, "\"%s\" has no host", u);
+    char hostport[300];
+    memcpy(hostport, hp, hplen);
+    hostport[hplen] = '\0';
+    int has_port = strrchr(hostport, ':') != NULL && strrchr(hostport, ']') < strrchr(hostport, ':');
+    if (!has_port)
+        strcat(hostport, ":80");
+    if (av_parse_hostport(hostport, 1, 0, &b->addr, &b->addrlen) != 0)
+        return fail(x, "cannot resolve \"%s\"", hostport);
+    b->host_header = av_arena_strndup(x->cfg->arena, hp, hplen);
+    b->pool_key = dup_str(x, hostport);
+    const char *path = slash ? slash : "";
+    size_t plen = strlen(path);
+    while (plen > 0 && path[plen - 1] == '/')
+        plen--;
+    b->base_path = av_arena_strndup(x->cfg->arena, path, plen);
+    return 0;
+}
+
+static int c_backends(ctx_t *x, const cJSON *v, void *base)
+{
+    av_config_t *c = base;
+    if (c->backends != NULL)
+        return 0; /* loaded first, before routes refer to them */
+    if (!cJSON_IsObject(v) || v->child == NULL)
+        return fail(x, "expected an object of named backends, with at least one");
+    c->nbackends = (size_t)cJSON_GetArraySize(v);
+    c->backends = av_arena_calloc(c->arena, c->nbackends * sizeof(*c->backends));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        av_backend_t *b = &c->backends[i];
+        push_key(x, e->string);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object like {\"url\": \"http://127.0.0.1:8000\"}");
+        int rc = load_obj(x, e, backend_spec, b);
+        if (rc != 0)
+            return rc;
+        const char *proto = b->protocol_name;
+        push_key(x, "protocol");
+        if (strcmp(proto, "http1") == 0)
+            b->protocol = AV_PROTO_HTTP1;
+        else if (strcmp(proto, "h2") == 0 || strcmp(proto, "h2c") == 0)
+            return fail(x, "\"%s\" backends are not in this build yet; use \"http1\"", proto);
+        else
+            return fail(x, "\"%s\" is not a protocol (use \"http1\")", proto);
+        pop(x);
+        b->name = dup_str(x, e->string);
+        b->index = (int)i;
+        push_key(x, "url");
+        rc = parse_url(x, b);
+        if (rc != 0)
+            return rc;
+        pop(x);
+        if (b->api_key_env != NULL) {
+            push_key(x, "api_key_env");
+            const char *key = getenv(b->api_key_env);
+            if (key == NULL || key[0] == '\0')
+                return fail(x, "environment variable %s is not set", b->api_key_env);
+            for (const char *p = key; *p; p++)
+                if (*p == '\r' || *p == '\n')
+                    return fail(x, "environment variable %s holds a line break", b->api_key_env);
+            b->api_key = dup_str(x, key);
+            pop(x);
+        }
+        pop(x);
+    }
+    return 0;
+}
+
+static const kspec_t match_spec[] = {
+    {"path_prefix", K_STR, offsetof(av_route_t, path_prefix), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"path", K_STR, offsetof(av_route_t, path), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"host", K_STR, offsetof(av_route_t, host), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"headers", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_match_headers},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const kspec_t variant_spec[] = {
+    {"name", K_STR, offsetof(av_variant_t, name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+    {"backend", K_STR, offsetof(av_variant_t, backend_name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+    {"model", K_STR, offsetof(av_variant_t, model), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"weight", K_INT, offsetof(av_variant_t, weight), 0, 1000000, 1, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static int c_variants(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(x, "expected a non-empty array of variants");
+    r->nvariants = (size_t)cJSON_GetArraySize(v);
+    r->variants = av_arena_calloc(x->cfg->arena, r->nvariants * sizeof(*r->variants));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        av_variant_t *var = &r->variants[i];
+        push_index(x, i);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object like {\"name\": \"stable\", \"backend\": \"...\"}");
+        int rc = load_obj(x, e, variant_spec, var);
+        if (rc != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->variants[j].name, var->name) == 0) {
+                push_key(x, "name");
+                return fail(x, "variant \"%s\" is named twice in this route", var->name);
+            }
+        var->backend = av_config_backend(x->cfg, var->backend_name);
+        if (var->backend == NULL) {
+            push_key(x, "backend");
+            return fail(x, "no backend named \"%s\" in \"backends\"", var->backend_name);
+        }
+        pop(x);
+    }
+    return 0;
+}
+
+static const kspec_t route_spec[] = {
+    {"name", K_STR, offsetof(av_route_t, name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+    {"match", K_OBJ, 0, 0, 0, 0, NULL, 0, match_spec, NULL},
+    {"variants", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_variants},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static int c_routes(ctx_t *x, const cJSON *v, void *base)
+{
+    av_config_t *c = base;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+        return fail(x, "expected a non-empty array of routes");
+    c->nroutes = (size_t)cJSON_GetArraySize(v);
+    c->routes = av_arena_calloc(c->arena, c->nroutes * sizeof(*c->routes));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        av_route_t *r = &c->routes[i];
+        push_index(x, i);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object with \"name\", \"match\" and \"variants\"");
+        int rc = load_obj(x, e, route_spec, r);
+        if (rc != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->routes[j].name, r->name) == 0) {
+                push_key(x, "name");
+                return fail(x, "route \"%s\" is named twice", r->name);
+            }
+        if (r->path_prefix != NULL && r->path_prefix[0] != '/') {
+            push_key(x, "match");
+            push_key(x, "path_prefix");
+            return fail(x, "must start with /");
+        }
+        if (r->path != NULL && r->path[0] != '/') {
+            push_key(x, "match");
+            push_key(x, "path");
+            return fail(x, "must start with /");
+        }
+        pop(x);
+    }
+    return 0;
+}
+
+static int c_admin_addr(ctx_t *x, av_config_t *c)
+{
+    if (av_parse_hostport(c->admin_address, 0, 1, &c->admin_addr, &c->admin_addrlen) != 0) {
+        push_key(x, "admin");
+        push_key(x, "address");
+        return fail(x, "\"%s\" is not a numeric host:port", c->admin_address);
+    }
+    return 0;
+}
+
+static const kspec_t admin_spec[] = {
+    {"address", K_STR, offsetof(av_config_t, admin_address), 1, 0, 0, "127.0.0.1:9901", K_RESTART, NULL, NULL},
+    {"token_env", K_STR, offsetof(av_config_t, admin_token_env), 1, 0, 0, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const kspec_t log_spec[] = {
+    {"kpi", K_STR, offsetof(av_config_t, kpi_log), 1, 0, 0, "-", K_RESTART, NULL, NULL},
+    {"level", K_STR, offsetof(av_config_t, log_level), 1, 0, 0, "info", 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const kspec_t client_spec[] = {
+    {"header_timeout_ms", K_INT, offsetof(av_config_t, header_timeout_ms), 10, 600000, 10000, NULL, 0, NULL, NULL},
+    {"idle_timeout_ms", K_INT, offsetof(av_config_t, idle_timeout_ms), 10, 3600000, 60000, NULL, 0, NULL, NULL},
+    {"max_header_bytes", K_INT, offsetof(av_config_t, max_header_bytes), 256, 1 << 20, 65536, NULL, 0, NULL, NULL},
+    {"max_headers", K_INT, offsetof(av_config_t, max_headers), 1, 1000, 100, NULL, 0, NULL, NULL},
+    {"max_body_bytes", K_INT, offsetof(av_config_t, max_body_bytes), 0, 1 << 30, 10 << 20, NULL, 0, NULL, NULL},
+    {"drain_timeout_ms", K_INT, offsetof(av_config_t, drain_timeout_ms), 0, 3600000, 30000, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const kspec_t top_spec[] = {
+    {"workers", K_INT, offsetof(av_config_t, workers), 0, 256, 0, NULL, K_RESTART, NULL, NULL},
+    {"listen", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED | K_RESTART, NULL, c_listen},
+    {"admin", K_OBJ, 0, 0, 0, 0, NULL, K_RESTART, admin_spec, NULL},
+    {"log", K_OBJ, 0, 0, 0, 0, NULL, 0, log_spec, NULL},
+    {"client", K_OBJ, 0, 0, 0, 0, NULL, 0, client_spec, NULL},
+    {"backends", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_backends},
+    {"routes", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_routes},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const char *relative_to(ctx_t *x, const char *dir, const char *p)
+{
+    if (p == NULL || strcmp(p, "-") == 0 || p[0] == '/')
+        return p;
+    size_t n = strlen(dir) + strlen(p) + 2;
+    char *out = av_arena_alloc(x->cfg->arena, n);
+    snprintf(out, n, "%s/%s", dir, p);
+    return out;
+}
+
+av_config_t *av_config_parse(const char *name, const char *text, size_t len, uint64_t generation,
+                             char *err, size_t errlen)
+{
+    char *buf = av_malloc(len + 1);
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    av_config_t *c = av_calloc(1, sizeof(*c));
+    c->_refs = 1;
+    c->generation = generation;
+    c->arena = av_arena_new(8192);
+    ctx_t x = {.name = name, .text = buf, .len = len, .err = err, .errlen = errlen, .cfg = c};
+    size_t off = 0;
+    cJSON *root = NULL;
+    int rc;
+    if (av_jsonc_strip(buf, len, &off) != 0) {
+        unsigned line, col;
+        av_jsonc_linecol(buf, off, &line, &col);
+        snprintf(err, errlen, "%s:%u:%u: unterminated /* comment", name, line, col);
+        goto fail;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (root == NULL) {
+        const char *at = cJSON_GetErrorPtr();
+        off = (at != NULL && at >= buf && at <= buf + len) ? (size_t)(at - buf) : 0;
+        unsigned line, col;
+        av_jsonc_linecol(buf, off, &line, &col);
+        snprintf(err, errlen, "%s:%u:%u: invalid JSON near here", name, line, col);
+        goto fail;
+    }
+    if (!cJSON_IsObject(root)) {
+        fail(&x, "the config must be a JSON object");
+        goto fail;
+    }
+    const char *slash = strrchr(name, '/');
+    c->path = dup_str(&x, name);
+    c->dir = slash ? av_arena_strndup(c->arena, name, (size_t)(slash - name)) : ".";
+    /* backends before routes, whatever order the file has them in */
+    cJSON *backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
+    if (backends != NULL) {
+        push_key(&x, "backends");
+        rc = c_backends(&x, backends, c);
+        if (rc != 0)
+            goto fail;
+        pop(&x);
+    }
+    rc = load_obj(&x, root, top_spec, c);
+    if (rc != 0)
+        goto fail;
+    if (c_admin_addr(&x, c) != 0)
+        goto fail;
+    if (av_log_level_parse(c->log_level) < 0) {
+        push_key(&x, "log");
+        push_key(&x, "level");
+        fail(&x, "\"%s\" is not one of error, warn, info, debug", c->log_level);
+        goto fail;
+    }
+    c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
+    cJSON_Delete(root);
+    free(buf);
+    return c;
+fail:
+    cJSON_Delete(root);
+    free(buf);
+    av_arena_free(c->arena);
+    free(c);
+    return NULL;
+}
+
+av_config_t *av_config_load(const char *path, uint64_t generation, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)AV_CONFIG_MAX_BYTES) {
+        snprintf(err, errlen, "%s: not a regular file of at most %u bytes", path, AV_CONFIG_MAX_BYTES);
+        close(fd);
+        return NULL;
+    }
+    size_t len = (size_t)st.st_size, got = 0;
+    char *text = av_malloc(len + 1);
+    while (got < len) {
+        ssize_t n = read(fd, text + got, len - got);
+        if (n <= 0) {
+            snprintf(err, errlen, "%s: read failed: %s", path, n < 0 ? strerror(errno) : "short file");
+            close(fd);
+            free(text);
+            return NULL;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    av_config_t *c = av_config_parse(path, text, len, generation, err, errlen);
+    free(text);
+    return c;
+}
+
+av_config_t *av_config_ref(av_config_t *c)
+{
+    __atomic_add_fetch(&c->_refs, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+void av_config_unref(av_config_t *c)
+{
+    if (c == NULL || __atomic_sub_fetch(&c->_refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    av_arena_free(c->arena);
+    free(c);
+}
+
+const av_backend_t *av_config_backend(const av_config_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->nbackends; i++)
+        if (strcmp(c->backends[i].name, name) == 0)
+            return &c->backends[i];
+    return NULL;
+}
+
+static int streq_null(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
+                            void (*warn)(const char *key, void *arg), void *arg)
+{
+    int same = old->nlisten == cur->nlisten;
+    for (size_t i = 0; same && i < cur->nlisten; i++)
+        same = strcmp(old->listen[i].address, cur->listen[i].address) == 0;
+    if (!same)
+        warn("listen", arg);
+    if (old->workers != cur->workers)
+        warn("workers", arg);
+    if (!streq_null(old->admin_address, cur->admin_address))
+        warn("admin.address", arg);
+    if (!streq_null(old->kpi_log, cur->kpi_log))
+        warn("log.kpi", arg);
+}

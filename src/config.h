@@ -1,0 +1,102 @@
+/* config.h: the routing config, loaded from one JSON file into an immutable,
+ * refcounted snapshot (a "generation"). Requests hold the one they began under. */
+#ifndef AV_CONFIG_H
+#define AV_CONFIG_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "arena.h"
+
+typedef struct {
+    const char *name, *value;
+} av_kv_t;
+
+typedef struct {
+    const char *address;                 /* as written: "127.0.0.1:8080" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+} av_listen_t;
+
+enum { AV_PROTO_HTTP1 = 1 };
+
+typedef struct {
+    const char *name;
+    int index;
+    const char *url;
+    int protocol;
+    const char *protocol_name;
+    const char *host_header;             /* "host" or "host:port" as sent in Host */
+    const char *base_path;               /* "" or "/prefix" without a trailing slash */
+    const char *pool_key;                /* connections are pooled per address */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int64_t max_connections;
+    int64_t connect_timeout_ms, first_byte_timeout_ms, read_timeout_ms, idle_timeout_ms;
+    const char *api_key_env;
+    const char *api_key;                 /* secret: never logged */
+    const char *api_key_header;          /* "authorization" sends "Bearer KEY" */
+    int forward_authorization;
+    av_kv_t *headers;
+    size_t nheaders;
+} av_backend_t;
+
+typedef struct {
+    const char *name;
+    const char *backend_name;
+    const av_backend_t *backend;
+    const char *model;                   /* NULL: send the client's */
+    int64_t weight;
+} av_variant_t;
+
+typedef struct {
+    const char *name;
+    const char *path_prefix, *path, *host;
+    av_kv_t *match_headers;
+    size_t nmatch_headers;
+    av_variant_t *variants;
+    size_t nvariants;
+} av_route_t;
+
+typedef struct av_config_s {
+    int _refs;
+    uint64_t generation;
+    av_arena_t *arena;
+    const char *path, *dir;
+    int64_t workers;
+    av_listen_t *listen;
+    size_t nlisten;
+    const char *admin_address;
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addrlen;
+    const char *admin_token_env;
+    const char *kpi_log;                 /* "-" is standard output */
+    const char *log_level;
+    int64_t header_timeout_ms, idle_timeout_ms, max_header_bytes, max_headers, max_body_bytes;
+    int64_t drain_timeout_ms;
+    av_backend_t *backends;
+    size_t nbackends;
+    av_route_t *routes;
+    size_t nroutes;
+} av_config_t;
+
+/* Loads and validates a file. On failure returns NULL and writes
+ * "file:line:column: key: reason" into err. */
+av_config_t *av_config_load(const char *path, uint64_t generation, char *err, size_t errlen);
+/* Same, from text in memory; name is used in messages and to resolve paths. */
+av_config_t *av_config_parse(const char *name, const char *text, size_t len, uint64_t generation,
+                             char *err, size_t errlen);
+av_config_t *av_config_ref(av_config_t *c);
+void av_config_unref(av_config_t *c);
+
+/* Keys that only a restart changes; calls warn(key) for each one that differs. */
+void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
+                            void (*warn)(const char *key, void *arg), void *arg);
+
+/* Parses "host:port", "[v6]:port" or "*:port" (numeric host or, when
+ * resolve is set, a name). Returns 0 or AV_EINVAL. */
+int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
+                      socklen_t *len);
+const av_backend_t *av_config_backend(const av_config_t *c, const char *name);
+
+#endif

@@ -1,0 +1,216 @@
+/* test_config.c: valid configs load with their defaults; every kind of invalid
+ * one fails with the exact file:line:column: key: reason. */
+#include <stdlib.h>
+
+#include "config.h"
+#include "test.h"
+
+static char err[512];
+
+static av_config_t *parse(const char *text)
+{
+    err[0] = '\0';
+    return av_config_parse("t.json", text, strlen(text), 1, err, sizeof(err));
+}
+
+#define MINIMAL_BACKENDS "\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9\"}}"
+#define MINIMAL_ROUTES "\"routes\": [{\"name\": \"r\", \"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]}]"
+#define MINIMAL_LISTEN "\"listen\": [{\"address\": \"127.0.0.1:0\"}]"
+
+static void expect_error(const char *text, const char *want)
+{
+    av_config_t *c = parse(text);
+    CHECK(c == NULL);
+    CHECK_STR(err, want);
+    av_config_unref(c);
+}
+
+static void test_minimal_defaults(void)
+{
+    av_config_t *c = parse("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}");
+    CHECK(c != NULL);
+    if (c == NULL) {
+        printf("# %s\n", err);
+        return;
+    }
+    CHECK_INT(c->nlisten, 1);
+    CHECK_INT(c->workers, 0);
+    CHECK_STR(c->admin_address, "127.0.0.1:9901");
+    CHECK_STR(c->kpi_log, "-");
+    CHECK_INT(c->max_body_bytes, 10 << 20);
+    CHECK_INT(c->header_timeout_ms, 10000);
+    CHECK_INT(c->nbackends, 1);
+    const av_backend_t *b = &c->backends[0];
+    CHECK_STR(b->name, "b");
+    CHECK_INT(b->max_connections, 64);
+    CHECK_INT(b->connect_timeout_ms, 5000);
+    CHECK_STR(b->host_header, "127.0.0.1:9");
+    CHECK_STR(b->base_path, "");
+    CHECK_STR(b->api_key_header, "authorization");
+    CHECK_INT(b->forward_authorization, 0);
+    CHECK_INT(c->nroutes, 1);
+    CHECK(c->routes[0].variants[0].backend == b);
+    CHECK(c->routes[0].variants[0].model == NULL);
+    CHECK_INT(c->routes[0].variants[0].weight, 1);
+    av_config_unref(c);
+}
+
+static void test_full_with_comments(void)
+{
+    setenv("AV_TEST_KEY", "sk-secret", 1);
+    const char *text =
+        "// the gateway\n"
+        "{\n"
+        "  /* two listeners */\n"
+        "  \"listen\": [{\"address\": \"127.0.0.1:0\"}, {\"address\": \"[::1]:0\"}],\n"
+        "  \"workers\": 2, // fixed\n"
+        "  \"log\": {\"kpi\": \"kpi.log\", \"level\": \"debug\"},\n"
+        "  \"client\": {\"max_body_bytes\": 1024, \"max_headers\": 10},\n"
+        "  \"backends\": {\"prod\": {\"url\": \"http://localhost:8000/base/\", \"max_connections\": 8,\n"
+        "     \"api_key_env\": \"AV_TEST_KEY\", \"headers\": {\"x-team\": \"ml\"}}},\n"
+        "  \"routes\": [{\"name\": \"chat\", \"match\": {\"path_prefix\": \"/v1/\", \"host\": \"api\",\n"
+        "     \"headers\": {\"x-tenant\": \"a\"}},\n"
+        "     \"variants\": [{\"name\": \"stable\", \"backend\": \"prod\", \"model\": \"m1\", \"weight\": 95},\n"
+        "                  {\"name\": \"next\", \"backend\": \"prod\", \"weight\": 5}]}]\n"
+        "}\n";
+    av_config_t *c = av_config_parse("conf/x.json", text, strlen(text), 7, err, sizeof(err));
+    CHECK(c != NULL);
+    if (c == NULL) {
+        printf("# %s\n", err);
+        return;
+    }
+    CHECK_INT(c->generation, 7);
+    CHECK_INT(c->nlisten, 2);
+    CHECK_INT(c->workers, 2);
+    CHECK_STR(c->kpi_log, "conf/kpi.log");
+    CHECK_STR(c->log_level, "debug");
+    CHECK_INT(c->max_body_bytes, 1024);
+    const av_backend_t *b = av_config_backend(c, "prod");
+    CHECK(b != NULL);
+    CHECK_STR(b->api_key, "sk-secret");
+    CHECK_STR(b->base_path, "/base");
+    CHECK_STR(b->host_header, "localhost:8000");
+    CHECK_INT(b->nheaders, 1);
+    CHECK_STR(b->headers[0].name, "x-team");
+    CHECK_STR(c->routes[0].path_prefix, "/v1/");
+    CHECK_STR(c->routes[0].match_headers[0].value, "a");
+    CHECK_INT(c->routes[0].nvariants, 2);
+    CHECK_STR(c->routes[0].variants[0].model, "m1");
+    CHECK_INT(c->routes[0].variants[1].weight, 5);
+    av_config_unref(c);
+}
+
+static void test_syntax_errors(void)
+{
+    expect_error("{\n  \"listen\": [,]\n}", "t.json:2:14: invalid JSON near here");
+    expect_error("{\n /* never closed\n", "t.json:2:2: unterminated /* comment");
+    expect_error("[]", "t.json:1:1: the config must be a JSON object");
+}
+
+static void test_missing_required(void)
+{
+    expect_error("{" MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
+                 "t.json:1:1: listen: missing, and it is required");
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\n\"routes\": [{\"name\": \"r\"}]}",
+                 "t.json:2:12: routes[0]: variants: missing, and it is required");
+}
+
+static void test_type_and_bounds(void)
+{
+    expect_error("{" MINIMAL_LISTEN ",\n\"workers\": \"two\"," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
+                 "t.json:2:1: workers: expected an integer, got a string");
+    expect_error("{" MINIMAL_LISTEN ",\n\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:9\",\n"
+                 "   \"max_connections\": 0}}," MINIMAL_ROUTES "}",
+                 "t.json:3:4: backends.b.max_connections: must be an integer from 1 to 100000");
+    expect_error("{" MINIMAL_LISTEN ",\"client\": {\"max_headers\": 2.5}," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
+                 "t.json:1:52: client.max_headers: must be an integer from 1 to 1000");
+    expect_error("{" MINIMAL_LISTEN ",\"log\": {\"level\": \"loud\"}," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
+                 "t.json:1:49: log.level: \"loud\" is not one of error, warn, info, debug");
+}
+
+static void test_unknown_and_duplicate_keys(void)
+{
+    expect_error("{" MINIMAL_LISTEN ",\n  \"lisen\": 1}",
+                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes)");
+    expect_error("{" MINIMAL_LISTEN ",\n  \"workers\": 1, \"workers\": 2}", "t.json:2:17: workers: duplicate key");
+}
+
+static void test_reference_errors(void)
+{
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\n\"routes\": [{\"name\": \"r\", \"variants\": [\n"
+                 "  {\"name\": \"v\", \"backend\": \"nope\"}]}]}",
+                 "t.json:3:17: routes[0].variants[0].backend: no backend named \"nope\" in \"backends\"");
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\n\"routes\": [{\"name\": \"r\", \"variants\": [\n"
+                 "  {\"name\": \"v\", \"backend\": \"b\"}, {\"name\": \"v\", \"backend\": \"b\"}]}]}",
+                 "t.json:3:35: routes[0].variants[1].name: variant \"v\" is named twice in this route");
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\"routes\": [{\"name\": \"r\", \"match\": {\"path_prefix\": \"v1\"}, "
+                 "\"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]}]}",
+                 "t.json:1:125: routes[0].match.path_prefix: must start with /");
+}
+
+static void test_addresses_and_urls(void)
+{
+    expect_error("{\"listen\": [{\"address\": \"localhost\"}]," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
+                 "t.json:1:14: listen[0].address: \"localhost\" is not a numeric host:port (e.g. 127.0.0.1:8080, [::]:8080, *:8080)");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"ftp://x\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:60: backends.b.url: \"ftp://x\" must start with http://");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"protocol\": \"spdy\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:89: backends.b.protocol: \"spdy\" is not a protocol (use \"http1\")");
+    unsetenv("AV_TEST_UNSET");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"api_key_env\": \"AV_TEST_UNSET\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:89: backends.b.api_key_env: environment variable AV_TEST_UNSET is not set");
+}
+
+static void test_refcount(void)
+{
+    av_config_t *c = parse("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}");
+    CHECK(c != NULL);
+    CHECK(av_config_ref(c) == c);
+    av_config_unref(c);
+    CHECK_INT(c->_refs, 1);
+    av_config_unref(c);
+}
+
+static void warn_collect(const char *key, void *arg)
+{
+    strcat((char *)arg, key);
+    strcat((char *)arg, " ");
+}
+
+static void test_restart_keys(void)
+{
+    av_config_t *a = parse("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}");
+    av_config_t *b = parse("{\"listen\": [{\"address\": \"127.0.0.1:1\"}], \"workers\": 3," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}");
+    CHECK(a != NULL && b != NULL);
+    char got[128] = "";
+    av_config_restart_keys(a, b, warn_collect, got);
+    CHECK_STR(got, "listen workers ");
+    got[0] = '\0';
+    av_config_restart_keys(a, a, warn_collect, got);
+    CHECK_STR(got, "");
+    av_config_unref(a);
+    av_config_unref(b);
+}
+
+static void test_load_file_errors(void)
+{
+    av_config_t *c = av_config_load("/nonexistent/aviary.json", 1, err, sizeof(err));
+    CHECK(c == NULL);
+    CHECK_STR(err, "/nonexistent/aviary.json: cannot open: No such file or directory");
+}
+
+int main(void)
+{
+    RUN(test_minimal_defaults);
+    RUN(test_full_with_comments);
+    RUN(test_syntax_errors);
+    RUN(test_missing_required);
+    RUN(test_type_and_bounds);
+    RUN(test_unknown_and_duplicate_keys);
+    RUN(test_reference_errors);
+    RUN(test_addresses_and_urls);
+    RUN(test_refcount);
+    RUN(test_restart_keys);
+    RUN(test_load_file_errors);
+    TEST_DONE();
+}
