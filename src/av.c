@@ -2,7 +2,9 @@
  * Allocation failure is fatal by design (see STYLE.md). */
 #include "av.h"
 
+#include <netdb.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,4 +71,46 @@ uint64_t av_wall_us(void)
 int av_streq_ci(const char *a, size_t alen, const char *b)
 {
     return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+}
+
+int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
+                      unsigned *len)
+{
+    char host[256];
+    const char *colon, *hstart = s;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return AV_EINVAL;
+        hstart = s + 1;
+        hlen = (size_t)(end - hstart);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return AV_EINVAL;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= sizeof(host))
+        return AV_EINVAL;
+    memcpy(host, hstart, hlen);
+    host[hlen] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+        return AV_EINVAL;
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | (resolve ? 0 : AI_NUMERICHOST) | (passive ? AI_PASSIVE : 0);
+    const char *node = (hlen == 0 || strcmp(host, "*") == 0) ? NULL : host;
+    if (node == NULL && !passive)
+        return AV_EINVAL;
+    if (getaddrinfo(node, colon + 1, &hints, &res) != 0 || res == NULL)
+        return AV_EINVAL;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
 }

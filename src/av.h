@@ -36,6 +36,12 @@ uint64_t av_now_us(void);
 static inline uint64_t av_now_ms(void) { return av_now_us() / 1000; }
 uint64_t av_wall_us(void);
 
+struct sockaddr_storage;
+/* Parses "host:port", "[v6]:port" or "*:port" (numeric host or, when
+ * resolve is set, a name). Returns 0 or AV_EINVAL. */
+int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
+                      unsigned *len);
+
 /* Case-insensitive compare of a counted string with a C string. */
 int av_streq_ci(const char *a, size_t alen, const char *b);
 

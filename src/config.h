@@ -93,10 +93,6 @@ void av_config_unref(av_config_t *c);
 void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
                             void (*warn)(const char *key, void *arg), void *arg);
 
-/* Parses "host:port", "[v6]:port" or "*:port" (numeric host or, when
- * resolve is set, a name). Returns 0 or AV_EINVAL. */
-int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
-                      socklen_t *len);
 const av_backend_t *av_config_backend(const av_config_t *c, const char *name);
 
 #endif
