@@ -1,6 +1,7 @@
 /* test_sim_gen.c: the simulator's knobs, parsing and bodies are deterministic and well-formed. */
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <stdlib.h>
 
 #include "sim_gen.h"
 #include "test.h"
