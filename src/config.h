@@ -20,7 +20,7 @@ typedef struct {
 
 enum { AV_PROTO_HTTP1 = 1 };
 
-typedef struct {
+typedef struct av_backend_s {
     const char *name;
     int index;
     const char *url;
@@ -41,7 +41,7 @@ typedef struct {
     size_t nheaders;
 } av_backend_t;
 
-typedef struct {
+typedef struct av_variant_s {
     const char *name;
     const char *backend_name;
     const av_backend_t *backend;
@@ -49,7 +49,7 @@ typedef struct {
     int64_t weight;
 } av_variant_t;
 
-typedef struct {
+typedef struct av_route_s {
     const char *name;
     const char *path_prefix, *path, *host;
     av_kv_t *match_headers;

@@ -1,0 +1,521 @@
+/* h1_server.c: one HTTP/1.1 client connection: parse one request at a time
+ * (pipelined ones wait in the input buffer), hand it to req, frame the answer. */
+#include "h1_server.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "av.h"
+#include "config.h"
+#include "headers.h"
+#include "log.h"
+#include "req.h"
+#include "worker.h"
+
+#define H1_WRITE_LOW_WATER (64u * 1024u)
+#define H1_READ_HIGH_WATER (256u * 1024u)
+
+typedef enum { H1_IDLE, H1_READING, H1_WAITING, H1_CLOSING } h1_state_t;
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} h1_acc_t;
+
+struct av_h1conn_s {
+    av_worker_t *w;
+    struct bufferevent *bev;
+    http_parser parser;
+    TAILQ_ENTRY(av_h1conn_s) link;
+    h1_state_t state;
+    av_req_t *req;
+    h1_acc_t url, name, value;
+    int in_value, headers_done;
+    size_t header_bytes;
+    int reject_status;
+    const char *reject_code;
+    int keepalive;      /* the client wants the connection kept */
+    int resp_keepalive; /* and this response allows it */
+    int chunked, no_body;
+    struct event *timer;
+    char client_ip[48];
+};
+
+static void conn_free(av_h1conn_t *c);
+static void read_cb(struct bufferevent *bev, void *arg);
+
+static int acc_add(h1_acc_t *a, const char *p, size_t n)
+{
+    if (a->len + n + 1 > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->len + n + 1)
+            cap *= 2;
+        a->p = av_realloc(a->p, cap);
+        a->cap = cap;
+    }
+    memcpy(a->p + a->len, p, n);
+    a->len += n;
+    a->p[a->len] = '\0';
+    return 0;
+}
+
+static void arm_timer(av_h1conn_t *c, int64_t ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+/* ---- responding (the client ops) ---- */
+
+static const char *reason(int s)
+{
+    switch (s) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return s < 300 ? "OK" : s < 400 ? "Redirect" : s < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t clen)
+{
+    av_h1conn_t *c = req->client_ctx;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int keep = c->keepalive && !c->w->draining && c->reject_status == 0;
+    c->no_body = req->method == HTTP_HEAD || status == 204 || status == 304 || status < 200;
+    c->chunked = 0;
+    if (clen < 0 && !c->no_body) {
+        if (req->http_major == 1 && req->http_minor >= 1)
+            c->chunked = 1;
+        else
+            keep = 0; /* HTTP/1.0: the close ends the body */
+    }
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    for (size_t i = 0; i < hdrs->n; i++) {
+        evbuffer_add(out, hdrs->v[i].name, hdrs->v[i].name_len);
+        evbuffer_add(out, ": ", 2);
+        evbuffer_add(out, hdrs->v[i].value, hdrs->v[i].value_len);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (clen >= 0 && status != 204 && status != 304 && status >= 200)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)clen);
+    if (c->chunked)
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->id);
+    if (!keep)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    else if (req->http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(out, "\r\n", 2);
+    c->resp_keepalive = keep;
+}
+
+static void respond_body(av_req_t *req, const char *data, size_t len)
+{
+    av_h1conn_t *c = req->client_ctx;
+    if (c->no_body || len == 0)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+}
+
+/* Closes once the output is written; never frees synchronously. */
+static void close_after_flush(av_h1conn_t *c)
+{
+    c->state = H1_CLOSING;
+    evtimer_del(c->timer);
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void finish_exchange(av_h1conn_t *c)
+{
+    av_req_t *req = c->req;
+    c->req = NULL;
+    av_req_free(req);
+    if (!c->resp_keepalive || c->w->draining) {
+        close_after_flush(c);
+        return;
+    }
+    c->state = H1_IDLE;
+    http_parser_pause(&c->parser, 0);
+    arm_timer(c, c->w->cfg->idle_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void respond_end(av_req_t *req)
+{
+    av_h1conn_t *c = req->client_ctx;
+    if (c->chunked)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    finish_exchange(c);
+}
+
+static void respond_abort(av_req_t *req)
+{
+    av_h1conn_t *c = req->client_ctx;
+    if (c->chunked && req->stream) {
+        /* SSE clients get a last event saying why, and a well-formed end */
+        struct evbuffer *ev = evbuffer_new();
+        evbuffer_add(ev, "data: ", 6);
+        av_error_json(ev, "server_error", req->error ? req->error : "backend_closed",
+                      "the backend ended the stream before it was complete", req->id);
+        evbuffer_add(ev, "\n", 1); /* av_error_json ended the line; this blank line ends the event */
+        size_t n = evbuffer_get_length(ev);
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        evbuffer_add_printf(out, "%zx\r\n", n);
+        evbuffer_add_buffer(out, ev);
+        evbuffer_add(out, "\r\n0\r\n\r\n", 7);
+        evbuffer_free(ev);
+    }
+    /* anything else: closing without the end marker tells the client it is cut */
+    c->resp_keepalive = 0;
+    finish_exchange(c);
+}
+
+static size_t pending(av_req_t *req)
+{
+    av_h1conn_t *c = req->client_ctx;
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static const av_client_ops_t h1_ops = {
+    .respond_head = respond_head,
+    .respond_body = respond_body,
+    .respond_end = respond_end,
+    .respond_abort = respond_abort,
+    .pending = pending,
+};
+
+/* ---- parsing ---- */
+
+static int reject(av_h1conn_t *c, int status, const char *code)
+{
+    c->reject_status = status;
+    c->reject_code = code;
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    av_h1conn_t *c = p->data;
+    c->req = av_req_new(c->w, &h1_ops, c);
+    memcpy(c->req->client_ip, c->client_ip, sizeof(c->client_ip));
+    c->url.len = c->name.len = c->value.len = 0;
+    c->in_value = c->headers_done = 0;
+    c->header_bytes = 0;
+    c->state = H1_READING;
+    arm_timer(c, c->w->cfg->header_timeout_ms);
+    return 0;
+}
+
+static int count_header_bytes(av_h1conn_t *c, size_t n)
+{
+    c->header_bytes += n;
+    return c->header_bytes > (size_t)c->w->cfg->max_header_bytes;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    av_h1conn_t *c = p->data;
+    if (count_header_bytes(c, n))
+        return reject(c, 431, "headers_too_large");
+    return acc_add(&c->url, at, n);
+}
+
+static int commit_header(av_h1conn_t *c)
+{
+    if (c->name.len == 0)
+        return 0;
+    if (c->req->headers.n >= (size_t)c->w->cfg->max_headers)
+        return reject(c, 431, "too_many_headers");
+    av_headers_add(c->req->arena, &c->req->headers, c->name.p, c->name.len, c->value.p ? c->value.p : "",
+                   c->value.len);
+    c->name.len = c->value.len = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    av_h1conn_t *c = p->data;
+    if (count_header_bytes(c, n))
+        return reject(c, 431, "headers_too_large");
+    if (c->in_value) {
+        if (commit_header(c) != 0)
+            return -1;
+        c->in_value = 0;
+    }
+    return acc_add(&c->name, at, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    av_h1conn_t *c = p->data;
+    if (count_header_bytes(c, n))
+        return reject(c, 431, "headers_too_large");
+    c->in_value = 1;
+    return acc_add(&c->value, at, n);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    av_h1conn_t *c = p->data;
+    av_req_t *req = c->req;
+    if (commit_header(c) != 0)
+        return -1;
+    c->headers_done = 1;
+    req->method = p->method;
+    req->method_str = http_method_str((enum http_method)p->method);
+    req->target = av_arena_strndup(req->arena, c->url.p ? c->url.p : "/", c->url.len);
+    req->target_len = c->url.len;
+    req->http_major = p->http_major;
+    req->http_minor = p->http_minor;
+    const av_header_t *host = av_headers_get(&req->headers, "host");
+    req->host = host ? host->value : NULL;
+    c->keepalive = http_should_keep_alive(p);
+    av_req_set_id(req);
+    if (req->target_len == 0 || req->target[0] != '/')
+        return reject(c, 400, "bad_request_target");
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->w->cfg->max_body_bytes)
+        return reject(c, 413, "body_too_large");
+    const av_header_t *expect = av_headers_get(&req->headers, "expect");
+    if (expect != NULL) {
+        if (!av_streq_ci(expect->value, expect->value_len, "100-continue"))
+            return reject(c, 417, "expectation_failed");
+        if (p->http_minor >= 1)
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    arm_timer(c, c->w->cfg->idle_timeout_ms); /* the body may take a while, but not forever idle */
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    av_h1conn_t *c = p->data;
+    if (evbuffer_get_length(c->req->body) + n > (size_t)c->w->cfg->max_body_bytes)
+        return reject(c, 413, "body_too_large");
+    evbuffer_add(c->req->body, at, n);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings h1_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Answers a request that could not be read whole, then closes. */
+static void respond_reject(av_h1conn_t *c, int status, const char *code, const char *why)
+{
+    if (c->req == NULL) {
+        c->req = av_req_new(c->w, &h1_ops, c);
+        memcpy(c->req->client_ip, c->client_ip, sizeof(c->client_ip));
+    }
+    av_req_t *req = c->req;
+    if (req->id[0] == '\0')
+        av_req_set_id(req);
+    if (req->method_str == NULL) {
+        req->method_str = "-";
+        req->target = "-";
+        req->target_len = 1;
+    }
+    req->http_major = 1;
+    req->http_minor = 1;
+    c->reject_status = status;
+    c->state = H1_WAITING;
+    evtimer_del(c->timer);
+    av_req_respond_error(req, status, "invalid_request_error", code, "%s", why);
+}
+
+static void reject_parse(av_h1conn_t *c, enum http_errno e)
+{
+    switch (c->reject_status) {
+    case 413: {
+        char why[128];
+        snprintf(why, sizeof(why), "request body exceeds client.max_body_bytes (%lld bytes)",
+                 (long long)c->w->cfg->max_body_bytes);
+        respond_reject(c, 413, c->reject_code, why);
+        return;
+    }
+    case 431:
+        respond_reject(c, 431, c->reject_code,
+                       strcmp(c->reject_code, "too_many_headers") == 0
+                           ? "too many request headers (client.max_headers)"
+                           : "request headers exceed client.max_header_bytes");
+        return;
+    case 417:
+        respond_reject(c, 417, c->reject_code, "only Expect: 100-continue is supported");
+        return;
+    case 400:
+        respond_reject(c, 400, c->reject_code, "the request target must be an absolute path");
+        return;
+    default: {
+        char why[160];
+        snprintf(why, sizeof(why), "malformed HTTP/1.1 request: %s", http_errno_description(e));
+        respond_reject(c, 400, "bad_request", why);
+    }
+    }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    av_h1conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (c->state == H1_IDLE || c->state == H1_READING) {
+        struct evbuffer_iovec v;
+        if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        size_t n = http_parser_execute(&c->parser, &h1_settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e == HPE_PAUSED) {
+            c->state = H1_WAITING;
+            evtimer_del(c->timer);
+            av_req_run(c->req); /* may answer at once; c stays valid (closing is deferred) */
+            return;
+        }
+        if (e != HPE_OK) {
+            reject_parse(c, e);
+            return;
+        }
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    av_h1conn_t *c = arg;
+    if (c->state == H1_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_free(c);
+        return;
+    }
+    if (c->state == H1_WAITING && c->req != NULL)
+        av_req_client_drained(c->req);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    av_h1conn_t *c = arg;
+    if (c->req != NULL && c->state == H1_WAITING)
+        av_req_client_gone(c->req);
+    conn_free(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_h1conn_t *c = arg;
+    if (c->state == H1_READING) {
+        respond_reject(c, 408, "request_timeout",
+                       c->headers_done ? "the request body did not arrive in time (client.idle_timeout_ms)"
+                                       : "the request headers did not arrive in time (client.header_timeout_ms)");
+        c->resp_keepalive = 0;
+        return;
+    }
+    if (c->state == H1_IDLE)
+        conn_free(c);
+}
+
+static void conn_free(av_h1conn_t *c)
+{
+    av_worker_t *w = c->w;
+    if (c->req != NULL)
+        av_req_free(c->req);
+    TAILQ_REMOVE(&w->h1conns, c, link);
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    free(c->url.p);
+    free(c->name.p);
+    free(c->value.p);
+    free(c);
+    av_worker_conn_closed(w);
+}
+
+void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    av_h1conn_t *c = av_calloc(1, sizeof(*c));
+    c->w = w;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, c->client_ip,
+                  sizeof(c->client_ip));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, c->client_ip,
+                  sizeof(c->client_ip));
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(w->base, timer_cb, c);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->state = H1_IDLE;
+    bufferevent_setwatermark(c->bev, EV_READ, 0, H1_READ_HIGH_WATER);
+    bufferevent_setwatermark(c->bev, EV_WRITE, H1_WRITE_LOW_WATER, 0);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    TAILQ_INSERT_TAIL(&w->h1conns, c, link);
+    w->stats.client_conns++;
+    arm_timer(c, w->cfg->idle_timeout_ms);
+}
+
+void av_h1_drain(av_worker_t *w)
+{
+    av_h1conn_t *c = TAILQ_FIRST(&w->h1conns);
+    while (c != NULL) {
+        av_h1conn_t *next = TAILQ_NEXT(c, link);
+        if (c->state == H1_IDLE && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_free(c);
+        c = next;
+    }
+}
+
+void av_h1_close_all(av_worker_t *w)
+{
+    av_h1conn_t *c;
+    while ((c = TAILQ_FIRST(&w->h1conns)) != NULL) {
+        if (c->req != NULL && c->state == H1_WAITING)
+            av_req_client_gone(c->req);
+        conn_free(c);
+    }
+}

@@ -1,0 +1,40 @@
+/* kpilog.h: the KPI log: one JSON line per request, handed to a writer
+ * thread so no event loop waits on the disk, and flushed whole on close. */
+#ifndef AV_KPILOG_H
+#define AV_KPILOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+typedef struct av_kpilog_s av_kpilog_t;
+
+/* One request's line. Strings may be NULL (written as null). Times in
+ * microseconds; ttft_us < 0 when no body byte arrived. */
+typedef struct {
+    uint64_t time_us;            /* wall clock at the request's start */
+    const char *request_id, *route, *variant, *backend, *model;
+    uint64_t generation;
+    const char *method, *path;
+    size_t path_len;
+    int status;
+    int stream;
+    int64_t latency_us, ttft_us;
+    uint64_t bytes_in, bytes_out;
+    const char *error;
+} av_kpi_rec_t;
+
+void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r);
+
+/* Opens path for appending ("-" is standard output) and starts the writer.
+ * Returns NULL with the reason in err. */
+av_kpilog_t *av_kpilog_open(const char *path, char *err, size_t errlen);
+/* Thread-safe; takes the line's bytes (a whole line, newline included). */
+void av_kpilog_append(av_kpilog_t *l, struct evbuffer *line);
+/* Asks the writer to reopen the file (after rotation) before its next batch. Returns 0. */
+int av_kpilog_reopen(av_kpilog_t *l);
+/* Writes everything appended so far, stops the writer and closes. */
+void av_kpilog_close(av_kpilog_t *l);
+uint64_t av_kpilog_lines(av_kpilog_t *l);
+
+#endif

@@ -1,0 +1,232 @@
+/* main.c: aviary's entry: arguments, config check, listeners, workers, the KPI
+ * log writer, signals (TERM/INT drain and exit, HUP reload) and the admin port. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "av.h"
+#include "config.h"
+#include "kpilog.h"
+#include "listener.h"
+#include "log.h"
+#include "worker.h"
+
+typedef struct {
+    const char *config_path, *ready_file;
+    struct event_base *base;
+    av_config_t *cfg;
+    av_worker_t **workers;
+    int nworkers;
+    av_kpilog_t *kpilog;
+    av_admin_t *admin;
+    av_admin_state_t admin_state;
+    int **fds;               /* [worker][listener] */
+    char (*listen_addrs)[80];
+} av_main_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: aviary [-c FILE] [-t] [--ready-file FILE]\n"
+            "Aviary: a progressive-delivery gateway for AI model APIs.\n\n"
+            "  -c, --config FILE     routing config (default conf/aviary.json)\n"
+            "  -t, --test            check the config and exit: 0 if valid, 1 with file:line:column: key: reason\n"
+            "      --ready-file FILE once serving, write the bound addresses there (\"listen ADDR\",\n"
+            "                        \"admin ADDR\"), for supervisors and tests that ask for port 0\n"
+            "  -h, --help            this help\n"
+            "  -v, --version         print the version\n\n"
+            "Signals: SIGHUP reloads the config (kept if invalid), SIGTERM/SIGINT drain and exit.\n");
+}
+
+static void warn_restart(const char *key, void *arg)
+{
+    const av_config_t *c = arg;
+    AV_WARN("reload: %s: %s changed, which needs a restart; the running value is kept", c->path, key);
+}
+
+static void reload(av_main_t *m)
+{
+    char err[1024];
+    av_config_t *next = av_config_load(m->config_path, m->cfg->generation + 1, err, sizeof(err));
+    if (next == NULL) {
+        AV_ERR("reload failed, still serving generation %llu: %s", (unsigned long long)m->cfg->generation, err);
+        return;
+    }
+    av_config_restart_keys(m->cfg, next, warn_restart, next);
+    av_log_set_level(av_log_level_parse(next->log_level));
+    for (int i = 0; i < m->nworkers; i++)
+        av_worker_set_config(m->workers[i], next);
+    av_config_unref(m->cfg);
+    m->cfg = next;
+    m->admin_state.generation = next->generation;
+    av_kpilog_reopen(m->kpilog);
+    AV_INFO("reloaded %s: generation %llu, %zu routes, %zu backends", m->config_path,
+            (unsigned long long)next->generation, next->nroutes, next->nbackends);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    av_main_t *m = arg;
+    if (sig == SIGHUP) {
+        reload(m);
+        return;
+    }
+    if (m->admin_state.draining)
+        return;
+    AV_INFO("%s: draining (up to %lld ms), then exiting", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            (long long)m->cfg->drain_timeout_ms);
+    m->admin_state.draining = 1;
+    for (int i = 0; i < m->nworkers; i++)
+        av_worker_stop(m->workers[i]);
+    event_base_loopexit(m->base, NULL);
+}
+
+/* Binds every listener once per worker; a port of 0 is resolved by the first bind. */
+static int bind_all(av_main_t *m, char *err, size_t errlen)
+{
+    av_config_t *c = m->cfg;
+    m->fds = av_calloc((size_t)m->nworkers, sizeof(int *));
+    m->listen_addrs = av_calloc(c->nlisten, sizeof(*m->listen_addrs));
+    for (int w = 0; w < m->nworkers; w++)
+        m->fds[w] = av_calloc(c->nlisten, sizeof(int));
+    for (size_t i = 0; i < c->nlisten; i++) {
+        struct sockaddr_storage ss = c->listen[i].addr;
+        for (int w = 0; w < m->nworkers; w++) {
+            char why[256];
+            int fd = av_listen_fd((struct sockaddr *)&ss, c->listen[i].addrlen, why, sizeof(why));
+            if (fd < 0) {
+                snprintf(err, errlen, "%s: listen %s: %s", c->path, c->listen[i].address, why);
+                return AV_EIO;
+            }
+            if (w == 0) {
+                av_sockaddr_set_port(&ss, av_fd_port(fd));
+                av_fd_addr_str(fd, m->listen_addrs[i], sizeof(m->listen_addrs[i]));
+            }
+            m->fds[w][i] = fd;
+        }
+    }
+    return 0;
+}
+
+static int write_ready_file(av_main_t *m)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", m->ready_file);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return AV_EIO;
+    for (size_t i = 0; i < m->cfg->nlisten; i++)
+        fprintf(f, "listen %s\n", m->listen_addrs[i]);
+    fprintf(f, "admin %s\n", av_admin_address(m->admin));
+    if (fclose(f) != 0 || rename(tmp, m->ready_file) != 0)
+        return AV_EIO;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    av_main_t m = {.config_path = "conf/aviary.json"};
+    int test_only = 0;
+    enum { O_READY = 256 };
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
+        {"ready-file", required_argument, NULL, O_READY}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'v'}, {NULL, 0, NULL, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "c:thv", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': m.config_path = optarg; break;
+        case 't': test_only = 1; break;
+        case O_READY: m.ready_file = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case 'v': printf("aviary %s\n", AV_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "aviary: unexpected argument \"%s\" (see aviary --help)\n", argv[optind]);
+        return 2;
+    }
+    char err[1024];
+    m.cfg = av_config_load(m.config_path, 1, err, sizeof(err));
+    if (m.cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("%s: ok (%zu listeners, %zu backends, %zu routes)\n", m.config_path, m.cfg->nlisten,
+               m.cfg->nbackends, m.cfg->nroutes);
+        av_config_unref(m.cfg);
+        return 0;
+    }
+    av_log_set_level(av_log_level_parse(m.cfg->log_level));
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    m.nworkers = m.cfg->workers > 0 ? (int)m.cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+    if (bind_all(&m, err, sizeof(err)) != 0) {
+        AV_ERR("%s", err);
+        return 1;
+    }
+    m.kpilog = av_kpilog_open(m.cfg->kpi_log, err, sizeof(err));
+    if (m.kpilog == NULL) {
+        AV_ERR("%s", err);
+        return 1;
+    }
+    m.base = event_base_new();
+    m.admin_state.generation = m.cfg->generation;
+    m.admin_state.workers = m.nworkers;
+    m.admin = av_admin_start(m.base, m.cfg->admin_address, &m.admin_state, err, sizeof(err));
+    if (m.admin == NULL) {
+        AV_ERR("%s", err);
+        return 1;
+    }
+    m.workers = av_calloc((size_t)m.nworkers, sizeof(*m.workers));
+    for (int i = 0; i < m.nworkers; i++) {
+        m.workers[i] = av_worker_new(i, m.nworkers, m.cfg, m.kpilog, m.fds[i], m.cfg->nlisten);
+        if (av_worker_start(m.workers[i]) != 0) {
+            AV_ERR("cannot start worker %d", i);
+            return 1;
+        }
+    }
+    struct event *sigs[3];
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(m.base, signums[i], signal_cb, &m);
+        evsignal_add(sigs[i], NULL);
+    }
+    m.admin_state.ready = 1;
+    for (size_t i = 0; i < m.cfg->nlisten; i++)
+        AV_INFO("listening on %s (%d workers)", m.listen_addrs[i], m.nworkers);
+    AV_INFO("admin on %s; config %s generation 1", av_admin_address(m.admin), m.config_path);
+    if (m.ready_file != NULL && write_ready_file(&m) != 0)
+        AV_WARN("cannot write ready file %s: %s", m.ready_file, strerror(errno));
+
+    event_base_dispatch(m.base);
+
+    for (int i = 0; i < m.nworkers; i++)
+        av_worker_join_free(m.workers[i]);
+    uint64_t lines = av_kpilog_lines(m.kpilog);
+    av_kpilog_close(m.kpilog);
+    AV_INFO("stopped; %llu KPI lines written", (unsigned long long)lines);
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    av_admin_free(m.admin);
+    event_base_free(m.base);
+    for (int i = 0; i < m.nworkers; i++)
+        free(m.fds[i]);
+    free(m.fds);
+    free(m.listen_addrs);
+    free(m.workers);
+    av_config_unref(m.cfg);
+    libevent_global_shutdown();
+    return 0;
+}

@@ -1,0 +1,294 @@
+/* req.c: one exchange from complete request to KPI line: route, variant, body
+ * rewrite, backend request, response relay and the gateway's own errors. */
+#include "req.h"
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "arena.h"
+#include "av.h"
+#include "config.h"
+#include "headers.h"
+#include "kpilog.h"
+#include "log.h"
+#include "router.h"
+#include "upstream.h"
+#include "worker.h"
+
+const char AV_ERR_CONNECT[] = "connect_failed";
+const char AV_ERR_CONNECT_TIMEOUT[] = "connect_timeout";
+const char AV_ERR_FIRST_BYTE_TIMEOUT[] = "first_byte_timeout";
+const char AV_ERR_READ_TIMEOUT[] = "read_timeout";
+const char AV_ERR_BACKEND_CLOSED[] = "backend_closed";
+const char AV_ERR_BACKEND_PROTOCOL[] = "backend_protocol_error";
+const char AV_ERR_BUSY[] = "backend_busy";
+const char AV_ERR_CLIENT_ABORT[] = "client_abort";
+
+static void free_evbuffer(void *p)
+{
+    evbuffer_free(p);
+}
+
+av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx)
+{
+    av_arena_t *a = av_arena_new(4096);
+    av_req_t *req = av_arena_calloc(a, sizeof(*req));
+    req->arena = a;
+    req->worker = w;
+    req->cfg = av_config_ref(w->cfg);
+    req->client = ops;
+    req->client_ctx = client_ctx;
+    req->t_start_us = av_now_us();
+    req->t_wall_us = av_wall_us();
+    req->body = evbuffer_new();
+    av_arena_on_free(a, free_evbuffer, req->body);
+    return req;
+}
+
+void av_req_set_id(av_req_t *req)
+{
+    const av_header_t *h = av_headers_get(&req->headers, "x-request-id");
+    if (h != NULL && av_request_id_valid(h->value, h->value_len)) {
+        memcpy(req->id, h->value, h->value_len);
+        req->id[h->value_len] = '\0';
+        return;
+    }
+    snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)av_worker_random(req->worker),
+             (unsigned long long)av_worker_random(req->worker));
+}
+
+static void kpi_write(av_req_t *req)
+{
+    if (req->logged || !req->ran)
+        return;
+    req->logged = 1;
+    uint64_t end = req->t_end_us ? req->t_end_us : av_now_us();
+    av_kpi_rec_t r = {
+        .time_us = req->t_wall_us,
+        .request_id = req->id,
+        .route = req->route ? req->route->name : NULL,
+        .variant = req->variant ? req->variant->name : NULL,
+        .generation = req->cfg->generation,
+        .backend = req->variant ? req->variant->backend->name : NULL,
+        .model = req->model,
+        .method = req->method_str,
+        .path = req->target,
+        .path_len = strcspn(req->target, "?") < req->target_len ? strcspn(req->target, "?") : req->target_len,
+        .status = req->status,
+        .stream = req->stream,
+        .latency_us = (int64_t)(end - req->t_start_us),
+        .ttft_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1,
+        .bytes_in = req->bytes_in,
+        .bytes_out = req->bytes_out,
+        .error = req->error,
+    };
+    struct evbuffer *line = req->worker->scratch;
+    av_kpi_format(line, &r);
+    av_kpilog_append(req->worker->kpilog, line);
+}
+
+void av_req_free(av_req_t *req)
+{
+    if (req->up != NULL || req->waiting)
+        av_upstream_cancel(req);
+    if (req->ran && !req->finished && req->error == NULL) {
+        req->error = AV_ERR_CLIENT_ABORT;
+        req->status = req->status ? req->status : 499;
+    }
+    kpi_write(req);
+    if (req->ran)
+        req->worker->stats.active_requests--;
+    av_config_unref(req->cfg);
+    av_arena_free(req->arena);
+}
+
+void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
+                   const char *request_id)
+{
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddStringToObject(e, "code", code);
+    if (request_id != NULL)
+        cJSON_AddStringToObject(e, "request_id", request_id);
+    char *s = cJSON_PrintUnformatted(root);
+    if (s == NULL)
+        av_oom();
+    evbuffer_add(out, s, strlen(s));
+    evbuffer_add(out, "\n", 1);
+    cJSON_free(s);
+    cJSON_Delete(root);
+}
+
+void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct evbuffer *body = evbuffer_new();
+    av_error_json(body, type, code, msg, req->id);
+    size_t len = evbuffer_get_length(body);
+    av_headers_t h = {0};
+    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
+    req->status = status;
+    req->t_head_us = av_now_us();
+    req->head_sent = 1;
+    req->client->respond_head(req, status, &h, (int64_t)len);
+    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
+    req->bytes_out += len;
+    evbuffer_free(body);
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_end(req); /* may free req */
+}
+
+/* Puts the variant's model in a JSON body; notes the client's. */
+static void rewrite_body(av_req_t *req)
+{
+    size_t len = evbuffer_get_length(req->body);
+    if (len == 0)
+        return;
+    /* keyed on the body, not its label: clients often send JSON as form data (curl -d) */
+    const char *text = (const char *)evbuffer_pullup(req->body, -1);
+    if (memchr(text, '{', len < 16 ? len : 16) == NULL)
+        return;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    if (j == NULL || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return;
+    }
+    cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
+    if (cJSON_IsString(m))
+        req->client_model = av_arena_strndup(req->arena, m->valuestring, strlen(m->valuestring));
+    req->model = req->client_model;
+    const char *want = req->variant->model;
+    if (want != NULL && (req->client_model == NULL || strcmp(want, req->client_model) != 0)) {
+        if (m != NULL)
+            cJSON_ReplaceItemInObjectCaseSensitive(j, "model", cJSON_CreateString(want));
+        else
+            cJSON_AddStringToObject(j, "model", want);
+        char *s = cJSON_PrintUnformatted(j);
+        if (s == NULL)
+            av_oom();
+        evbuffer_drain(req->body, len);
+        evbuffer_add(req->body, s, strlen(s));
+        cJSON_free(s);
+        req->model = want;
+    }
+    cJSON_Delete(j);
+}
+
+void av_req_run(av_req_t *req)
+{
+    req->ran = 1;
+    req->worker->stats.requests++;
+    req->worker->stats.active_requests++;
+    req->bytes_in = evbuffer_get_length(req->body);
+    const av_route_t *route = av_route_match(req->cfg, req);
+    if (route == NULL) {
+        av_req_respond_error(req, 404, "invalid_request_error", "route_not_found", "no route matches %s %.*s",
+                             req->method_str, (int)req->target_len, req->target);
+        return;
+    }
+    req->route = route;
+    req->variant = &route->variants[0];
+    rewrite_body(req);
+    req->backend_out = evbuffer_new();
+    av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
+    size_t blen = evbuffer_get_length(req->body);
+    av_headers_backend_request(req->backend_out, req, req->variant->backend, blen);
+    evbuffer_add_buffer(req->backend_out, req->body);
+    av_upstream_send(req);
+}
+
+void av_req_client_gone(av_req_t *req)
+{
+    req->client_gone = 1;
+    if (req->up != NULL || req->waiting)
+        av_upstream_cancel(req);
+    if (!req->finished && req->ran) {
+        req->error = AV_ERR_CLIENT_ABORT;
+        req->status = 499;
+        req->t_end_us = av_now_us();
+        kpi_write(req);
+    }
+}
+
+void av_req_client_drained(av_req_t *req)
+{
+    if (req->up != NULL)
+        av_upstream_resume(req);
+}
+
+void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t content_length)
+{
+    req->status = status;
+    req->t_head_us = av_now_us();
+    av_headers_t out = {0};
+    for (size_t i = 0; i < hdrs->n; i++) {
+        const av_header_t *h = &hdrs->v[i];
+        if (!av_header_forward_response(hdrs, h))
+            continue;
+        if (av_streq_ci(h->name, h->name_len, "content-type") && h->value_len >= 17 &&
+            strncasecmp(h->value, "text/event-stream", 17) == 0)
+            req->stream = 1;
+        if (out.n == out.cap) {
+            size_t cap = out.cap ? out.cap * 2 : 16;
+            av_header_t *v = av_arena_alloc(req->arena, cap * sizeof(*v));
+            if (out.n)
+                memcpy(v, out.v, out.n * sizeof(*v));
+            out.v = v;
+            out.cap = cap;
+        }
+        out.v[out.n++] = *h; /* strings already live in the arena */
+    }
+    req->head_sent = 1;
+    req->client->respond_head(req, status, &out, req->stream ? -1 : content_length);
+}
+
+void av_req_backend_body(av_req_t *req, const char *data, size_t len)
+{
+    if (req->t_first_byte_us == 0)
+        req->t_first_byte_us = av_now_us();
+    req->bytes_out += len;
+    req->client->respond_body(req, data, len);
+}
+
+void av_req_backend_end(av_req_t *req)
+{
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_end(req); /* may free req */
+}
+
+void av_req_backend_error(av_req_t *req, const char *err)
+{
+    req->error = err;
+    const char *name = req->variant->backend->name;
+    AV_INFO("request %s: backend %s: %s", req->id, name, err);
+    if (!req->head_sent) {
+        if (err == AV_ERR_CONNECT)
+            av_req_respond_error(req, 502, "server_error", err, "backend %s is unreachable", name);
+        else if (err == AV_ERR_BUSY)
+            av_req_respond_error(req, 503, "server_error", err,
+                                 "backend %s is at max_connections and no connection freed in time", name);
+        else if (err == AV_ERR_CONNECT_TIMEOUT || err == AV_ERR_FIRST_BYTE_TIMEOUT ||
+                 err == AV_ERR_READ_TIMEOUT)
+            av_req_respond_error(req, 504, "server_error", err, "backend %s did not answer in time (%s)", name,
+                                 err);
+        else
+            av_req_respond_error(req, 502, "server_error", err, "backend %s failed: %s", name, err);
+        return;
+    }
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_abort(req); /* may free req */
+}

@@ -1,0 +1,46 @@
+/* req.h: the protocol-neutral exchange: the client sides hand complete requests
+ * in; routing, rewriting, the backend exchange and the KPI line happen here. */
+#ifndef AV_REQ_H
+#define AV_REQ_H
+
+#include <stdarg.h>
+
+#include "req_t.h"
+
+/* Error classes passed to av_req_backend_error(), compared by pointer. */
+extern const char AV_ERR_CONNECT[];        /* could not connect: 502 */
+extern const char AV_ERR_CONNECT_TIMEOUT[];/* connect timed out: 504 */
+extern const char AV_ERR_FIRST_BYTE_TIMEOUT[]; /* no answer in time: 504 */
+extern const char AV_ERR_READ_TIMEOUT[];   /* stalled mid-response: 504 or abort */
+extern const char AV_ERR_BACKEND_CLOSED[]; /* closed before the end: 502 or abort */
+extern const char AV_ERR_BACKEND_PROTOCOL[]; /* not HTTP: 502 */
+extern const char AV_ERR_BUSY[];           /* pool full and queue wait expired: 503 */
+extern const char AV_ERR_CLIENT_ABORT[];   /* the client went away */
+
+av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx);
+/* Cancels any backend exchange, writes the KPI line if not yet written, frees. */
+void av_req_free(av_req_t *req);
+/* Sets req->id from a valid client x-request-id, or makes one. */
+void av_req_set_id(av_req_t *req);
+
+/* The request is fully read: route it and send it to its backend. */
+void av_req_run(av_req_t *req);
+/* The client is gone: cancel the backend exchange. */
+void av_req_client_gone(av_req_t *req);
+/* The client side has written its queue down: resume a paused backend. */
+void av_req_client_drained(av_req_t *req);
+
+/* Answers with an OpenAI-style error: {"error": {"message", "type", "code", "request_id"}}. */
+void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt,
+                          ...) __attribute__((format(printf, 5, 6)));
+/* Writes the error JSON body alone (for client sides answering before a request exists). */
+void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
+                   const char *request_id);
+
+/* From the backend side. */
+void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t content_length);
+void av_req_backend_body(av_req_t *req, const char *data, size_t len);
+void av_req_backend_end(av_req_t *req);
+void av_req_backend_error(av_req_t *req, const char *err);
+
+#endif

@@ -1,0 +1,500 @@
+/* upstream.c: HTTP/1.1 to backends. Per worker, one pool per backend address:
+ * idle keep-alive connections (most recently used first), at most
+ * ceil(max_connections / workers) open, and a bounded queue of waiting requests. */
+#include "upstream.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "arena.h"
+#include "av.h"
+#include "config.h"
+#include "headers.h"
+#include "log.h"
+#include "req.h"
+#include "worker.h"
+
+#define AV_POOL_MAX_WAITERS 1024
+#define AV_BACKEND_MAX_HEADER_BYTES (64u * 1024u)
+
+typedef enum { UC_CONNECTING, UC_BUSY, UC_IDLE } uc_state_t;
+
+struct av_upstream_s {
+    av_upstream_t *next;
+    av_worker_t *w;
+    char *key;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int nconns;
+    TAILQ_HEAD(, av_upconn_s) idle;
+    TAILQ_HEAD(, av_req_s) waiters;
+    size_t nwaiters;
+};
+
+struct av_upconn_s {
+    av_upstream_t *pool;
+    struct bufferevent *bev;
+    http_parser parser;
+    uc_state_t state;
+    av_req_t *req;
+    TAILQ_ENTRY(av_upconn_s) link;
+    /* per response */
+    av_headers_t hdrs;
+    char *acc;             /* header name then value, NUL between */
+    size_t acc_len, acc_cap, name_len, header_bytes;
+    int in_value, got_bytes, head_done, msg_done, paused, informational;
+    int64_t read_timeout_ms;
+};
+
+static void conn_close(av_upconn_t *u);
+static void pool_kick(av_upstream_t *pool);
+
+static struct timeval ms_tv(int64_t ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static int per_worker_max(const av_req_t *req)
+{
+    int64_t max = req->variant->backend->max_connections, n = req->worker->nworkers;
+    int64_t m = (max + n - 1) / n;
+    return m < 1 ? 1 : (int)m;
+}
+
+static av_upstream_t *pool_get(av_worker_t *w, const av_backend_t *b)
+{
+    for (av_upstream_t *p = w->pools; p != NULL; p = p->next)
+        if (strcmp(p->key, b->pool_key) == 0)
+            return p;
+    av_upstream_t *p = av_calloc(1, sizeof(*p));
+    p->w = w;
+    p->key = av_strdup(b->pool_key);
+    memcpy(&p->addr, &b->addr, b->addrlen);
+    p->addrlen = b->addrlen;
+    TAILQ_INIT(&p->idle);
+    TAILQ_INIT(&p->waiters);
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+/* ---- response parsing ---- */
+
+static int acc_add(av_upconn_t *u, const char *p, size_t n)
+{
+    u->header_bytes += n;
+    if (u->header_bytes > AV_BACKEND_MAX_HEADER_BYTES)
+        return -1;
+    if (u->acc_len + n + 2 > u->acc_cap) {
+        size_t cap = u->acc_cap ? u->acc_cap : 512;
+        while (cap < u->acc_len + n + 2)
+            cap *= 2;
+        u->acc = av_realloc(u->acc, cap);
+        u->acc_cap = cap;
+    }
+    memcpy(u->acc + u->acc_len, p, n);
+    u->acc_len += n;
+    return 0;
+}
+
+static void commit_header(av_upconn_t *u)
+{
+    if (u->name_len == 0)
+        return;
+    av_headers_add(u->req->arena, &u->hdrs, u->acc, u->name_len, u->acc + u->name_len,
+                   u->acc_len - u->name_len);
+    u->acc_len = u->name_len = 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    av_upconn_t *u = p->data;
+    if (u->in_value) {
+        commit_header(u);
+        u->in_value = 0;
+    }
+    if (acc_add(u, at, n) != 0)
+        return -1;
+    u->name_len = u->acc_len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    av_upconn_t *u = p->data;
+    u->in_value = 1;
+    return acc_add(u, at, n);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    av_upconn_t *u = p->data;
+    commit_header(u);
+    u->in_value = 0;
+    if (p->status_code / 100 == 1) { /* informational: the real head follows */
+        u->informational = 1;
+        u->hdrs = (av_headers_t){0};
+        u->header_bytes = 0;
+        return 0;
+    }
+    u->head_done = 1;
+    int64_t clen = -1;
+    if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENTLENGTH))
+        clen = (int64_t)p->content_length;
+    av_req_t *req = u->req;
+    struct timeval tv = ms_tv(u->read_timeout_ms);
+    bufferevent_set_timeouts(u->bev, &tv, &tv);
+    av_req_backend_head(req, p->status_code, &u->hdrs, clen);
+    return req->method == HTTP_HEAD ? 1 : 0; /* 1: no body follows */
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    av_upconn_t *u = p->data;
+    av_req_t *req = u->req;
+    av_req_backend_body(req, at, n);
+    if (req->client->pending(req) > AV_CLIENT_HIGH_WATER) {
+        u->paused = 1;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    av_upconn_t *u = p->data;
+    if (u->informational) {
+        u->informational = 0;
+        return 0;
+    }
+    u->msg_done = 1;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings up_settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- connection life ---- */
+
+static void detach(av_upconn_t *u)
+{
+    if (u->req != NULL)
+        u->req->up = NULL;
+    u->req = NULL;
+}
+
+static void fail(av_upconn_t *u, const char *err)
+{
+    av_req_t *req = u->req;
+    detach(u);
+    conn_close(u);
+    if (req != NULL)
+        av_req_backend_error(req, err);
+}
+
+static void make_idle(av_upconn_t *u)
+{
+    av_upstream_t *pool = u->pool;
+    const av_backend_t *b = u->req ? u->req->variant->backend : NULL;
+    detach(u);
+    u->state = UC_IDLE;
+    struct timeval tv = ms_tv(b ? b->idle_timeout_ms : 60000);
+    bufferevent_set_timeouts(u->bev, &tv, NULL);
+    bufferevent_enable(u->bev, EV_READ);
+    TAILQ_INSERT_HEAD(&pool->idle, u, link);
+    pool_kick(pool);
+}
+
+static void complete(av_upconn_t *u)
+{
+    av_req_t *req = u->req;
+    int reuse = http_should_keep_alive(&u->parser) &&
+                evbuffer_get_length(bufferevent_get_input(u->bev)) == 0;
+    if (reuse) {
+        make_idle(u);
+    } else {
+        detach(u);
+        conn_close(u);
+    }
+    av_req_backend_end(req); /* may free req */
+}
+
+static void parse_input(av_upconn_t *u)
+{
+    struct evbuffer *in = bufferevent_get_input(u->bev);
+    while (u->req != NULL && !u->paused) {
+        struct evbuffer_iovec v;
+        if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        size_t n = http_parser_execute(&u->parser, &up_settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
+        if (u->msg_done) {
+            complete(u);
+            return;
+        }
+        if (e == HPE_PAUSED) { /* the client is slow: stop reading until it drains */
+            bufferevent_disable(u->bev, EV_READ);
+            return;
+        }
+        if (e != HPE_OK) {
+            AV_INFO("request %s: backend %s sent a malformed response: %s", u->req->id,
+                    u->req->variant->backend->name, http_errno_description(e));
+            fail(u, AV_ERR_BACKEND_PROTOCOL);
+            return;
+        }
+    }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    av_upconn_t *u = arg;
+    if (u->state == UC_IDLE) { /* nothing is owed on an idle connection */
+        TAILQ_REMOVE(&u->pool->idle, u, link);
+        u->state = UC_BUSY;
+        conn_close(u);
+        return;
+    }
+    if (!u->got_bytes) {
+        u->got_bytes = 1;
+        struct timeval tv = ms_tv(u->read_timeout_ms);
+        bufferevent_set_timeouts(bev, &tv, &tv);
+    }
+    parse_input(u);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    av_upconn_t *u = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        u->state = UC_BUSY;
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (u->req != NULL) { /* from now on the first-byte clock runs */
+            const av_backend_t *b = u->req->variant->backend;
+            struct timeval rtv = ms_tv(b->first_byte_timeout_ms), wtv = ms_tv(b->read_timeout_ms);
+            bufferevent_set_timeouts(bev, &rtv, &wtv);
+        }
+        return;
+    }
+    if (u->state == UC_IDLE) {
+        TAILQ_REMOVE(&u->pool->idle, u, link);
+        u->state = UC_BUSY;
+        conn_close(u);
+        return;
+    }
+    av_req_t *req = u->req;
+    if (u->state == UC_CONNECTING) {
+        if (what & BEV_EVENT_TIMEOUT) {
+            fail(u, AV_ERR_CONNECT_TIMEOUT);
+            return;
+        }
+        int err = EVUTIL_SOCKET_ERROR();
+        AV_INFO("request %s: connect to backend %s (%s) failed: %s", req->id, req->variant->backend->name,
+                u->pool->key, evutil_socket_error_to_string(err));
+        detach(u);
+        conn_close(u);
+        if (req->attempts < 2) /* it never reached the backend: one more try */
+            av_upstream_send(req);
+        else
+            av_req_backend_error(req, AV_ERR_CONNECT);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        fail(u, u->got_bytes ? AV_ERR_READ_TIMEOUT : AV_ERR_FIRST_BYTE_TIMEOUT);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        /* a body delimited by the close ends here */
+        parse_input(u);
+        if (u->req == NULL)
+            return;
+        http_parser_execute(&u->parser, &up_settings, NULL, 0);
+        if (u->msg_done) {
+            complete(u);
+            return;
+        }
+    }
+    fail(u, AV_ERR_BACKEND_CLOSED);
+}
+
+static void conn_close(av_upconn_t *u)
+{
+    av_upstream_t *pool = u->pool;
+    if (u->state == UC_IDLE)
+        TAILQ_REMOVE(&pool->idle, u, link);
+    bufferevent_free(u->bev);
+    free(u->acc);
+    free(u);
+    pool->nconns--;
+    pool_kick(pool);
+}
+
+static void attach(av_upconn_t *u, av_req_t *req)
+{
+    const av_backend_t *b = req->variant->backend;
+    u->req = req;
+    req->up = u;
+    req->attempts++;
+    http_parser_init(&u->parser, HTTP_RESPONSE);
+    u->parser.data = u;
+    u->hdrs = (av_headers_t){0};
+    u->acc_len = u->name_len = u->header_bytes = 0;
+    u->in_value = u->got_bytes = u->head_done = u->msg_done = u->paused = u->informational = 0;
+    u->read_timeout_ms = b->read_timeout_ms;
+    struct timeval rtv = ms_tv(b->first_byte_timeout_ms), wtv = ms_tv(b->connect_timeout_ms);
+    bufferevent_set_timeouts(u->bev, &rtv, u->state == UC_CONNECTING ? &wtv : &rtv);
+    evbuffer_add_buffer_reference(bufferevent_get_output(u->bev), req->backend_out);
+    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+}
+
+static av_upconn_t *conn_open(av_upstream_t *pool)
+{
+    av_upconn_t *u = av_calloc(1, sizeof(*u));
+    u->pool = pool;
+    u->state = UC_CONNECTING;
+    u->bev = bufferevent_socket_new(pool->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(u->bev, read_cb, NULL, event_cb, u);
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) != 0) {
+        bufferevent_free(u->bev);
+        free(u);
+        return NULL;
+    }
+    pool->nconns++;
+    return u;
+}
+
+static void wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_req_t *req = arg;
+    av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+    TAILQ_REMOVE(&pool->waiters, req, wait_link);
+    pool->nwaiters--;
+    req->waiting = 0;
+    av_req_backend_error(req, AV_ERR_BUSY);
+}
+
+/* Gives free capacity to the oldest waiters. */
+static void pool_kick(av_upstream_t *pool)
+{
+    av_req_t *req;
+    if (pool->w->closing)
+        return;
+    while ((req = TAILQ_FIRST(&pool->waiters)) != NULL) {
+        av_upconn_t *u = TAILQ_FIRST(&pool->idle);
+        if (u != NULL) {
+            TAILQ_REMOVE(&pool->idle, u, link);
+            u->state = UC_BUSY;
+        } else if (pool->nconns < per_worker_max(req)) {
+            u = conn_open(pool);
+            if (u == NULL)
+                return;
+        } else {
+            return;
+        }
+        TAILQ_REMOVE(&pool->waiters, req, wait_link);
+        pool->nwaiters--;
+        req->waiting = 0;
+        event_del(req->wait_timer);
+        attach(u, req);
+    }
+}
+
+static void free_event(void *p)
+{
+    event_free(p);
+}
+
+void av_upstream_send(av_req_t *req)
+{
+    av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+    av_upconn_t *u = TAILQ_FIRST(&pool->idle);
+    if (u != NULL && TAILQ_EMPTY(&pool->waiters)) {
+        TAILQ_REMOVE(&pool->idle, u, link);
+        u->state = UC_BUSY;
+        attach(u, req);
+        return;
+    }
+    if (pool->nconns < per_worker_max(req) && TAILQ_EMPTY(&pool->waiters)) {
+        u = conn_open(pool);
+        if (u == NULL) {
+            av_req_backend_error(req, AV_ERR_CONNECT);
+            return;
+        }
+        attach(u, req);
+        return;
+    }
+    if (pool->nwaiters >= AV_POOL_MAX_WAITERS) {
+        av_req_backend_error(req, AV_ERR_BUSY);
+        return;
+    }
+    if (req->wait_timer == NULL) {
+        req->wait_timer = evtimer_new(req->worker->base, wait_timeout_cb, req);
+        av_arena_on_free(req->arena, free_event, req->wait_timer);
+    }
+    struct timeval tv = ms_tv(req->variant->backend->connect_timeout_ms);
+    evtimer_add(req->wait_timer, &tv);
+    TAILQ_INSERT_TAIL(&pool->waiters, req, wait_link);
+    pool->nwaiters++;
+    req->waiting = 1;
+}
+
+void av_upstream_cancel(av_req_t *req)
+{
+    if (req->waiting) {
+        av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+        TAILQ_REMOVE(&pool->waiters, req, wait_link);
+        pool->nwaiters--;
+        req->waiting = 0;
+        event_del(req->wait_timer);
+    }
+    av_upconn_t *u = req->up;
+    if (u != NULL) {
+        detach(u);
+        conn_close(u); /* mid-exchange: the connection cannot be reused */
+    }
+}
+
+void av_upstream_resume(av_req_t *req)
+{
+    av_upconn_t *u = req->up;
+    if (u == NULL || !u->paused)
+        return;
+    u->paused = 0;
+    http_parser_pause(&u->parser, 0);
+    bufferevent_enable(u->bev, EV_READ);
+    /* what is already buffered is parsed from the loop, not from inside the client's callback */
+    bufferevent_trigger(u->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void av_upstream_free_all(av_worker_t *w)
+{
+    av_upstream_t *p = w->pools;
+    while (p != NULL) {
+        av_upconn_t *u;
+        while ((u = TAILQ_FIRST(&p->idle)) != NULL) {
+            TAILQ_REMOVE(&p->idle, u, link);
+            bufferevent_free(u->bev);
+            free(u->acc);
+            free(u);
+        }
+        av_upstream_t *next = p->next;
+        free(p->key);
+        free(p);
+        p = next;
+    }
+    w->pools = NULL;
+}

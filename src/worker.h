@@ -1,0 +1,63 @@
+/* worker.h: one thread, one event_base, its own listeners, backend pools and
+ * client connections. Modules take the worker as their context. */
+#ifndef AV_WORKER_H
+#define AV_WORKER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+#include "req_t.h"
+
+struct event_base;
+struct evconnlistener;
+typedef struct av_kpilog_s av_kpilog_t;
+typedef struct av_upstream_s av_upstream_t;
+typedef struct av_h1conn_s av_h1conn_t;
+
+typedef struct {
+    uint64_t requests, active_requests, client_conns;
+} av_worker_stats_t;
+
+struct av_worker_s {
+    int id, nworkers;
+    pthread_t thread;
+    struct event_base *base;
+    av_config_t *cfg;                      /* current generation, owned reference */
+    av_kpilog_t *kpilog;
+    int *listen_fds;
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    av_upstream_t *pools;                  /* backend pools, by address */
+    TAILQ_HEAD(, av_h1conn_s) h1conns;
+    av_worker_stats_t stats;
+    uint64_t rng[2];
+    struct evbuffer *scratch;              /* for one KPI line at a time */
+    int draining;
+    int closing;                           /* loop ended: tear down, open nothing new */
+
+    /* from the main thread */
+    pthread_mutex_t lock;
+    av_config_t *next_cfg;
+    int stop_requested;
+    struct event *wake;
+    struct event *drain_timer;
+};
+
+/* Creates a worker that will accept on fds (one per listener; the worker closes them). */
+av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *kpilog, const int *fds,
+                           size_t nfds);
+/* Returns 0 or AV_EIO. */
+int av_worker_start(av_worker_t *w);
+/* Hands a new generation to the worker (takes a reference); thread-safe. */
+void av_worker_set_config(av_worker_t *w, av_config_t *cfg);
+/* Stop accepting, finish in-flight requests up to the drain timeout, then exit the loop. */
+void av_worker_stop(av_worker_t *w);
+void av_worker_join_free(av_worker_t *w);
+
+/* Called by the client side when a connection closes. Ends the loop when draining and idle. */
+void av_worker_conn_closed(av_worker_t *w);
+uint64_t av_worker_random(av_worker_t *w);
+
+#endif
