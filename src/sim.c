@@ -187,6 +187,7 @@ static void send_echo(sim_conn_t *c)
 }
 
 static void stream_step(sim_conn_t *c);
+static void close_after_flush(sim_conn_t *c);
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -225,7 +226,7 @@ static void stream_step(sim_conn_t *c)
             c->sim->stats.streams_dropped++;
             c->sim->stats.requests_in_flight--;
             c->phase = CLOSING; /* dropped on purpose, not cancelled by the peer */
-            conn_free(c);
+            close_after_flush(c);
             return;
         }
         if (c->sent_tokens < n) {
@@ -474,21 +475,27 @@ static const http_parser_settings settings = {
 };
 
 static void read_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void write_done_cb(struct bufferevent *bev, void *arg)
 {
     conn_free(arg);
 }
 
+static void close_after_flush(sim_conn_t *c)
+{
+    c->phase = CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setcb(c->bev, NULL, write_done_cb, event_cb, c);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_free(c);
+}
+
 static void request_done(sim_conn_t *c)
 {
     c->sim->stats.requests_in_flight--;
     if (!c->keepalive) {
-        c->phase = CLOSING;
-        bufferevent_disable(c->bev, EV_READ);
-        bufferevent_setcb(c->bev, NULL, write_done_cb, NULL, c);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_free(c);
+        close_after_flush(c);
         return;
     }
     c->phase = IDLE;

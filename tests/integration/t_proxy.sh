@@ -1,0 +1,57 @@
+# t_proxy.sh: JSON and streamed completions end to end, routing, header
+# rewriting, and the KPI lines they leave; secrets never reach a log.
+. "$(dirname "$0")/lib.sh"
+
+export AVIARY_TEST_BACKEND_KEY="sk-backend-SECRET-4242"
+start_sim sim
+LOG_LEVEL=debug write_config "$T/a.json" "$sim_PORT" '' ', "api_key_env": "AVIARY_TEST_BACKEND_KEY", "headers": {"x-team": "ml"}'
+start_aviary "$T/a.json"
+
+body='{"model":"gpt-x","messages":[{"role":"user","content":"hello"}]}'
+resp=$(curl -s --max-time 10 -D "$T/h1" -H 'content-type: application/json' -H 'x-request-id: req-json-1' \
+       "http://$AV/v1/chat/completions" -d "$body")
+is "JSON completion: 200" "$(head -1 "$T/h1" | tr -d '\r')" "HTTP/1.1 200 OK"
+like "JSON completion: a chat.completion with usage" "$resp" '"object":"chat.completion".*"usage":\{"prompt_tokens"'
+like "JSON completion: the variant's model was sent" "$resp" '"model":"sim-large"'
+like "x-request-id from the client comes back" "$(cat "$T/h1")" 'X-Request-Id: req-json-1'
+
+resp=$(curl -s --max-time 10 -N -D "$T/h2" "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 5' \
+       -d '{"model":"gpt-x","stream":true,"messages":[{"role":"user","content":"hi"}]}')
+like "stream: text/event-stream" "$(cat "$T/h2")" '[Cc]ontent-[Tt]ype: text/event-stream'
+like "stream: chunked to the HTTP/1.1 client" "$(cat "$T/h2")" 'Transfer-Encoding: chunked'
+is "stream: 5 token events" "$(printf '%s\n' "$resp" | grep -c '"delta":{"content"')" 5
+is "stream: ends with [DONE]" "$(printf '%s\n' "$resp" | grep -v '^$' | tail -1)" "data: [DONE]"
+
+resp=$(curl -s --max-time 10 -w '\n%{http_code}' "http://$AV/nowhere")
+like "no route: 404 with an OpenAI-style error" "$resp" '^\{"error":\{"message":"no route matches GET /nowhere","type":"invalid_request_error","code":"route_not_found","request_id":"[0-9a-f]{32}"\}\}'
+like "no route: status 404" "$resp" '404$'
+
+echo=$(curl -s --max-time 10 -H 'x-sim-echo: 1' -H 'Authorization: Bearer client-token-77' \
+       -H 'X-Forwarded-For: 192.0.2.9' -H 'Connection: keep-alive, x-hop' -H 'x-hop: 1' \
+       "http://$AV/v1/embeddings" -d '{"model":"e","input":"x"}')
+like "backend gets its API key" "$echo" '"Authorization":"Bearer sk-backend-SECRET-4242"'
+unlike "client Authorization is not forwarded" "$echo" 'client-token-77'
+like "X-Forwarded-For appended" "$echo" '"X-Forwarded-For":"192.0.2.9, 127.0.0.1"'
+like "X-Forwarded-Proto set" "$echo" '"X-Forwarded-Proto":"http"'
+unlike "hop-by-hop headers removed" "$echo" '"x-hop"'
+like "configured headers added" "$echo" '"x-team":"ml"'
+like "generated request id sent to the backend" "$echo" '"X-Request-Id":"[0-9a-f]{32}"'
+
+# chunked request body and Expect: 100-continue
+head -c 3000 /dev/zero | tr '\0' 'a' >"$T/big"
+printf '{"model":"m","input":"%s"}' "$(cat "$T/big")" >"$T/body.json"
+echo=$(curl -s --max-time 10 -H 'x-sim-echo: 1' -H 'Transfer-Encoding: chunked' -H 'Expect: 100-continue' \
+       "http://$AV/v1/embeddings" --data-binary @"$T/body.json")
+like "chunked body with 100-continue reaches the backend with a Content-Length" "$echo" '"Content-Length":"3032"'
+
+stop_pid "$AV_PID"
+is "aviary exits 0 on SIGTERM" "$?" 0
+kpi=$(cat "$T/kpi.log")
+line=$(grep '"request_id":"req-json-1"' "$T/kpi.log")
+like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","generation":1,"backend":"sim","model":"sim-large","method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"ttft_ms":[0-9.]+,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"error":null'
+like "KPI line for the stream" "$kpi" '"status":200,"stream":true'
+like "KPI line for the 404" "$kpi" '"route":null.*"status":404'
+is "one KPI line per request" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 5
+unlike "backend key in no log" "$kpi$(cat "$T/aviary.err")" 'sk-backend-SECRET'
+unlike "client token in no log" "$kpi$(cat "$T/aviary.err")" 'client-token-77'
+done_testing
