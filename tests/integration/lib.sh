@@ -18,12 +18,12 @@ not_ok() {
 check() { desc=$1; shift; if "$@"; then ok "$desc"; else not_ok "$desc" "failed: $*"; fi; }
 # is DESC GOT WANT
 is() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "got:  $2" "want: $3"; fi; }
-# like DESC TEXT PATTERN (grep -E)
+# like DESC TEXT PATTERN: grep -E over TEXT with its lines joined by spaces
 like() {
-    if printf '%s' "$2" | grep -Eq -- "$3"; then ok "$1"; else not_ok "$1" "no match for /$3/ in:" "$(printf '%s' "$2" | head -c 600)"; fi
+    if printf '%s' "$2" | tr '\n' ' ' | grep -Eq -- "$3"; then ok "$1"; else not_ok "$1" "no match for /$3/ in:" "$(printf '%s' "$2" | head -c 600)"; fi
 }
 unlike() {
-    if printf '%s' "$2" | grep -Eq -- "$3"; then not_ok "$1" "unexpected match for /$3/"; else ok "$1"; fi
+    if printf '%s' "$2" | tr '\n' ' ' | grep -Eq -- "$3"; then not_ok "$1" "unexpected match for /$3/"; else ok "$1"; fi
 }
 
 # wait_until SECONDS CMD...: polls every 50 ms, at most SECONDS.
