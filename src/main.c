@@ -71,6 +71,10 @@ static void reload(av_main_t *m)
             (unsigned long long)next->generation, next->nroutes, next->nbackends);
 }
 
+static void noop_cb(evutil_socket_t fd, short what, void *arg)
+{
+}
+
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     av_main_t *m = arg;
@@ -78,8 +82,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         reload(m);
         return;
     }
-    if (m->admin_state.draining)
+    if (m->admin_state.draining) { /* a second signal: stop waiting for requests in flight */
+        AV_WARN("second stop signal: not waiting for requests in flight");
+        for (int i = 0; i < m->nworkers; i++)
+            av_worker_abort(m->workers[i]);
         return;
+    }
     AV_INFO("%s: draining (up to %lld ms), then exiting", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             (long long)m->cfg->drain_timeout_ms);
     m->admin_state.draining = 1;
@@ -212,8 +220,21 @@ int main(int argc, char **argv)
 
     event_base_dispatch(m.base);
 
-    for (int i = 0; i < m.nworkers; i++)
+    /* the main loop has ended; a stop signal from here on ends the drain, and once
+     * the signal events are freed, nothing may kill the process before the log is flushed */
+    /* keep signals and the admin port (readyz says "draining") served while workers drain */
+    struct event *tick = event_new(m.base, -1, EV_PERSIST, noop_cb, NULL);
+    struct timeval tick_tv = {0, 20000};
+    event_add(tick, &tick_tv);
+    for (int i = 0; i < m.nworkers; i++) {
+        while (!av_worker_done(m.workers[i]))
+            event_base_loop(m.base, EVLOOP_ONCE);
         av_worker_join_free(m.workers[i]);
+    }
+    event_free(tick);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     uint64_t lines = av_kpilog_lines(m.kpilog);
     av_kpilog_close(m.kpilog);
     AV_INFO("stopped; %llu KPI lines written", (unsigned long long)lines);

@@ -122,6 +122,7 @@ static void *worker_main(void *arg)
 {
     av_worker_t *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -154,6 +155,16 @@ void av_worker_stop(av_worker_t *w)
     w->stop_requested = 1;
     pthread_mutex_unlock(&w->lock);
     event_active(w->wake, 0, 0);
+}
+
+void av_worker_abort(av_worker_t *w)
+{
+    event_base_loopbreak(w->base);
+}
+
+int av_worker_done(av_worker_t *w)
+{
+    return __atomic_load_n(&w->done, __ATOMIC_ACQUIRE);
 }
 
 void av_worker_join_free(av_worker_t *w)

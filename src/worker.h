@@ -41,6 +41,7 @@ struct av_worker_s {
     pthread_mutex_t lock;
     av_config_t *next_cfg;
     int stop_requested;
+    int done;                              /* the loop has ended (atomic) */
     struct event *wake;
     struct event *drain_timer;
 };
@@ -54,6 +55,10 @@ int av_worker_start(av_worker_t *w);
 void av_worker_set_config(av_worker_t *w, av_config_t *cfg);
 /* Stop accepting, finish in-flight requests up to the drain timeout, then exit the loop. */
 void av_worker_stop(av_worker_t *w);
+/* Ends the loop now, without waiting for requests in flight; thread-safe. */
+void av_worker_abort(av_worker_t *w);
+/* Whether the worker's loop has ended. */
+int av_worker_done(av_worker_t *w);
 void av_worker_join_free(av_worker_t *w);
 
 /* Called by the client side when a connection closes. Ends the loop when draining and idle. */

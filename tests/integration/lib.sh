@@ -68,6 +68,14 @@ stop_pid() {
     wait "$1" 2>/dev/null
 }
 
+# wait_pid PID SECONDS: waits for a process already told to stop; returns its exit status.
+wait_pid() {
+    i=0; n=$(($2 * 20))
+    while kill -0 "$1" 2>/dev/null && [ "$i" -lt "$n" ]; do sleep 0.05; i=$((i + 1)); done
+    if kill -0 "$1" 2>/dev/null; then kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; return 137; fi
+    wait "$1" 2>/dev/null
+}
+
 # sim_stat NAME FIELD: a number from the sim's /sim/stats.
 sim_stat() {
     eval "port=\$${1}_PORT"

@@ -50,10 +50,11 @@ kill -TERM "$AV_PID"
 sleep 0.2
 refused=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$AV/v1/models"; true)
 is "SIGTERM: new connections are refused while draining" "$refused" 000
+like "readyz says draining while requests finish" "$(curl -s --max-time 2 -w ' %{http_code}' "http://$ADMIN/readyz")" '"status":"draining".* 503$'
 wait "$CURL_PID"
 is "SIGTERM: the request in flight completed" "$(cat "$T/inflight.code")" 200
 like "SIGTERM: with its whole body" "$(cat "$T/inflight")" '"finish_reason":"stop"'
-stop_pid "$AV_PID"
+wait_pid "$AV_PID" 15
 is "SIGTERM: exit 0" "$?" 0
 like "SIGTERM: the in-flight request's KPI line was flushed" "$(cat "$T/kpi.log")" '"request_id":"inflight".*"status":200'
 done_testing
