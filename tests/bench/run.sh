@@ -1,0 +1,108 @@
+#!/bin/bash
+# tests/bench/run.sh BUILDDIR [SECONDS]: aviary-sim direct, aviary in front of it and
+# nginx (keep-alive proxy_pass) in front of it, in one run on loopback, with wrk at
+# concurrency 1 and 64, JSON and streamed. Prints req/s, p50, p99 and the aviary/nginx ratios.
+# Needs: apt-get install nginx-light wrk. Not part of the test run.
+set -eu
+B=${1:-build}
+SECS=${2:-5}
+command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "bench: nginx missing: apt-get install nginx-light" >&2; exit 1; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/aviary-bench.XXXXXX")
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$T"; }
+trap cleanup EXIT
+NCPU=$(nproc)
+# proxies on the last core, the sim and wrk on the others (or all on one, if that is all)
+PROXY_CPU=$((NCPU - 1)); OTHER_CPU=$([ "$NCPU" -gt 1 ] && echo "0-$((NCPU - 2))" || echo 0)
+free_port() { while :; do p=$((20000 + RANDOM % 20000)); ss -ltn | grep -q ":$p " || { echo $p; return; }; done; }
+
+taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+pids="$pids $!"
+for _ in $(seq 100); do [ -s "$T/sim.port" ] && break; sleep 0.05; done
+SIM=$(cat "$T/sim.port")
+
+cat >"$T/aviary.json" <<JSON
+{"listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
+ "log": {"kpi": "$T/kpi.log", "level": "warn"},
+ "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256}},
+ "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"},
+             "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
+JSON
+taskset -c "$PROXY_CPU" "$B/src/aviary" -c "$T/aviary.json" --ready-file "$T/ready" 2>"$T/aviary.err" &
+pids="$pids $!"
+for _ in $(seq 100); do [ -s "$T/ready" ] && break; sleep 0.05; done
+AV=$(awk '$1 == "listen" {print $2; exit}' "$T/ready")
+
+NG=$(free_port)
+mkdir -p "$T/ng"
+cat >"$T/nginx.conf" <<CONF
+worker_processes 1;
+pid $T/nginx.pid;
+error_log $T/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log $T/access.log combined buffer=64k flush=1s;
+    client_body_temp_path $T/ng; proxy_temp_path $T/ng; fastcgi_temp_path $T/ng;
+    uwsgi_temp_path $T/ng; scgi_temp_path $T/ng;
+    upstream sim { server 127.0.0.1:$SIM; keepalive 256; }
+    server {
+        listen 127.0.0.1:$NG;
+        location /v1/ {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+taskset -c "$PROXY_CPU" "$NGINX" -c "$T/nginx.conf" -g 'daemon off;' 2>>"$T/nginx.err" &
+pids="$pids $!"
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NG/v1/models" && break; sleep 0.05; done
+
+printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' \
+    "'{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/json.lua"
+printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' \
+    "'{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/stream.lua"
+
+# to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+
+declare -A RPS P50 P99
+run() { # name url mode conc
+    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$4" -d"${SECS}s" --latency -s "$T/$3.lua" "$2" 2>&1)
+    rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
+    p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
+    errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    key="$1/$3/$4"
+    RPS[$key]=$rps; P50[$key]=$p50; P99[$key]=$p99
+    printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms %s\n' "$1" "$3" "$4" "$rps" "$p50" "$p99" "$errs"
+}
+
+echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run; proxies pinned to CPU $PROXY_CPU, one worker each"
+for mode in json stream; do
+    for c in 1 64; do
+        run direct "http://127.0.0.1:$SIM/v1/chat/completions" $mode $c
+        run aviary "http://$AV/v1/chat/completions" $mode $c
+        run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c
+    done
+done
+
+echo
+echo "== aviary / nginx (throughput: higher is better; added latency over direct: lower is better)"
+for mode in json stream; do
+    for c in 1 64; do
+        k="$mode/$c"
+        awk -v ar="${RPS[aviary/$k]}" -v nr="${RPS[nginx/$k]}" \
+            -v a50="${P50[aviary/$k]}" -v n50="${P50[nginx/$k]}" -v d50="${P50[direct/$k]}" \
+            -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" 'BEGIN {
+            printf "%-10s req/s ratio %.2f   added p50 %.3f vs %.3f ms (ratio %.2f)   added p99 %.3f vs %.3f ms (ratio %.2f)\n",
+                k, ar / nr, a50 - d50, n50 - d50, (n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0,
+                a99 - d99, n99 - d99, (n99 - d99) > 0 ? (a99 - d99) / (n99 - d99) : 0 }'
+    done
+done
+echo
+echo "aviary KPI lines written: $(wc -l <"$T/kpi.log" 2>/dev/null || echo 0) (the KPI log is on during the runs)"
