@@ -11,7 +11,7 @@ typedef struct av_kpilog_s av_kpilog_t;
 
 /* One request's line. Strings may be NULL (written as null). Times in
  * microseconds; ttft_us < 0 when no body byte arrived. */
-typedef struct {
+typedef struct av_kpi_rec_s {
     uint64_t time_us;            /* wall clock at the request's start */
     const char *request_id, *route, *variant, *backend, *model;
     uint64_t generation;

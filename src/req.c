@@ -85,9 +85,7 @@ static void kpi_write(av_req_t *req)
         .bytes_out = req->bytes_out,
         .error = req->error,
     };
-    struct evbuffer *line = req->worker->scratch;
-    av_kpi_format(line, &r);
-    av_kpilog_append(req->worker->kpilog, line);
+    av_worker_kpi_line(req->worker, &r);
 }
 
 void av_req_free(av_req_t *req)

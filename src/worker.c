@@ -12,6 +12,7 @@
 
 #include "av.h"
 #include "h1_server.h"
+#include "kpilog.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -79,6 +80,27 @@ void av_worker_conn_closed(av_worker_t *w)
         event_base_loopexit(w->base, NULL);
 }
 
+#define AV_KPI_BATCH_BYTES (64u * 1024u)
+#define AV_KPI_BATCH_MS 100
+
+static void kpi_flush(av_worker_t *w)
+{
+    if (evbuffer_get_length(w->kpi_batch) > 0)
+        av_kpilog_append(w->kpilog, w->kpi_batch);
+}
+
+static void kpi_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    kpi_flush(arg);
+}
+
+void av_worker_kpi_line(av_worker_t *w, const av_kpi_rec_t *r)
+{
+    av_kpi_format(w->kpi_batch, r);
+    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
+        kpi_flush(w);
+}
+
 uint64_t av_worker_random(av_worker_t *w)
 {
     /* xorshift128+: request ids need to be unique, not secret */
@@ -112,7 +134,10 @@ av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *
     w->base = event_base_new();
     if (w->base == NULL)
         av_oom();
-    w->scratch = evbuffer_new();
+    w->kpi_batch = evbuffer_new();
+    w->kpi_timer = event_new(w->base, -1, EV_PERSIST, kpi_timer_cb, w);
+    struct timeval tv = {0, AV_KPI_BATCH_MS * 1000};
+    event_add(w->kpi_timer, &tv);
     w->wake = event_new(w->base, -1, 0, wake_cb, w);
     w->drain_timer = evtimer_new(w->base, drain_timeout_cb, w);
     return w;
@@ -180,7 +205,9 @@ void av_worker_join_free(av_worker_t *w)
     free(w->listen_fds);
     event_free(w->wake);
     event_free(w->drain_timer);
-    evbuffer_free(w->scratch);
+    kpi_flush(w); /* the lines of requests ended during teardown included */
+    event_free(w->kpi_timer);
+    evbuffer_free(w->kpi_batch);
     event_base_free(w->base);
     av_config_unref(w->next_cfg);
     av_config_unref(w->cfg);

@@ -33,7 +33,8 @@ struct av_worker_s {
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     av_worker_stats_t stats;
     uint64_t rng[2];
-    struct evbuffer *scratch;              /* for one KPI line at a time */
+    struct evbuffer *kpi_batch;            /* KPI lines not yet handed to the writer */
+    struct event *kpi_timer;
     int draining;
     int closing;                           /* loop ended: tear down, open nothing new */
 
@@ -64,5 +65,9 @@ void av_worker_join_free(av_worker_t *w);
 /* Called by the client side when a connection closes. Ends the loop when draining and idle. */
 void av_worker_conn_closed(av_worker_t *w);
 uint64_t av_worker_random(av_worker_t *w);
+/* Queues a request's KPI line; lines go to the writer thread in batches
+ * (at 64 KiB or every 100 ms), so no request waits on the writer's lock. */
+struct av_kpi_rec_s;
+void av_worker_kpi_line(av_worker_t *w, const struct av_kpi_rec_s *r);
 
 #endif

@@ -100,8 +100,8 @@ for mode in json stream; do
             -v a50="${P50[aviary/$k]}" -v n50="${P50[nginx/$k]}" -v d50="${P50[direct/$k]}" \
             -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" 'BEGIN {
             printf "%-10s req/s ratio %.2f   added p50 %.3f vs %.3f ms (ratio %.2f)   added p99 %.3f vs %.3f ms (ratio %.2f)\n",
-                k, ar / nr, a50 - d50, n50 - d50, (n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0,
-                a99 - d99, n99 - d99, (n99 - d99) > 0 ? (a99 - d99) / (n99 - d99) : 0 }'
+                k, ar / nr, a50 - d50, n50 - d50, ((n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0),
+                a99 - d99, n99 - d99, ((n99 - d99) > 0 ? (a99 - d99) / (n99 - d99) : 0) }'
     done
 done
 echo
