@@ -42,6 +42,12 @@ struct sockaddr_storage;
 int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
                       unsigned *len);
 
+/* Writes a socket bufferevent's queued output now, without arming its write
+ * event (bufferevent keeps the buffer's start frozen; this thaws it for the
+ * write). What the socket did not take stays queued. */
+struct bufferevent;
+void av_bev_write_now(struct bufferevent *bev);
+
 /* Case-insensitive compare of a counted string with a C string. */
 int av_streq_ci(const char *a, size_t alen, const char *b);
 

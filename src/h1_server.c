@@ -3,6 +3,7 @@
 #include "h1_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -150,9 +151,27 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
     }
 }
 
+/* Writes queued output at once; the write event is armed only when the
+ * socket did not take it all (saves two epoll_ctl per response). */
+static void flush_out(av_h1conn_t *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(c->bev) & EV_WRITE))
+        return;
+    av_bev_write_now(c->bev);
+    if (evbuffer_get_length(out) > 0)
+        bufferevent_enable(c->bev, EV_WRITE); /* the rest, or the error, comes through the bufferevent */
+}
+
+static void flush(av_req_t *req)
+{
+    flush_out(req->client_ctx);
+}
+
 /* Closes once the output is written; never frees synchronously. */
 static void close_after_flush(av_h1conn_t *c)
 {
+    flush_out(c);
     c->state = H1_CLOSING;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
@@ -181,6 +200,7 @@ static void respond_end(av_req_t *req)
     av_h1conn_t *c = req->client_ctx;
     if (c->chunked)
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    flush_out(c);
     finish_exchange(c);
 }
 
@@ -218,6 +238,7 @@ static const av_client_ops_t h1_ops = {
     .respond_end = respond_end,
     .respond_abort = respond_abort,
     .pending = pending,
+    .flush = flush,
 };
 
 /* ---- parsing ---- */
@@ -315,8 +336,10 @@ static int on_headers_complete(http_parser *p)
     if (expect != NULL) {
         if (!av_streq_ci(expect->value, expect->value_len, "100-continue"))
             return reject(c, 417, "expectation_failed");
-        if (p->http_minor >= 1)
+        if (p->http_minor >= 1) {
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            flush_out(c);
+        }
     }
     arm_timer(c, c->w->cfg->idle_timeout_ms); /* the body may take a while, but not forever idle */
     return 0;
@@ -432,6 +455,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
             conn_free(c);
         return;
     }
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE); /* back to writing directly */
     if (c->state == H1_WAITING && c->req != NULL)
         av_req_client_drained(c->req);
 }
@@ -493,7 +518,8 @@ void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa)
     bufferevent_setwatermark(c->bev, EV_READ, 0, H1_READ_HIGH_WATER);
     bufferevent_setwatermark(c->bev, EV_WRITE, H1_WRITE_LOW_WATER, 0);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(c->bev, EV_WRITE); /* on by default; armed only when a write falls short */
+    bufferevent_enable(c->bev, EV_READ);
     TAILQ_INSERT_TAIL(&w->h1conns, c, link);
     w->stats.client_conns++;
     arm_timer(c, w->cfg->idle_timeout_ms);

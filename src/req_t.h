@@ -37,6 +37,8 @@ typedef struct {
     void (*respond_abort)(av_req_t *req);
     /* Bytes queued to the client and not yet written: the backend side pauses above a mark. */
     size_t (*pending)(av_req_t *req);
+    /* Sends what is queued now; called after each batch of backend input. */
+    void (*flush)(av_req_t *req);
 } av_client_ops_t;
 
 struct av_req_s {

@@ -274,6 +274,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
         bufferevent_set_timeouts(bev, &tv, &tv);
     }
     parse_input(u);
+    av_req_t *req = u->req;
+    if (req != NULL) /* one write to the client for all this input */
+        req->client->flush(req);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly */
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -357,8 +366,11 @@ static void attach(av_upconn_t *u, av_req_t *req)
     u->read_timeout_ms = b->read_timeout_ms;
     struct timeval rtv = ms_tv(b->first_byte_timeout_ms), wtv = ms_tv(b->connect_timeout_ms);
     bufferevent_set_timeouts(u->bev, &rtv, u->state == UC_CONNECTING ? &wtv : &rtv);
-    evbuffer_add_buffer_reference(bufferevent_get_output(u->bev), req->backend_out);
-    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    struct evbuffer *out = bufferevent_get_output(u->bev);
+    evbuffer_add_buffer_reference(out, req->backend_out);
+    if (u->state == UC_BUSY) /* connected: write now, arm the write event only for a rest */
+        av_bev_write_now(u->bev);
+    bufferevent_enable(u->bev, evbuffer_get_length(out) > 0 ? EV_READ | EV_WRITE : EV_READ);
 }
 
 static av_upconn_t *conn_open(av_upstream_t *pool)
@@ -367,7 +379,7 @@ static av_upconn_t *conn_open(av_upstream_t *pool)
     u->pool = pool;
     u->state = UC_CONNECTING;
     u->bev = bufferevent_socket_new(pool->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(u->bev, read_cb, NULL, event_cb, u);
+    bufferevent_setcb(u->bev, read_cb, write_cb, event_cb, u);
     if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) != 0) {
         bufferevent_free(u->bev);
         free(u);
