@@ -331,7 +331,11 @@ static int parse_url(ctx_t *x, av_backend_t *b)
     if (av_parse_hostport(hostport, 1, 0, &b->addr, &b->addrlen) != 0)
         return fail(x, "cannot resolve \"%s\"", hostport);
     b->host_header = av_arena_strndup(x->cfg->arena, hp, hplen);
-    b->pool_key = dup_str(x, hostport);
+    /* per backend, not per address: each backend's max_connections holds on its own */
+    size_t klen = strlen(b->name) + strlen(hostport) + 2;
+    char *key = av_arena_alloc(x->cfg->arena, klen);
+    snprintf(key, klen, "%s@%s", b->name, hostport);
+    b->pool_key = key;
     const char *path = slash ? slash : "";
     size_t plen = strlen(path);
     while (plen > 0 && path[plen - 1] == '/')

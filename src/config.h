@@ -28,7 +28,7 @@ typedef struct av_backend_s {
     const char *protocol_name;
     const char *host_header;             /* "host" or "host:port" as sent in Host */
     const char *base_path;               /* "" or "/prefix" without a trailing slash */
-    const char *pool_key;                /* connections are pooled per address */
+    const char *pool_key;                /* "name@host:port": one pool per backend and address */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int64_t max_connections;

@@ -312,8 +312,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             return;
         }
         int err = EVUTIL_SOCKET_ERROR();
-        AV_INFO("request %s: connect to backend %s (%s) failed: %s", req->id, req->variant->backend->name,
-                u->pool->key, evutil_socket_error_to_string(err));
+        AV_INFO("request %s: connect to backend %s failed: %s", req->id, u->pool->key,
+                evutil_socket_error_to_string(err));
         detach(u);
         conn_close(u);
         if (req->attempts < 2) /* it never reached the backend: one more try */

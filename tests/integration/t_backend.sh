@@ -12,10 +12,12 @@ cat >"$T/a.json" <<JSON
   "log": {"kpi": "$T/kpi.log"},
   "backends": {
     "sim":  {"url": "http://127.0.0.1:$sim_PORT", "max_connections": 2, "first_byte_timeout_ms": 400},
-    "down": {"url": "http://127.0.0.1:$gone_PORT", "connect_timeout_ms": 500}
+    "down": {"url": "http://127.0.0.1:$gone_PORT", "connect_timeout_ms": 500},
+    "one":  {"url": "http://127.0.0.1:$sim_PORT/", "max_connections": 1, "connect_timeout_ms": 300}
   },
   "routes": [
     {"name": "down", "match": {"path_prefix": "/down/"}, "variants": [{"name": "v", "backend": "down"}]},
+    {"name": "one", "match": {"headers": {"x-route": "one"}}, "variants": [{"name": "v", "backend": "one"}]},
     {"name": "chat", "match": {"path_prefix": "/v1/"}, "variants": [{"name": "v", "backend": "sim"}]}
   ]
 }
@@ -48,6 +50,21 @@ check "pool max: at most 2 backend connections opened" test $((conns2 - conns0 -
 resp=$(curl -s --max-time 10 -w '\n%{http_code}' "http://$AV/down/v1/chat/completions" -d '{}')
 like "backend down: 502" "$resp" '502$'
 like "backend down: OpenAI-style error with request id" "$resp" '^\{"error":\{"message":"backend down is unreachable","type":"server_error","code":"connect_failed","request_id":"[0-9a-f]{32}"\}\}'
+
+is "backend down: one retry on a new connection, then the error" \
+   "$(grep -c 'connect to backend down@127.0.0.1:[0-9]* failed: Connection refused' "$T/aviary.err")" 2
+
+# max_connections 1 and a slow request on it: the next waits connect_timeout_ms in the queue, then 503
+curl -s --max-time 10 -o /dev/null -H 'x-route: one' -H 'x-sim-latency-ms: 1500' \
+     "http://$AV/v1/chat/completions" -d '{"model":"m","messages":[]}' &
+SLOW_PID=$!
+PIDS="$PIDS $SLOW_PID"
+sleep 0.2
+resp=$(curl -s --max-time 10 -w '\n%{http_code}' -H 'x-route: one' "http://$AV/v1/chat/completions" \
+       -d '{"model":"m","messages":[]}')
+like "pool full past the queue wait: 503" "$resp" '503$'
+like "pool full: says so" "$resp" '"message":"backend one is at max_connections and no connection freed in time","type":"server_error","code":"backend_busy"'
+wait "$SLOW_PID"
 
 start=$(date +%s%N)
 resp=$(curl -s --max-time 10 -w '\n%{http_code}' "http://$AV/v1/chat/completions" -H 'x-sim-latency-ms: 3000' \

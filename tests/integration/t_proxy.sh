@@ -4,7 +4,7 @@
 
 export AVIARY_TEST_BACKEND_KEY="sk-backend-SECRET-4242"
 start_sim sim
-LOG_LEVEL=debug write_config "$T/a.json" "$sim_PORT" '' ', "api_key_env": "AVIARY_TEST_BACKEND_KEY", "headers": {"x-team": "ml"}'
+WORKERS=2 LOG_LEVEL=debug write_config "$T/a.json" "$sim_PORT" '' ', "api_key_env": "AVIARY_TEST_BACKEND_KEY", "headers": {"x-team": "ml"}'
 start_aviary "$T/a.json"
 
 body='{"model":"gpt-x","messages":[{"role":"user","content":"hello"}]}'

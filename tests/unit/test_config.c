@@ -45,6 +45,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(b->max_connections, 64);
     CHECK_INT(b->connect_timeout_ms, 5000);
     CHECK_STR(b->host_header, "127.0.0.1:9");
+    CHECK_STR(b->pool_key, "b@127.0.0.1:9");
     CHECK_STR(b->base_path, "");
     CHECK_STR(b->api_key_header, "authorization");
     CHECK_INT(b->forward_authorization, 0);
