@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "av.h"
+#include "jsonw.h"
 #include "log.h"
 
 struct av_kpilog_s {
@@ -24,33 +25,10 @@ struct av_kpilog_s {
     uint64_t lines;
 };
 
-static void json_str(struct evbuffer *out, const char *s, size_t len)
-{
-    if (s == NULL) {
-        evbuffer_add(out, "null", 4);
-        return;
-    }
-    evbuffer_add(out, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
-            continue;
-        evbuffer_add(out, s + start, i - start);
-        if (c == '"' || c == '\\')
-            evbuffer_add_printf(out, "\\%c", c);
-        else
-            evbuffer_add_printf(out, "\\u%04x", c);
-        start = i + 1;
-    }
-    evbuffer_add(out, s + start, len - start);
-    evbuffer_add(out, "\"", 1);
-}
-
 static void key_str(struct evbuffer *out, const char *key, const char *s)
 {
     evbuffer_add_printf(out, ",\"%s\":", key);
-    json_str(out, s, s ? strlen(s) : 0);
+    av_json_str(out, s, s ? strlen(s) : 0);
 }
 
 static void key_ms(struct evbuffer *out, const char *key, int64_t us)
@@ -77,7 +55,7 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     key_str(out, "model", r->model);
     key_str(out, "method", r->method);
     evbuffer_add(out, ",\"path\":", 8);
-    json_str(out, r->path, r->path_len);
+    av_json_str(out, r->path, r->path_len);
     evbuffer_add_printf(out, ",\"status\":%d,\"stream\":%s", r->status, r->stream ? "true" : "false");
     key_ms(out, "latency_ms", r->latency_us);
     key_ms(out, "ttft_ms", r->ttft_us);

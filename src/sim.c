@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "av.h"
+#include "jsonw.h"
 #include "sim_gen.h"
 
 #define SIM_MAX_HEADERS 64
@@ -170,18 +171,18 @@ static void send_echo(sim_conn_t *c)
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "{\"object\":\"sim.echo\",\"method\":\"%s\",\"path\":",
                         http_method_str((enum http_method)c->parser.method));
-    av_sim_json_str(b, c->url, c->urllen);
+    av_json_str(b, c->url, c->urllen);
     evbuffer_add(b, ",\"headers\":{", 12);
     for (int i = 0; i < c->nhdrs; i++) {
         if (i)
             evbuffer_add(b, ",", 1);
-        av_sim_json_str(b, hdr_name(c, i), c->hdrs[i].name_len);
+        av_json_str(b, hdr_name(c, i), c->hdrs[i].name_len);
         evbuffer_add(b, ":", 1);
-        av_sim_json_str(b, hdr_val(c, i), c->hdrs[i].val_len);
+        av_json_str(b, hdr_val(c, i), c->hdrs[i].val_len);
     }
     evbuffer_add(b, "},\"body\":", 9);
     size_t n = evbuffer_get_length(c->body);
-    av_sim_json_str(b, (const char *)evbuffer_pullup(c->body, -1), n);
+    av_json_str(b, (const char *)evbuffer_pullup(c->body, -1), n);
     evbuffer_add(b, "}\n", 2);
     send_full(c, 200, "application/json", b);
 }
@@ -280,7 +281,7 @@ static void send_models(sim_conn_t *c)
     while (*p) {
         size_t n = strcspn(p, ",");
         evbuffer_add_printf(b, "%s{\"id\":", first ? "" : ",");
-        av_sim_json_str(b, p, n);
+        av_json_str(b, p, n);
         evbuffer_add_printf(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"aviary-sim\"}");
         first = 0;
         p += n;

@@ -2,6 +2,8 @@
  * Output is written straight into evbuffers: the simulator must not be the bottleneck. */
 #include "sim_gen.h"
 
+#include "jsonw.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,33 +147,12 @@ const char *av_sim_token(uint64_t seed, int64_t i)
     return words[z % (sizeof(words) / sizeof(words[0]))];
 }
 
-void av_sim_json_str(struct evbuffer *out, const char *s, size_t len)
-{
-    evbuffer_add(out, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        evbuffer_add(out, s + start, i - start);
-        if (c == '"' || c == '\\')
-            evbuffer_add_printf(out, "\\%c", c);
-        else if (c == '\n')
-            evbuffer_add(out, "\\n", 2);
-        else
-            evbuffer_add_printf(out, "\\u%04x", c);
-        start = i + 1;
-    }
-    evbuffer_add(out, s + start, len - start);
-    evbuffer_add(out, "\"", 1);
-}
-
 static void head(struct evbuffer *out, const av_sim_req_t *r, const char *object)
 {
     evbuffer_add_printf(out, "{\"id\":\"%s-sim-%llu\",\"object\":\"%s\",\"created\":%lld,\"model\":",
                         r->kind == AV_SIM_CHAT ? "chatcmpl" : "cmpl", (unsigned long long)r->id,
                         object, (long long)r->created);
-    av_sim_json_str(out, r->model, strlen(r->model));
+    av_json_str(out, r->model, strlen(r->model));
 }
 
 static void usage(struct evbuffer *out, const av_sim_req_t *r)
@@ -189,7 +170,7 @@ void av_sim_body(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs
             evbuffer_add_printf(out, "%s0.%03u", i ? "," : "",
                                 (unsigned)((unsigned char)av_sim_token(k->seed, i)[1] * 7u % 1000u));
         evbuffer_add_printf(out, "]}],\"model\":");
-        av_sim_json_str(out, r->model, strlen(r->model));
+        av_json_str(out, r->model, strlen(r->model));
         evbuffer_add_printf(out, ",\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%lld}}\n",
                             (long long)r->prompt_tokens, (long long)r->prompt_tokens);
         return;
@@ -265,6 +246,6 @@ void av_sim_error_body(struct evbuffer *out, int status, const char *message)
 {
     const char *type = status == 429 ? "rate_limit_error" : status >= 500 ? "server_error" : "invalid_request_error";
     evbuffer_add(out, "{\"error\":{\"message\":", 20);
-    av_sim_json_str(out, message, strlen(message));
+    av_json_str(out, message, strlen(message));
     evbuffer_add_printf(out, ",\"type\":\"%s\",\"param\":null,\"code\":\"sim_%d\"}}\n", type, status);
 }

@@ -53,7 +53,5 @@ void av_sim_event_finish(struct evbuffer *out, const av_sim_req_t *r);
 void av_sim_event_usage(struct evbuffer *out, const av_sim_req_t *r);
 void av_sim_event_done(struct evbuffer *out);
 void av_sim_error_body(struct evbuffer *out, int status, const char *message);
-/* JSON string escaping, quotes included. */
-void av_sim_json_str(struct evbuffer *out, const char *s, size_t len);
 
 #endif
