@@ -9,8 +9,7 @@
 #include "arena.h"
 #include "av.h"
 
-void av_headers_add(av_arena_t *a, av_headers_t *h, const char *name, size_t nlen, const char *value,
-                    size_t vlen)
+void av_headers_push(av_arena_t *a, av_headers_t *h, const av_header_t *e)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 16;
@@ -20,11 +19,14 @@ void av_headers_add(av_arena_t *a, av_headers_t *h, const char *name, size_t nle
         h->v = v;
         h->cap = cap;
     }
-    av_header_t *e = &h->v[h->n++];
-    e->name = av_arena_strndup(a, name, nlen);
-    e->name_len = nlen;
-    e->value = av_arena_strndup(a, value, vlen);
-    e->value_len = vlen;
+    h->v[h->n++] = *e;
+}
+
+void av_headers_add(av_arena_t *a, av_headers_t *h, const char *name, size_t nlen, const char *value,
+                    size_t vlen)
+{
+    av_header_t e = {av_arena_strndup(a, name, nlen), av_arena_strndup(a, value, vlen), nlen, vlen};
+    av_headers_push(a, h, &e);
 }
 
 const av_header_t *av_headers_get(const av_headers_t *h, const char *name)

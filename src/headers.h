@@ -8,6 +8,8 @@
 
 void av_headers_add(av_arena_t *a, av_headers_t *h, const char *name, size_t nlen, const char *value,
                     size_t vlen);
+/* Appends e as it is: its strings must already outlive h (live in the same arena). */
+void av_headers_push(av_arena_t *a, av_headers_t *h, const av_header_t *e);
 /* First header of that name (case-insensitive), or NULL. */
 const av_header_t *av_headers_get(const av_headers_t *h, const char *name);
 

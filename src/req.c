@@ -66,6 +66,9 @@ static void kpi_write(av_req_t *req)
         return;
     req->logged = 1;
     uint64_t end = req->t_end_us ? req->t_end_us : av_now_us();
+    size_t path_len = strcspn(req->target, "?"); /* the query stays out of the log */
+    if (path_len > req->target_len)
+        path_len = req->target_len;
     av_kpi_rec_t r = {
         .time_us = req->t_wall_us,
         .request_id = req->id,
@@ -76,7 +79,7 @@ static void kpi_write(av_req_t *req)
         .model = req->model,
         .method = req->method_str,
         .path = req->target,
-        .path_len = strcspn(req->target, "?") < req->target_len ? strcspn(req->target, "?") : req->target_len,
+        .path_len = path_len,
         .status = req->status,
         .stream = req->stream,
         .latency_us = (int64_t)(end - req->t_start_us),
@@ -236,15 +239,7 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         if (av_streq_ci(h->name, h->name_len, "content-type") && h->value_len >= 17 &&
             strncasecmp(h->value, "text/event-stream", 17) == 0)
             req->stream = 1;
-        if (out.n == out.cap) {
-            size_t cap = out.cap ? out.cap * 2 : 16;
-            av_header_t *v = av_arena_alloc(req->arena, cap * sizeof(*v));
-            if (out.n)
-                memcpy(v, out.v, out.n * sizeof(*v));
-            out.v = v;
-            out.cap = cap;
-        }
-        out.v[out.n++] = *h; /* strings already live in the arena */
+        av_headers_push(req->arena, &out, h); /* strings already live in the arena */
     }
     req->head_sent = 1;
     req->client->respond_head(req, status, &out, req->stream ? -1 : content_length);

@@ -263,8 +263,6 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     av_upconn_t *u = arg;
     if (u->state == UC_IDLE) { /* nothing is owed on an idle connection */
-        TAILQ_REMOVE(&u->pool->idle, u, link);
-        u->state = UC_BUSY;
         conn_close(u);
         return;
     }
@@ -299,9 +297,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    if (u->state == UC_IDLE) {
-        TAILQ_REMOVE(&u->pool->idle, u, link);
-        u->state = UC_BUSY;
+    if (u->state == UC_IDLE) { /* the backend closed or timed out an idle connection */
         conn_close(u);
         return;
     }
@@ -497,12 +493,8 @@ void av_upstream_free_all(av_worker_t *w)
     av_upstream_t *p = w->pools;
     while (p != NULL) {
         av_upconn_t *u;
-        while ((u = TAILQ_FIRST(&p->idle)) != NULL) {
-            TAILQ_REMOVE(&p->idle, u, link);
-            bufferevent_free(u->bev);
-            free(u->acc);
-            free(u);
-        }
+        while ((u = TAILQ_FIRST(&p->idle)) != NULL)
+            conn_close(u); /* w->closing: it opens nothing for waiters */
         av_upstream_t *next = p->next;
         free(p->key);
         free(p);
