@@ -25,44 +25,67 @@ struct av_kpilog_s {
     uint64_t lines;
 };
 
-static void key_str(struct evbuffer *out, const char *key, const char *s)
+/* "YYYY-MM-DDTHH:MM:SS" of a second; the last one is kept per thread, since
+ * consecutive lines almost always share it. */
+static const char *utc_second(time_t secs)
 {
-    evbuffer_add_printf(out, ",\"%s\":", key);
-    av_json_str(out, s, s ? strlen(s) : 0);
+    static __thread time_t last = (time_t)-1;
+    static __thread char text[32];
+    if (secs != last) {
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+        last = secs;
+    }
+    return text;
 }
 
-static void key_ms(struct evbuffer *out, const char *key, int64_t us)
+static size_t cstrlen(const char *s)
 {
-    if (us < 0)
-        evbuffer_add_printf(out, ",\"%s\":null", key);
-    else
-        evbuffer_add_printf(out, ",\"%s\":%lld.%03lld", key, (long long)(us / 1000), (long long)(us % 1000));
+    return s ? strlen(s) : 0;
 }
+
+/* ,"key": and a string or null */
+#define KEY_STR(p, key, s, n) av_jw_str(AV_JW_LIT((p), ",\"" key "\":"), (s), (n))
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
 {
-    time_t secs = (time_t)(r->time_us / 1000000u);
-    struct tm tm;
-    char ts[32];
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    evbuffer_add_printf(out, "{\"time\":\"%s.%03uZ\"", ts, (unsigned)(r->time_us / 1000u % 1000u));
-    key_str(out, "request_id", r->request_id);
-    key_str(out, "route", r->route);
-    key_str(out, "variant", r->variant);
-    evbuffer_add_printf(out, ",\"generation\":%llu", (unsigned long long)r->generation);
-    key_str(out, "backend", r->backend);
-    key_str(out, "model", r->model);
-    key_str(out, "method", r->method);
-    evbuffer_add(out, ",\"path\":", 8);
-    av_json_str(out, r->path, r->path_len);
-    evbuffer_add_printf(out, ",\"status\":%d,\"stream\":%s", r->status, r->stream ? "true" : "false");
-    key_ms(out, "latency_ms", r->latency_us);
-    key_ms(out, "ttft_ms", r->ttft_us);
-    evbuffer_add_printf(out, ",\"bytes_in\":%llu,\"bytes_out\":%llu", (unsigned long long)r->bytes_in,
-                        (unsigned long long)r->bytes_out);
-    key_str(out, "error", r->error);
-    evbuffer_add(out, "}\n", 2);
+    size_t lens[6] = {cstrlen(r->request_id), cstrlen(r->route),  cstrlen(r->variant),
+                      cstrlen(r->backend),    cstrlen(r->model),  cstrlen(r->error)};
+    size_t mlen = cstrlen(r->method);
+    size_t room = 512 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
+    for (size_t i = 0; i < 6; i++)
+        room += AV_JW_STR_MAX(lens[i]);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
+        av_oom();
+    char *p = v.iov_base;
+    unsigned ms = (unsigned)(r->time_us / 1000u % 1000u);
+    p = AV_JW_LIT(p, "{\"time\":\"");
+    p = av_jw_raw(p, utc_second((time_t)(r->time_us / 1000000u)), 19);
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    p = AV_JW_LIT(p, "Z\"");
+    p = KEY_STR(p, "request_id", r->request_id, lens[0]);
+    p = KEY_STR(p, "route", r->route, lens[1]);
+    p = KEY_STR(p, "variant", r->variant, lens[2]);
+    p = av_jw_u64(AV_JW_LIT(p, ",\"generation\":"), r->generation);
+    p = KEY_STR(p, "backend", r->backend, lens[3]);
+    p = KEY_STR(p, "model", r->model, lens[4]);
+    p = KEY_STR(p, "method", r->method, mlen);
+    p = KEY_STR(p, "path", r->path, r->path_len);
+    p = av_jw_i64(AV_JW_LIT(p, ",\"status\":"), r->status);
+    p = r->stream ? AV_JW_LIT(p, ",\"stream\":true") : AV_JW_LIT(p, ",\"stream\":false");
+    p = av_jw_ms(AV_JW_LIT(p, ",\"latency_ms\":"), r->latency_us);
+    p = av_jw_ms(AV_JW_LIT(p, ",\"ttft_ms\":"), r->ttft_us);
+    p = av_jw_u64(AV_JW_LIT(p, ",\"bytes_in\":"), r->bytes_in);
+    p = av_jw_u64(AV_JW_LIT(p, ",\"bytes_out\":"), r->bytes_out);
+    p = KEY_STR(p, "error", r->error, lens[5]);
+    p = AV_JW_LIT(p, "}\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 static int write_all(int fd, struct evbuffer *buf)
@@ -146,12 +169,12 @@ av_kpilog_t *av_kpilog_open(const char *path, char *err, size_t errlen)
     return l;
 }
 
-void av_kpilog_append(av_kpilog_t *l, struct evbuffer *line)
+void av_kpilog_append(av_kpilog_t *l, struct evbuffer *lines, size_t nlines)
 {
     pthread_mutex_lock(&l->lock);
     int was_empty = evbuffer_get_length(l->pending) == 0;
-    evbuffer_add_buffer(l->pending, line);
-    l->lines++;
+    evbuffer_add_buffer(l->pending, lines);
+    l->lines += nlines;
     if (was_empty)
         pthread_cond_signal(&l->cond);
     pthread_mutex_unlock(&l->lock);

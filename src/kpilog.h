@@ -29,8 +29,8 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r);
 /* Opens path for appending ("-" is standard output) and starts the writer.
  * Returns NULL with the reason in err. */
 av_kpilog_t *av_kpilog_open(const char *path, char *err, size_t errlen);
-/* Thread-safe; takes the line's bytes (a whole line, newline included). */
-void av_kpilog_append(av_kpilog_t *l, struct evbuffer *line);
+/* Thread-safe; takes the bytes of nlines whole lines, newlines included. */
+void av_kpilog_append(av_kpilog_t *l, struct evbuffer *lines, size_t nlines);
 /* Asks the writer to reopen the file (after rotation) before its next batch. Returns 0. */
 int av_kpilog_reopen(av_kpilog_t *l);
 /* Writes everything appended so far, stops the writer and closes. */

@@ -12,6 +12,8 @@
 #include "av.h"
 #include "config.h"
 #include "headers.h"
+#include "jscan.h"
+#include "jsonw.h"
 #include "kpilog.h"
 #include "log.h"
 #include "router.h"
@@ -26,6 +28,7 @@ const char AV_ERR_BACKEND_CLOSED[] = "backend_closed";
 const char AV_ERR_BACKEND_PROTOCOL[] = "backend_protocol_error";
 const char AV_ERR_BUSY[] = "backend_busy";
 const char AV_ERR_CLIENT_ABORT[] = "client_abort";
+const char AV_ERR_INVALID_JSON[] = "invalid_json";
 
 static void free_evbuffer(void *p)
 {
@@ -149,40 +152,91 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     req->client->respond_end(req); /* may free req */
 }
 
-/* Puts the variant's model in a JSON body; notes the client's. */
-static void rewrite_body(av_req_t *req)
+typedef struct {
+    av_jmember_t model[4]; /* every top-level "model": duplicates are all replaced */
+    size_t n_model, n_members;
+    int too_many;
+} body_scan_t;
+
+static int on_member(void *arg, const av_jmember_t *m)
+{
+    body_scan_t *b = arg;
+    b->n_members++;
+    if (!av_jscan_key_is(m, "model"))
+        return 0;
+    if (b->n_model == sizeof(b->model) / sizeof(b->model[0])) {
+        b->too_many = 1;
+        return 1;
+    }
+    b->model[b->n_model++] = *m;
+    return 0;
+}
+
+/* Puts the variant's model in a JSON body and notes the client's. Keyed on
+ * the body, not its label: clients often send JSON as form data (curl -d).
+ * Returns 0, or -1 after answering 400 for a body that starts as a JSON
+ * object and is not one. */
+static int rewrite_body(av_req_t *req)
 {
     size_t len = evbuffer_get_length(req->body);
     if (len == 0)
-        return;
-    /* keyed on the body, not its label: clients often send JSON as form data (curl -d) */
+        return 0;
     const char *text = (const char *)evbuffer_pullup(req->body, -1);
-    if (memchr(text, '{', len < 16 ? len : 16) == NULL)
-        return;
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    if (j == NULL || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return;
+    size_t first = 0;
+    while (first < len && (text[first] == ' ' || text[first] == '\t' || text[first] == '\r' || text[first] == '\n'))
+        first++;
+    if (first == len || text[first] != '{')
+        return 0;
+    body_scan_t b = {0};
+    size_t err_off = 0;
+    if (av_jscan_object(text, len, on_member, &b, &err_off) != 0) {
+        req->error = AV_ERR_INVALID_JSON;
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
+                             "request body is not valid JSON (error at byte %zu)", err_off);
+        return -1;
     }
-    cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
-    if (cJSON_IsString(m))
-        req->client_model = av_arena_strndup(req->arena, m->valuestring, strlen(m->valuestring));
+    if (b.too_many) {
+        req->error = AV_ERR_INVALID_JSON;
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
+                             "request body repeats \"model\" too often");
+        return -1;
+    }
+    if (b.n_model > 0) {
+        const av_jmember_t *m = &b.model[b.n_model - 1]; /* the one most parsers keep */
+        if (m->type == '"') {
+            char *s = av_arena_alloc(req->arena, m->val_len);
+            if (av_jscan_unescape(m->val + 1, m->val_len - 2, s) >= 0)
+                req->client_model = s;
+        }
+    }
     req->model = req->client_model;
     const char *want = req->variant->model;
-    if (want != NULL && (req->client_model == NULL || strcmp(want, req->client_model) != 0)) {
-        if (m != NULL)
-            cJSON_ReplaceItemInObjectCaseSensitive(j, "model", cJSON_CreateString(want));
-        else
-            cJSON_AddStringToObject(j, "model", want);
-        char *s = cJSON_PrintUnformatted(j);
-        if (s == NULL)
-            av_oom();
-        evbuffer_drain(req->body, len);
-        evbuffer_add(req->body, s, strlen(s));
-        cJSON_free(s);
-        req->model = want;
+    if (want == NULL || (req->client_model != NULL && strcmp(want, req->client_model) == 0 && b.n_model == 1))
+        return 0;
+    struct evbuffer *nb = evbuffer_new();
+    if (nb == NULL)
+        av_oom();
+    size_t at = 0;
+    if (b.n_model == 0) {
+        at = first + 1;
+        evbuffer_add(nb, text, at);
+        evbuffer_add(nb, "\"model\":", 8);
+        av_json_str(nb, want, strlen(want));
+        if (b.n_members > 0)
+            evbuffer_add(nb, ",", 1);
     }
-    cJSON_Delete(j);
+    for (size_t i = 0; i < b.n_model; i++) {
+        size_t vat = (size_t)(b.model[i].val - text);
+        evbuffer_add(nb, text + at, vat - at);
+        av_json_str(nb, want, strlen(want));
+        at = vat + b.model[i].val_len;
+    }
+    evbuffer_add(nb, text + at, len - at);
+    evbuffer_drain(req->body, len);
+    evbuffer_add_buffer(req->body, nb);
+    evbuffer_free(nb);
+    req->model = want;
+    return 0;
 }
 
 void av_req_run(av_req_t *req)
@@ -199,7 +253,8 @@ void av_req_run(av_req_t *req)
     }
     req->route = route;
     req->variant = &route->variants[0];
-    rewrite_body(req);
+    if (rewrite_body(req) != 0)
+        return;
     req->backend_out = evbuffer_new();
     av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
     size_t blen = evbuffer_get_length(req->body);

@@ -16,6 +16,7 @@ extern const char AV_ERR_BACKEND_CLOSED[]; /* closed before the end: 502 or abor
 extern const char AV_ERR_BACKEND_PROTOCOL[]; /* not HTTP: 502 */
 extern const char AV_ERR_BUSY[];           /* pool full and queue wait expired: 503 */
 extern const char AV_ERR_CLIENT_ABORT[];   /* the client went away */
+extern const char AV_ERR_INVALID_JSON[];   /* a JSON-looking body that is not JSON: 400 */
 
 av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx);
 /* Cancels any backend exchange, writes the KPI line if not yet written, frees. */

@@ -85,8 +85,9 @@ void av_worker_conn_closed(av_worker_t *w)
 
 static void kpi_flush(av_worker_t *w)
 {
-    if (evbuffer_get_length(w->kpi_batch) > 0)
-        av_kpilog_append(w->kpilog, w->kpi_batch);
+    if (w->kpi_batch_lines > 0)
+        av_kpilog_append(w->kpilog, w->kpi_batch, w->kpi_batch_lines);
+    w->kpi_batch_lines = 0;
 }
 
 static void kpi_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -97,6 +98,7 @@ static void kpi_timer_cb(evutil_socket_t fd, short what, void *arg)
 void av_worker_kpi_line(av_worker_t *w, const av_kpi_rec_t *r)
 {
     av_kpi_format(w->kpi_batch, r);
+    w->kpi_batch_lines++;
     if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
         kpi_flush(w);
 }

@@ -34,6 +34,7 @@ struct av_worker_s {
     av_worker_stats_t stats;
     uint64_t rng[2];
     struct evbuffer *kpi_batch;            /* KPI lines not yet handed to the writer */
+    size_t kpi_batch_lines;
     struct event *kpi_timer;
     int draining;
     int closing;                           /* loop ended: tear down, open nothing new */

@@ -44,6 +44,17 @@ echo=$(curl -s --max-time 10 -H 'x-sim-echo: 1' -H 'Transfer-Encoding: chunked' 
        "http://$AV/v1/embeddings" --data-binary @"$T/body.json")
 like "chunked body with 100-continue reaches the backend with a Content-Length" "$echo" '"Content-Length":"3032"'
 
+# the model is set in place, every copy of it, and added when missing; the rest of the body is untouched
+echo=$(curl -s --max-time 10 -H 'x-sim-echo: 1' "http://$AV/v1/chat/completions" \
+       -d '{ "model" : "a\u00e9", "x":{"model":"inner"}, "mo\u0064el":"b", "n":1.5e3 }')
+like "every top-level model replaced, nested one kept" "$echo" \
+    '"body":"\{ \\"model\\" : \\"sim-large\\", \\"x\\":\{\\"model\\":\\"inner\\"\}, \\"mo\\\\u0064el\\":\\"sim-large\\", \\"n\\":1.5e3 \}"'
+echo=$(curl -s --max-time 10 -H 'x-sim-echo: 1' "http://$AV/v1/chat/completions" -d '{"input":"x"}')
+like "model added when the body has none" "$echo" '"body":"\{\\"model\\":\\"sim-large\\",\\"input\\":\\"x\\"\}"'
+resp=$(curl -s --max-time 10 -w '\n%{http_code}' "http://$AV/v1/chat/completions" -d '{"model":"m","n":[1,}')
+like "body that is not JSON: 400 with where it breaks" "$resp" \
+    '^\{"error":\{"message":"request body is not valid JSON \(error at byte 20\)","type":"invalid_request_error","code":"invalid_json".*400$'
+
 stop_pid "$AV_PID"
 is "aviary exits 0 on SIGTERM" "$?" 0
 kpi=$(cat "$T/kpi.log")
@@ -51,7 +62,10 @@ line=$(grep '"request_id":"req-json-1"' "$T/kpi.log")
 like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","generation":1,"backend":"sim","model":"sim-large","method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"ttft_ms":[0-9.]+,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"error":null'
 like "KPI line for the stream" "$kpi" '"status":200,"stream":true'
 like "KPI line for the 404" "$kpi" '"route":null.*"status":404'
-is "one KPI line per request" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 5
+like "KPI line keeps the client's model name" "$kpi" '"model":"sim-large".*"status":200'
+like "KPI line for the invalid body" "$kpi" '"status":400.*"error":"invalid_json"'
+is "one KPI line per request" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 8
+like "exit message counts the lines written" "$(cat "$T/aviary.err")" 'stopped; 8 KPI lines written'
 unlike "backend key in no log" "$kpi$(cat "$T/aviary.err")" 'sk-backend-SECRET'
 unlike "client token in no log" "$kpi$(cat "$T/aviary.err")" 'client-token-77'
 done_testing

@@ -60,7 +60,8 @@ static void *writer_thread(void *arg)
     struct evbuffer *b = evbuffer_new();
     for (int i = 0; i < 5000; i++) {
         evbuffer_add_printf(b, "{\"t\":%d,\"i\":%d}\n", (int)(long)arg, i);
-        av_kpilog_append(shared, b);
+        if (i % 2 == 1) /* batches of two, as workers batch theirs */
+            av_kpilog_append(shared, b, 2);
     }
     evbuffer_free(b);
     return NULL;

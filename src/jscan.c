@@ -1,0 +1,330 @@
+/* jscan.c: a single pass over a JSON object's top level. Strings are walked
+ * byte by byte with memchr-free loops short enough to stay in cache; nested
+ * containers are matched with a bit stack. */
+#include "jscan.h"
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEPTH 512
+
+typedef struct {
+    const char *s;
+    size_t len, i;
+} scan_t;
+
+static void skip_ws(scan_t *c)
+{
+    while (c->i < c->len) {
+        char ch = c->s[c->i];
+        if (ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t')
+            return;
+        c->i++;
+    }
+}
+
+/* At an opening quote: moves past the closing one. Sets *escaped when a
+ * backslash was seen. Raw control bytes are not allowed in JSON strings. */
+static int skip_string(scan_t *c, char *escaped)
+{
+    c->i++;
+    while (c->i < c->len) {
+        unsigned char ch = (unsigned char)c->s[c->i];
+        if (ch == '"') {
+            c->i++;
+            return 0;
+        }
+        if (ch < 0x20)
+            return -1;
+        if (ch == '\\') {
+            if (escaped != NULL)
+                *escaped = 1;
+            if (++c->i >= c->len || strchr("\"\\/bfnrtu", c->s[c->i]) == NULL || c->s[c->i] == '\0')
+                return -1;
+            if (c->s[c->i] == 'u') {
+                for (int k = 1; k <= 4; k++)
+                    if (c->i + (size_t)k >= c->len || !isxdigit((unsigned char)c->s[c->i + (size_t)k]))
+                        return -1;
+                c->i += 4;
+            }
+        }
+        c->i++;
+    }
+    return -1;
+}
+
+static int is_token_byte(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           ch == '.' || ch == '+' || ch == '-';
+}
+
+/* A number or true/false/null. */
+static int skip_scalar(scan_t *c)
+{
+    size_t start = c->i;
+    while (c->i < c->len && is_token_byte(c->s[c->i]))
+        c->i++;
+    size_t n = c->i - start;
+    const char *t = c->s + start;
+    if (n == 0)
+        return -1;
+    if (t[0] == '-' || (t[0] >= '0' && t[0] <= '9')) {
+        /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+        size_t k = t[0] == '-';
+        size_t d = k;
+        while (k < n && t[k] >= '0' && t[k] <= '9')
+            k++;
+        int ok = k > d && !(t[d] == '0' && k - d > 1);
+        if (ok && k < n && t[k] == '.') {
+            d = ++k;
+            while (k < n && t[k] >= '0' && t[k] <= '9')
+                k++;
+            ok = k > d;
+        }
+        if (ok && k < n && (t[k] == 'e' || t[k] == 'E')) {
+            k++;
+            if (k < n && (t[k] == '+' || t[k] == '-'))
+                k++;
+            d = k;
+            while (k < n && t[k] >= '0' && t[k] <= '9')
+                k++;
+            ok = k > d;
+        }
+        if (ok && k == n)
+            return 0;
+        c->i = start;
+        return -1;
+    }
+    if ((n == 4 && memcmp(t, "true", 4) == 0) || (n == 5 && memcmp(t, "false", 5) == 0) ||
+        (n == 4 && memcmp(t, "null", 4) == 0))
+        return 0;
+    c->i = start;
+    return -1;
+}
+
+/* Any value at c->i; containers are walked with an explicit stack of
+ * bracket kinds (1 bit per level: set for an object). */
+static int skip_value(scan_t *c)
+{
+    uint64_t stack[MAX_DEPTH / 64];
+    int depth = 0;
+    for (;;) {
+        skip_ws(c);
+        if (c->i >= c->len)
+            return -1;
+        char ch = c->s[c->i];
+        if (ch == '{' || ch == '[') {
+            if (depth == MAX_DEPTH - 1) /* the top-level object is one level */
+                return -1;
+            if (ch == '{')
+                stack[depth / 64] |= (uint64_t)1 << (depth % 64);
+            else
+                stack[depth / 64] &= ~((uint64_t)1 << (depth % 64));
+            depth++;
+            c->i++;
+            skip_ws(c);
+            if (c->i < c->len && c->s[c->i] == (ch == '{' ? '}' : ']')) {
+                c->i++;
+                depth--;
+                goto after_value;
+            }
+            if (ch == '{')
+                goto member_key;
+            continue; /* first array element */
+        }
+        if (ch == '"') {
+            if (skip_string(c, NULL) != 0)
+                return -1;
+        } else if (skip_scalar(c) != 0) {
+            return -1;
+        }
+    after_value:
+        for (;;) {
+            if (depth == 0)
+                return 0;
+            int in_object = (int)((stack[(depth - 1) / 64] >> ((depth - 1) % 64)) & 1);
+            skip_ws(c);
+            if (c->i >= c->len)
+                return -1;
+            ch = c->s[c->i];
+            if (ch == ',') {
+                c->i++;
+                if (in_object)
+                    goto member_key;
+                break; /* next array element */
+            }
+            if (ch != (in_object ? '}' : ']'))
+                return -1;
+            c->i++;
+            depth--;
+        }
+        continue;
+    member_key:
+        skip_ws(c);
+        if (c->i >= c->len || c->s[c->i] != '"' || skip_string(c, NULL) != 0)
+            return -1;
+        skip_ws(c);
+        if (c->i >= c->len || c->s[c->i] != ':')
+            return -1;
+        c->i++;
+    }
+}
+
+int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off)
+{
+    scan_t c = {text, len, 0};
+    int stopped = 0;
+    skip_ws(&c);
+    if (c.i >= len || text[c.i] != '{')
+        goto bad;
+    c.i++;
+    skip_ws(&c);
+    if (c.i < len && text[c.i] == '}') {
+        c.i++;
+        goto end;
+    }
+    for (;;) {
+        av_jmember_t m = {0};
+        skip_ws(&c);
+        if (c.i >= len || text[c.i] != '"')
+            goto bad;
+        size_t kstart = c.i + 1;
+        if (skip_string(&c, &m.key_escaped) != 0)
+            goto bad;
+        m.key = text + kstart;
+        m.key_len = c.i - 1 - kstart;
+        skip_ws(&c);
+        if (c.i >= len || text[c.i] != ':')
+            goto bad;
+        c.i++;
+        skip_ws(&c);
+        if (c.i >= len)
+            goto bad;
+        size_t vstart = c.i;
+        char first = text[c.i];
+        if (skip_value(&c) != 0)
+            goto bad;
+        m.val = text + vstart;
+        m.val_len = c.i - vstart;
+        m.type = (first == '-' || (first >= '0' && first <= '9')) ? '0' : first;
+        if (!stopped && fn != NULL && fn(arg, &m) != 0)
+            stopped = 1; /* keep going: the whole text must still be one object */
+        skip_ws(&c);
+        if (c.i >= len)
+            goto bad;
+        if (text[c.i] == ',') {
+            c.i++;
+            continue;
+        }
+        if (text[c.i] != '}')
+            goto bad;
+        c.i++;
+        break;
+    }
+end:
+    skip_ws(&c);
+    if (c.i == len)
+        return 0;
+bad:
+    if (err_off != NULL)
+        *err_off = c.i;
+    return -1;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static long hex4(const char *s, size_t len, size_t i)
+{
+    if (i + 4 > len)
+        return -1;
+    long v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        int h = hexval(s[i + k]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+long av_jscan_unescape(const char *s, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\') {
+            out[o++] = s[i];
+            continue;
+        }
+        if (++i >= len)
+            return -1;
+        switch (s[i]) {
+        case '"': case '\\': case '/': out[o++] = s[i]; break;
+        case 'b': out[o++] = '\b'; break;
+        case 'f': out[o++] = '\f'; break;
+        case 'n': out[o++] = '\n'; break;
+        case 'r': out[o++] = '\r'; break;
+        case 't': out[o++] = '\t'; break;
+        case 'u': {
+            long cp = hex4(s, len, i + 1);
+            if (cp <= 0) /* bad, or an escaped NUL that would cut a C string */
+                return -1;
+            i += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                long lo = (i + 2 < len && s[i + 1] == '\\' && s[i + 2] == 'u') ? hex4(s, len, i + 3) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return -1;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                i += 6;
+            } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                return -1;
+            }
+            /* UTF-8 is at most as long as the escape it came from */
+            if (cp < 0x80) {
+                out[o++] = (char)cp;
+            } else if (cp < 0x800) {
+                out[o++] = (char)(0xc0 | (cp >> 6));
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                out[o++] = (char)(0xe0 | (cp >> 12));
+                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            } else {
+                out[o++] = (char)(0xf0 | (cp >> 18));
+                out[o++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+                out[o++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+                out[o++] = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+int av_jscan_key_is(const av_jmember_t *m, const char *name)
+{
+    size_t n = strlen(name);
+    if (!m->key_escaped)
+        return m->key_len == n && memcmp(m->key, name, n) == 0;
+    char buf[256];
+    /* an escape is at most six bytes per decoded byte: longer keys cannot match */
+    if (m->key_len > 6 * n || m->key_len >= sizeof(buf))
+        return 0;
+    long k = av_jscan_unescape(m->key, m->key_len, buf);
+    return k == (long)n && memcmp(buf, name, n) == 0;
+}

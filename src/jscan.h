@@ -1,0 +1,40 @@
+/* jscan.h: reading and replacing a few top-level members of a JSON object
+ * without building a tree: the request path touches `model` and a handful of
+ * other fields, and a parse-and-print of the whole body costs more than the
+ * proxying around it. */
+#ifndef AV_JSCAN_H
+#define AV_JSCAN_H
+
+#include <stddef.h>
+
+/* One top-level member. key and val point into the scanned text: key is the
+ * raw bytes between the quotes; val is the whole value (quotes included for a
+ * string). type is the value's first byte: '"', '{', '[', 't', 'f', 'n', or
+ * '0' for a number. */
+typedef struct {
+    const char *key, *val;
+    size_t key_len, val_len;
+    char type;
+    char key_escaped; /* the key has a backslash: compare it decoded */
+} av_jmember_t;
+
+/* Returns nonzero to stop the scan early. */
+typedef int (*av_jscan_fn)(void *arg, const av_jmember_t *m);
+
+/* Scans text as exactly one JSON object (surrounding whitespace allowed),
+ * calling fn for each top-level member in order. Returns 0, or -1 with the
+ * offset of the first bad byte in *err_off. Nested values are checked for
+ * balanced brackets and well-formed strings and literals, not fully; the
+ * backend's parser has the last word on those. Nesting deeper than 512 is an
+ * error. */
+int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off);
+
+/* Decodes the JSON string escapes in s (len bytes, no quotes) into out, which
+ * has room for len + 1 bytes (decoding never grows the text); NUL-terminates.
+ * Returns the decoded length, or -1 on a bad escape or an escaped NUL. */
+long av_jscan_unescape(const char *s, size_t len, char *out);
+
+/* Whether member m's key is name (decoding escapes when the key has any). */
+int av_jscan_key_is(const av_jmember_t *m, const char *name);
+
+#endif

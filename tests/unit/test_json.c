@@ -1,0 +1,176 @@
+/* test_json.c: the JSON writer's numbers and escapes, and the top-level
+ * scanner: members and their spans, rejection of what is not one object,
+ * string unescaping, and agreement with cJSON on what is valid. */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "jscan.h"
+#include "jsonw.h"
+#include "test.h"
+
+static char out[256];
+
+#define W(expr)              \
+    do {                     \
+        char *p = out;       \
+        p = (expr);          \
+        *p = '\0';           \
+    } while (0)
+
+static void test_writer(void)
+{
+    W(av_jw_u64(p, 0));
+    CHECK_STR(out, "0");
+    W(av_jw_u64(p, UINT64_MAX));
+    CHECK_STR(out, "18446744073709551615");
+    W(av_jw_i64(p, INT64_MIN));
+    CHECK_STR(out, "-9223372036854775808");
+    W(av_jw_i64(p, -42));
+    CHECK_STR(out, "-42");
+    W(av_jw_ms(p, 1234567));
+    CHECK_STR(out, "1234.567");
+    W(av_jw_ms(p, 5));
+    CHECK_STR(out, "0.005");
+    W(av_jw_ms(p, -1));
+    CHECK_STR(out, "null");
+    W(av_jw_str(p, "a\"b\\c\n\x01\x7f\xc3\xa9", 10));
+    CHECK_STR(out, "\"a\\\"b\\\\c\\n\\u0001\\u007f\xc3\xa9\"");
+    W(av_jw_str(p, NULL, 0));
+    CHECK_STR(out, "null");
+    /* the bound holds for the worst case */
+    char worst[16];
+    memset(worst, 1, sizeof(worst));
+    W(av_jw_str(p, worst, sizeof(worst)));
+    CHECK_INT(strlen(out), AV_JW_STR_MAX(sizeof(worst)));
+}
+
+typedef struct {
+    char keys[8][32], vals[8][64], types[8];
+    int n;
+} seen_t;
+
+static int collect(void *arg, const av_jmember_t *m)
+{
+    seen_t *s = arg;
+    if (s->n < 8) {
+        snprintf(s->keys[s->n], 32, "%.*s", (int)m->key_len, m->key);
+        snprintf(s->vals[s->n], 64, "%.*s", (int)m->val_len, m->val);
+        s->types[s->n] = m->type;
+        s->n++;
+    }
+    return 0;
+}
+
+static void test_scan_members(void)
+{
+    const char *t = " {\"model\" : \"gpt\\\"x\", \"n\":-1.5e3,\"m\":[1,{\"a\":[]},\"]\"],"
+                    "\"o\":{\"k\":{\"z\":null}},\"t\":true,\"e\":{},\"f\":false} \n";
+    seen_t s = {0};
+    size_t off = 99;
+    CHECK_INT(av_jscan_object(t, strlen(t), collect, &s, &off), 0);
+    CHECK_INT(s.n, 7);
+    CHECK_STR(s.keys[0], "model");
+    CHECK_STR(s.vals[0], "\"gpt\\\"x\"");
+    CHECK_INT(s.types[0], '"');
+    CHECK_STR(s.vals[1], "-1.5e3");
+    CHECK_INT(s.types[1], '0');
+    CHECK_STR(s.vals[2], "[1,{\"a\":[]},\"]\"]");
+    CHECK_INT(s.types[2], '[');
+    CHECK_STR(s.vals[3], "{\"k\":{\"z\":null}}");
+    CHECK_STR(s.vals[4], "true");
+    CHECK_STR(s.vals[5], "{}");
+    CHECK_STR(s.vals[6], "false");
+    seen_t e = {0};
+    CHECK_INT(av_jscan_object("{}", 2, collect, &e, NULL), 0);
+    CHECK_INT(e.n, 0);
+}
+
+static int scan(const char *t)
+{
+    size_t off;
+    return av_jscan_object(t, strlen(t), NULL, NULL, &off);
+}
+
+static void test_scan_rejects(void)
+{
+    const char *bad[] = {
+        "",           "[]",          "{",          "{\"a\"}",        "{\"a\":}",      "{\"a\":1,}",
+        "{\"a\":1}x", "{\"a\":[1,]}", "{\"a\":[1}", "{\"a\":{\"b\"}}", "{\"a\":tru}",   "{\"a\":\"x}",
+        "{a:1}",      "{\"a\":1 \"b\":2}", "{\"a\":\"\x01\"}", "{\"a\":[}]}", "{\"a\":01x}", "{\"a\":{,}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (scan(bad[i]) == 0) {
+            printf("# accepted: %s\n", bad[i]);
+            t_case_failed = 1;
+        }
+    }
+    size_t off = 0;
+    CHECK_INT(av_jscan_object("{\"a\":1,}", 8, NULL, NULL, &off), -1);
+    CHECK_INT(off, 7);
+    /* nesting: 512 levels pass, 513 do not */
+    char deep[1200];
+    for (int depth = 512; depth <= 513; depth++) {
+        size_t n = 0;
+        n += (size_t)sprintf(deep, "{\"a\":");
+        for (int i = 0; i < depth - 1; i++)
+            deep[n++] = '[';
+        for (int i = 0; i < depth - 1; i++)
+            deep[n++] = ']';
+        deep[n++] = '}';
+        deep[n] = '\0';
+        CHECK_INT(scan(deep), depth == 512 ? 0 : -1);
+    }
+}
+
+static void test_unescape(void)
+{
+    char o[64];
+    CHECK_INT(av_jscan_unescape("a\\n\\\"\\/\\u00e9\\ud83d\\ude00", 25, o), 10);
+    CHECK_STR(o, "a\n\"/\xc3\xa9\xf0\x9f\x98\x80");
+    CHECK_INT(av_jscan_unescape("\\u0000", 6, o), -1);
+    CHECK_INT(av_jscan_unescape("\\ud83d", 6, o), -1);
+    CHECK_INT(av_jscan_unescape("\\x", 2, o), -1);
+    CHECK_INT(av_jscan_unescape("abc\\", 4, o), -1);
+    av_jmember_t m = {.key = "mo\\u0064el", .key_len = 10, .key_escaped = 1};
+    CHECK(av_jscan_key_is(&m, "model"));
+    CHECK(!av_jscan_key_is(&m, "mode"));
+}
+
+/* The scanner accepts what cJSON accepts and rejects what it rejects, over
+ * mutations of a real request body. cJSON is laxer on \u escapes, so the
+ * body's strings hold no 'u' for a mutation to turn into one; it takes
+ * "2." for a number, so the body has no fraction either. */
+static void test_agrees_with_cjson(void)
+{
+    const char *base = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"h\\n\"}],"
+                       "\"stream\":true,\"n\":2,\"x\":null,\"o\":{\"a\":[1,25,-3]}}";
+    const char alphabet[] = "{}[]\",:a1 \\-";
+    size_t n = strlen(base), disagreements = 0;
+    char buf[256];
+    srand(7);
+    for (int round = 0; round < 20000; round++) {
+        memcpy(buf, base, n + 1);
+        int edits = 1 + rand() % 2;
+        for (int e = 0; e < edits; e++)
+            buf[rand() % n] = alphabet[rand() % (sizeof(alphabet) - 1)];
+        cJSON *j = cJSON_ParseWithLengthOpts(buf, n + 1, NULL, 1); /* the NUL counts */
+        int theirs = j != NULL && cJSON_IsObject(j);
+        cJSON_Delete(j);
+        size_t off;
+        int ours = av_jscan_object(buf, n, NULL, NULL, &off) == 0;
+        if (ours != theirs && disagreements++ < 3)
+            printf("# scanner %s, cJSON %s: %s\n", ours ? "accepts" : "rejects", theirs ? "accepts" : "rejects", buf);
+    }
+    CHECK_INT(disagreements, 0);
+}
+
+int main(void)
+{
+    RUN(test_writer);
+    RUN(test_scan_members);
+    RUN(test_scan_rejects);
+    RUN(test_unescape);
+    RUN(test_agrees_with_cjson);
+    TEST_DONE();
+}
