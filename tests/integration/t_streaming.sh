@@ -43,6 +43,26 @@ like "backend gone: the client got the events before the cut" "$out" '"delta":\{
 like "backend gone: a final error event says why" "$out" 'data: \{"error":\{"message":"the backend ended the stream before it was complete","type":"server_error","code":"backend_closed","request_id":"dropped"\}\}'
 like "backend gone: the chunked stream ends well-formed (curl is content)" "$out" 'curl_exit_ok$'
 
+# a client that stops reading while the backend writes as fast as it can: curl writes
+# into a pipe nobody reads, so it stalls once the pipe is full. Aviary must stop reading
+# the backend instead of queueing the stream (about 15 MB) in its own memory.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$AV_PID/status"; }
+rss0=$(rss_kb)
+mkfifo "$T/stall"
+curl -s --max-time 8 -o "$T/stall" "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 100000' \
+     -H 'x-request-id: stalled-reader' -d '{"model":"m","stream":true,"messages":[]}' &
+CURL_PID=$!
+PIDS="$PIDS $CURL_PID"
+exec 7<>"$T/stall" # hold the pipe open, never read it
+sleep 3
+rss1=$(rss_kb)
+unlike "stalled reader: the request is still open after 3 s (no KPI line yet)" "$(cat "$T/kpi.log")" 'stalled-reader'
+check "stalled reader: Aviary's memory grew by $((rss1 - rss0)) KiB, under 8 MiB" test $((rss1 - rss0)) -lt 8192
+kill -TERM "$CURL_PID" 2>/dev/null; wait "$CURL_PID" 2>/dev/null
+exec 7>&-
+check "stalled reader: logged as a client abort once it leaves" \
+    wait_until 5 grep -q '"request_id":"stalled-reader".*"error":"client_abort"' "$T/kpi.log"
+
 # the connection pool survives all this
 resp=$(curl -s --max-time 10 "http://$AV/v1/chat/completions" -d '{"model":"m","messages":[]}')
 like "a request after the aborts succeeds" "$resp" '"object":"chat.completion"'
