@@ -42,11 +42,13 @@ struct sockaddr_storage;
 int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,
                       unsigned *len);
 
-/* Writes a socket bufferevent's queued output now, without arming its write
- * event (bufferevent keeps the buffer's start frozen; this thaws it for the
- * write). What the socket did not take stays queued. */
-struct bufferevent;
-void av_bev_write_now(struct bufferevent *bev);
+/* Writers into memory the caller has sized; each returns the end of what it
+ * wrote. AV_PUT_NUM_MAX bytes hold any number. */
+#define AV_PUT_NUM_MAX 20
+char *av_put(char *p, const char *s, size_t n);
+#define AV_PUT_LIT(p, lit) av_put((p), (lit), sizeof(lit) - 1)
+char *av_put_u64(char *p, uint64_t v);
+char *av_put_hex(char *p, uint64_t v); /* lower case, no leading zeros */
 
 /* Case-insensitive compare of a counted string with a C string. */
 int av_streq_ci(const char *a, size_t alen, const char *b);

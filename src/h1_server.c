@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <http_parser.h>
 #include <netinet/in.h>
@@ -18,6 +17,7 @@
 #include "headers.h"
 #include "log.h"
 #include "req.h"
+#include "sock.h"
 #include "worker.h"
 
 #define H1_WRITE_LOW_WATER (64u * 1024u)
@@ -32,7 +32,7 @@ typedef struct {
 
 struct av_h1conn_s {
     av_worker_t *w;
-    struct bufferevent *bev;
+    av_sock_t *sock;
     http_parser parser;
     TAILQ_ENTRY(av_h1conn_s) link;
     h1_state_t state;
@@ -50,7 +50,7 @@ struct av_h1conn_s {
 };
 
 static void conn_free(av_h1conn_t *c);
-static void read_cb(struct bufferevent *bev, void *arg);
+static void read_cb(av_sock_t *s, void *arg);
 
 static int acc_add(h1_acc_t *a, const char *p, size_t n)
 {
@@ -106,7 +106,7 @@ static const char *reason(int s)
 static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t clen)
 {
     av_h1conn_t *c = req->client_ctx;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = av_sock_output(c->sock);
     int keep = c->keepalive && !c->w->draining && c->reject_status == 0;
     c->no_body = req->method == HTTP_HEAD || status == 204 || status == 304 || status < 200;
     c->chunked = 0;
@@ -116,23 +116,43 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         else
             keep = 0; /* HTTP/1.0: the close ends the body */
     }
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    const char *why = reason(status);
+    size_t why_len = strlen(why), id_len = strlen(req->id);
+    size_t room = 160 + why_len + id_len;
+    for (size_t i = 0; i < hdrs->n; i++)
+        room += hdrs->v[i].name_len + hdrs->v[i].value_len + 4;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
+        av_oom();
+    char *p = v.iov_base;
+    p = AV_PUT_LIT(p, "HTTP/1.1 ");
+    p = av_put_u64(p, (uint64_t)status);
+    *p++ = ' ';
+    p = av_put(p, why, why_len);
+    p = AV_PUT_LIT(p, "\r\n");
     for (size_t i = 0; i < hdrs->n; i++) {
-        evbuffer_add(out, hdrs->v[i].name, hdrs->v[i].name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, hdrs->v[i].value, hdrs->v[i].value_len);
-        evbuffer_add(out, "\r\n", 2);
+        p = av_put(p, hdrs->v[i].name, hdrs->v[i].name_len);
+        p = AV_PUT_LIT(p, ": ");
+        p = av_put(p, hdrs->v[i].value, hdrs->v[i].value_len);
+        p = AV_PUT_LIT(p, "\r\n");
     }
-    if (clen >= 0 && status != 204 && status != 304 && status >= 200)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", (long long)clen);
+    if (clen >= 0 && status != 204 && status != 304 && status >= 200) {
+        p = AV_PUT_LIT(p, "Content-Length: ");
+        p = av_put_u64(p, (uint64_t)clen);
+        p = AV_PUT_LIT(p, "\r\n");
+    }
     if (c->chunked)
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add_printf(out, "X-Request-Id: %s\r\n", req->id);
+        p = AV_PUT_LIT(p, "Transfer-Encoding: chunked\r\n");
+    p = AV_PUT_LIT(p, "X-Request-Id: ");
+    p = av_put(p, req->id, id_len);
+    p = AV_PUT_LIT(p, "\r\n");
     if (!keep)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        p = AV_PUT_LIT(p, "Connection: close\r\n");
     else if (req->http_minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        p = AV_PUT_LIT(p, "Connection: keep-alive\r\n");
+    p = AV_PUT_LIT(p, "\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
     c->resp_keepalive = keep;
 }
 
@@ -141,9 +161,11 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
     av_h1conn_t *c = req->client_ctx;
     if (c->no_body || len == 0)
         return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = av_sock_output(c->sock);
     if (c->chunked) {
-        evbuffer_add_printf(out, "%zx\r\n", len);
+        char size[AV_PUT_NUM_MAX + 2];
+        char *e = AV_PUT_LIT(av_put_hex(size, len), "\r\n");
+        evbuffer_add(out, size, (size_t)(e - size));
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     } else {
@@ -151,16 +173,11 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
     }
 }
 
-/* Writes queued output at once; the write event is armed only when the
- * socket did not take it all (saves two epoll_ctl per response). */
+/* Writes queued output at once; the socket arms its write event only when
+ * the kernel did not take it all (saves two epoll_ctl per response). */
 static void flush_out(av_h1conn_t *c)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(c->bev) & EV_WRITE))
-        return;
-    av_bev_write_now(c->bev);
-    if (evbuffer_get_length(out) > 0)
-        bufferevent_enable(c->bev, EV_WRITE); /* the rest, or the error, comes through the bufferevent */
+    av_sock_flush(c->sock);
 }
 
 static void flush(av_req_t *req)
@@ -174,9 +191,9 @@ static void close_after_flush(av_h1conn_t *c)
     flush_out(c);
     c->state = H1_CLOSING;
     evtimer_del(c->timer);
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    av_sock_read(c->sock, 0);
+    av_sock_set_write_low(c->sock, 0);
+    av_sock_trigger_write(c->sock);
 }
 
 static void finish_exchange(av_h1conn_t *c)
@@ -191,15 +208,15 @@ static void finish_exchange(av_h1conn_t *c)
     c->state = H1_IDLE;
     http_parser_pause(&c->parser, 0);
     arm_timer(c, c->w->cfg->idle_timeout_ms);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    if (evbuffer_get_length(av_sock_input(c->sock)) > 0)
+        av_sock_trigger_read(c->sock); /* a pipelined request, parsed from the loop */
 }
 
 static void respond_end(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
     if (c->chunked)
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(av_sock_output(c->sock), "0\r\n\r\n", 5);
     flush_out(c);
     finish_exchange(c);
 }
@@ -215,7 +232,7 @@ static void respond_abort(av_req_t *req)
                       "the backend ended the stream before it was complete", req->id);
         evbuffer_add(ev, "\n", 1); /* av_error_json ended the line; this blank line ends the event */
         size_t n = evbuffer_get_length(ev);
-        struct evbuffer *out = bufferevent_get_output(c->bev);
+        struct evbuffer *out = av_sock_output(c->sock);
         evbuffer_add_printf(out, "%zx\r\n", n);
         evbuffer_add_buffer(out, ev);
         evbuffer_add(out, "\r\n0\r\n\r\n", 7);
@@ -229,7 +246,7 @@ static void respond_abort(av_req_t *req)
 static size_t pending(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return av_sock_pending(c->sock);
 }
 
 static const av_client_ops_t h1_ops = {
@@ -337,7 +354,7 @@ static int on_headers_complete(http_parser *p)
         if (!av_streq_ci(expect->value, expect->value_len, "100-continue"))
             return reject(c, 417, "expectation_failed");
         if (p->http_minor >= 1) {
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            evbuffer_add(av_sock_output(c->sock), "HTTP/1.1 100 Continue\r\n\r\n", 25);
             flush_out(c);
         }
     }
@@ -423,10 +440,10 @@ static void reject_parse(av_h1conn_t *c, enum http_errno e)
     }
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(av_sock_t *s, void *arg)
 {
     av_h1conn_t *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = av_sock_input(s);
     while (c->state == H1_IDLE || c->state == H1_READING) {
         struct evbuffer_iovec v;
         if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -447,21 +464,19 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void write_cb(av_sock_t *s, void *arg)
 {
     av_h1conn_t *c = arg;
     if (c->state == H1_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (av_sock_pending(s) == 0)
             conn_free(c);
         return;
     }
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_disable(bev, EV_WRITE); /* back to writing directly */
     if (c->state == H1_WAITING && c->req != NULL)
         av_req_client_drained(c->req);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(av_sock_t *s, int what, void *arg)
 {
     av_h1conn_t *c = arg;
     if (c->req != NULL && c->state == H1_WAITING)
@@ -490,7 +505,7 @@ static void conn_free(av_h1conn_t *c)
         av_req_free(c->req);
     TAILQ_REMOVE(&w->h1conns, c, link);
     event_free(c->timer);
-    bufferevent_free(c->bev);
+    av_sock_free(c->sock);
     free(c->url.p);
     free(c->name.p);
     free(c->value.p);
@@ -510,16 +525,15 @@ void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa)
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, c->client_ip,
                   sizeof(c->client_ip));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->sock = av_sock_new(w->base, fd);
     c->timer = evtimer_new(w->base, timer_cb, c);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->state = H1_IDLE;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, H1_READ_HIGH_WATER);
-    bufferevent_setwatermark(c->bev, EV_WRITE, H1_WRITE_LOW_WATER, 0);
-    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_disable(c->bev, EV_WRITE); /* on by default; armed only when a write falls short */
-    bufferevent_enable(c->bev, EV_READ);
+    av_sock_set_read_high(c->sock, H1_READ_HIGH_WATER);
+    av_sock_set_write_low(c->sock, H1_WRITE_LOW_WATER);
+    av_sock_setcb(c->sock, read_cb, write_cb, event_cb, c);
+    av_sock_read(c->sock, 1);
     TAILQ_INSERT_TAIL(&w->h1conns, c, link);
     w->stats.client_conns++;
     arm_timer(c, w->cfg->idle_timeout_ms);
@@ -530,7 +544,7 @@ void av_h1_drain(av_worker_t *w)
     av_h1conn_t *c = TAILQ_FIRST(&w->h1conns);
     while (c != NULL) {
         av_h1conn_t *next = TAILQ_NEXT(c, link);
-        if (c->state == H1_IDLE && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (c->state == H1_IDLE && evbuffer_get_length(av_sock_input(c->sock)) == 0)
             conn_free(c);
         c = next;
     }

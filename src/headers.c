@@ -102,41 +102,77 @@ static int replaced(const av_header_t *e, const av_backend_t *b)
     return 0;
 }
 
+static char *put_header(char *p, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    p = av_put(p, name, nlen);
+    p = AV_PUT_LIT(p, ": ");
+    p = av_put(p, value, vlen);
+    return AV_PUT_LIT(p, "\r\n");
+}
+
 void av_headers_backend_request(struct evbuffer *out, const av_req_t *req, const av_backend_t *b,
                                 size_t body_len)
 {
-    evbuffer_add_printf(out, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\n", req->method_str, b->base_path,
-                        (int)req->target_len, req->target, b->host_header);
+    /* one reservation sized for everything, then plain stores: no printf */
+    size_t method_len = strlen(req->method_str), base_len = strlen(b->base_path);
+    size_t host_len = strlen(b->host_header), ip_len = strlen(req->client_ip), id_len = strlen(req->id);
+    size_t room = 256 + method_len + base_len + req->target_len + host_len + ip_len + id_len;
     const av_header_t *xff = NULL;
+    for (size_t i = 0; i < req->headers.n; i++)
+        room += req->headers.v[i].name_len + req->headers.v[i].value_len + 4;
+    size_t key_len = b->api_key ? strlen(b->api_key) : 0, key_hdr_len = strlen(b->api_key_header);
+    room += key_len + key_hdr_len + 16;
+    for (size_t i = 0; i < b->nheaders; i++)
+        room += strlen(b->headers[i].name) + strlen(b->headers[i].value) + 4;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
+        av_oom();
+    char *p = v.iov_base;
+    p = av_put(p, req->method_str, method_len);
+    *p++ = ' ';
+    p = av_put(p, b->base_path, base_len);
+    p = av_put(p, req->target, req->target_len);
+    p = AV_PUT_LIT(p, " HTTP/1.1\r\nHost: ");
+    p = av_put(p, b->host_header, host_len);
+    p = AV_PUT_LIT(p, "\r\n");
     for (size_t i = 0; i < req->headers.n; i++) {
         const av_header_t *e = &req->headers.v[i];
         if (av_streq_ci(e->name, e->name_len, "x-forwarded-for") && xff == NULL)
             xff = e;
         if (av_header_is_hop(&req->headers, e->name, e->name_len) || replaced(e, b))
             continue;
-        evbuffer_add(out, e->name, e->name_len);
-        evbuffer_add(out, ": ", 2);
-        evbuffer_add(out, e->value, e->value_len);
-        evbuffer_add(out, "\r\n", 2);
+        p = put_header(p, e->name, e->name_len, e->value, e->value_len);
     }
-    if (xff != NULL)
-        evbuffer_add_printf(out, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value_len, xff->value,
-                            req->client_ip);
-    else
-        evbuffer_add_printf(out, "X-Forwarded-For: %s\r\n", req->client_ip);
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\nX-Request-Id: %s\r\n", req->tls ? "https" : "http",
-                        req->id);
+    p = AV_PUT_LIT(p, "X-Forwarded-For: ");
+    if (xff != NULL) {
+        p = av_put(p, xff->value, xff->value_len);
+        p = AV_PUT_LIT(p, ", ");
+    }
+    p = av_put(p, req->client_ip, ip_len);
+    p = req->tls ? AV_PUT_LIT(p, "\r\nX-Forwarded-Proto: https\r\nX-Request-Id: ")
+                 : AV_PUT_LIT(p, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ");
+    p = av_put(p, req->id, id_len);
+    p = AV_PUT_LIT(p, "\r\n");
     if (b->api_key != NULL) {
-        if (strcasecmp(b->api_key_header, "authorization") == 0)
-            evbuffer_add_printf(out, "Authorization: Bearer %s\r\n", b->api_key);
-        else
-            evbuffer_add_printf(out, "%s: %s\r\n", b->api_key_header, b->api_key);
+        if (strcasecmp(b->api_key_header, "authorization") == 0) {
+            p = AV_PUT_LIT(p, "Authorization: Bearer ");
+            p = av_put(p, b->api_key, key_len);
+            p = AV_PUT_LIT(p, "\r\n");
+        } else {
+            p = put_header(p, b->api_key_header, key_hdr_len, b->api_key, key_len);
+        }
     }
     for (size_t i = 0; i < b->nheaders; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", b->headers[i].name, b->headers[i].value);
-    if (body_len > 0 || req->body != NULL)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
-    evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+        p = put_header(p, b->headers[i].name, strlen(b->headers[i].name), b->headers[i].value,
+                       strlen(b->headers[i].value));
+    if (body_len > 0 || req->body != NULL) {
+        p = AV_PUT_LIT(p, "Content-Length: ");
+        p = av_put_u64(p, body_len);
+        p = AV_PUT_LIT(p, "\r\n");
+    }
+    p = AV_PUT_LIT(p, "Connection: keep-alive\r\n\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
 }
 
 int av_header_forward_response(const av_headers_t *resp, const av_header_t *hdr)

@@ -7,67 +7,48 @@
 
 #include "av.h"
 
-char *av_jw_raw(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
 char *av_jw_str(char *p, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     if (s == NULL)
-        return AV_JW_LIT(p, "null");
+        return AV_PUT_LIT(p, "null");
     *p++ = '"';
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
             continue;
-        p = av_jw_raw(p, s + start, i - start);
+        p = av_put(p, s + start, i - start);
         *p++ = '\\';
         if (c == '"' || c == '\\') {
             *p++ = (char)c;
         } else if (c == '\n') {
             *p++ = 'n';
         } else {
-            p = AV_JW_LIT(p, "u00");
+            p = AV_PUT_LIT(p, "u00");
             *p++ = hex[c >> 4];
             *p++ = hex[c & 15];
         }
         start = i + 1;
     }
-    p = av_jw_raw(p, s + start, len - start);
+    p = av_put(p, s + start, len - start);
     *p++ = '"';
-    return p;
-}
-
-char *av_jw_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
     return p;
 }
 
 char *av_jw_i64(char *p, int64_t v)
 {
     if (v >= 0)
-        return av_jw_u64(p, (uint64_t)v);
+        return av_put_u64(p, (uint64_t)v);
     *p++ = '-';
-    return av_jw_u64(p, (uint64_t)0 - (uint64_t)v);
+    return av_put_u64(p, (uint64_t)0 - (uint64_t)v);
 }
 
 char *av_jw_ms(char *p, int64_t us)
 {
     if (us < 0)
-        return AV_JW_LIT(p, "null");
-    p = av_jw_u64(p, (uint64_t)us / 1000);
+        return AV_PUT_LIT(p, "null");
+    p = av_put_u64(p, (uint64_t)us / 1000);
     unsigned frac = (unsigned)((uint64_t)us % 1000);
     *p++ = '.';
     *p++ = (char)('0' + frac / 100);

@@ -1,6 +1,6 @@
-/* jsonw.h: writing JSON. The av_jw_* calls write into memory the caller has
- * sized with their *_MAX bounds and return the end; av_json_str wraps them
- * for evbuffers. One escaping routine for the KPI log, error bodies and
+/* jsonw.h: writing JSON. The av_jw_* calls, like av_put (av.h), write into
+ * memory the caller has sized with their *_MAX bounds and return the end;
+ * av_json_str wraps them for evbuffers. One escaping routine for the KPI log, error bodies and
  * aviary-sim. */
 #ifndef AV_JSONW_H
 #define AV_JSONW_H
@@ -12,19 +12,15 @@ struct evbuffer;
 
 /* Room av_jw_str needs for len bytes: quotes plus six bytes per byte (\u00XX). */
 #define AV_JW_STR_MAX(len) ((len) * 6 + 2)
-/* Room for any integer av_jw_u64/i64 write, and for av_jw_ms. */
+/* Room for any av_jw_i64 or av_jw_ms write. */
 #define AV_JW_NUM_MAX 24
 
 /* Writes s (len bytes) as a quoted JSON string; NULL writes null. Control
  * characters, quotes and backslashes are escaped; other bytes pass as they are. */
 char *av_jw_str(char *p, const char *s, size_t len);
-char *av_jw_u64(char *p, uint64_t v);
 char *av_jw_i64(char *p, int64_t v);
 /* Microseconds as milliseconds with three decimals; negative writes null. */
 char *av_jw_ms(char *p, int64_t us);
-/* Copies n bytes; for literal keys: p = AV_JW_LIT(p, ",\"status\":"). */
-char *av_jw_raw(char *p, const char *s, size_t n);
-#define AV_JW_LIT(p, lit) av_jw_raw((p), (lit), sizeof(lit) - 1)
 
 void av_json_str(struct evbuffer *out, const char *s, size_t len);
 

@@ -46,7 +46,7 @@ static size_t cstrlen(const char *s)
 }
 
 /* ,"key": and a string or null */
-#define KEY_STR(p, key, s, n) av_jw_str(AV_JW_LIT((p), ",\"" key "\":"), (s), (n))
+#define KEY_STR(p, key, s, n) av_jw_str(AV_PUT_LIT((p), ",\"" key "\":"), (s), (n))
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
 {
@@ -61,29 +61,29 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
         av_oom();
     char *p = v.iov_base;
     unsigned ms = (unsigned)(r->time_us / 1000u % 1000u);
-    p = AV_JW_LIT(p, "{\"time\":\"");
-    p = av_jw_raw(p, utc_second((time_t)(r->time_us / 1000000u)), 19);
+    p = AV_PUT_LIT(p, "{\"time\":\"");
+    p = av_put(p, utc_second((time_t)(r->time_us / 1000000u)), 19);
     *p++ = '.';
     *p++ = (char)('0' + ms / 100);
     *p++ = (char)('0' + ms / 10 % 10);
     *p++ = (char)('0' + ms % 10);
-    p = AV_JW_LIT(p, "Z\"");
+    p = AV_PUT_LIT(p, "Z\"");
     p = KEY_STR(p, "request_id", r->request_id, lens[0]);
     p = KEY_STR(p, "route", r->route, lens[1]);
     p = KEY_STR(p, "variant", r->variant, lens[2]);
-    p = av_jw_u64(AV_JW_LIT(p, ",\"generation\":"), r->generation);
+    p = av_put_u64(AV_PUT_LIT(p, ",\"generation\":"), r->generation);
     p = KEY_STR(p, "backend", r->backend, lens[3]);
     p = KEY_STR(p, "model", r->model, lens[4]);
     p = KEY_STR(p, "method", r->method, mlen);
     p = KEY_STR(p, "path", r->path, r->path_len);
-    p = av_jw_i64(AV_JW_LIT(p, ",\"status\":"), r->status);
-    p = r->stream ? AV_JW_LIT(p, ",\"stream\":true") : AV_JW_LIT(p, ",\"stream\":false");
-    p = av_jw_ms(AV_JW_LIT(p, ",\"latency_ms\":"), r->latency_us);
-    p = av_jw_ms(AV_JW_LIT(p, ",\"ttft_ms\":"), r->ttft_us);
-    p = av_jw_u64(AV_JW_LIT(p, ",\"bytes_in\":"), r->bytes_in);
-    p = av_jw_u64(AV_JW_LIT(p, ",\"bytes_out\":"), r->bytes_out);
+    p = av_jw_i64(AV_PUT_LIT(p, ",\"status\":"), r->status);
+    p = r->stream ? AV_PUT_LIT(p, ",\"stream\":true") : AV_PUT_LIT(p, ",\"stream\":false");
+    p = av_jw_ms(AV_PUT_LIT(p, ",\"latency_ms\":"), r->latency_us);
+    p = av_jw_ms(AV_PUT_LIT(p, ",\"ttft_ms\":"), r->ttft_us);
+    p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_in\":"), r->bytes_in);
+    p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_out\":"), r->bytes_out);
     p = KEY_STR(p, "error", r->error, lens[5]);
-    p = AV_JW_LIT(p, "}\n");
+    p = AV_PUT_LIT(p, "}\n");
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     evbuffer_commit_space(out, &v, 1);
 }

@@ -59,8 +59,13 @@ void av_req_set_id(av_req_t *req)
         req->id[h->value_len] = '\0';
         return;
     }
-    snprintf(req->id, sizeof(req->id), "%016llx%016llx", (unsigned long long)av_worker_random(req->worker),
-             (unsigned long long)av_worker_random(req->worker));
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) { /* 32 hex digits from two 64-bit draws */
+        uint64_t r = av_worker_random(req->worker);
+        for (int i = 15; i >= 0; i--, r >>= 4)
+            req->id[half * 16 + i] = hex[r & 15];
+    }
+    req->id[32] = '\0';
 }
 
 static void kpi_write(av_req_t *req)

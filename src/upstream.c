@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <http_parser.h>
 #include <netinet/in.h>
@@ -18,6 +17,7 @@
 #include "headers.h"
 #include "log.h"
 #include "req.h"
+#include "sock.h"
 #include "worker.h"
 
 #define AV_POOL_MAX_WAITERS 1024
@@ -39,7 +39,7 @@ struct av_upstream_s {
 
 struct av_upconn_s {
     av_upstream_t *pool;
-    struct bufferevent *bev;
+    av_sock_t *sock;
     http_parser parser;
     uc_state_t state;
     av_req_t *req;
@@ -149,8 +149,7 @@ static int on_headers_complete(http_parser *p)
     if (!(p->flags & F_CHUNKED) && (p->flags & F_CONTENTLENGTH))
         clen = (int64_t)p->content_length;
     av_req_t *req = u->req;
-    struct timeval tv = ms_tv(u->read_timeout_ms);
-    bufferevent_set_timeouts(u->bev, &tv, &tv);
+    av_sock_set_timeouts(u->sock, u->read_timeout_ms, u->read_timeout_ms);
     av_req_backend_head(req, p->status_code, &u->hdrs, clen);
     return req->method == HTTP_HEAD ? 1 : 0; /* 1: no body follows */
 }
@@ -211,9 +210,8 @@ static void make_idle(av_upconn_t *u)
     const av_backend_t *b = u->req ? u->req->variant->backend : NULL;
     detach(u);
     u->state = UC_IDLE;
-    struct timeval tv = ms_tv(b ? b->idle_timeout_ms : 60000);
-    bufferevent_set_timeouts(u->bev, &tv, NULL);
-    bufferevent_enable(u->bev, EV_READ);
+    av_sock_set_timeouts(u->sock, b ? b->idle_timeout_ms : 60000, 0);
+    av_sock_read(u->sock, 1);
     TAILQ_INSERT_HEAD(&pool->idle, u, link);
     pool_kick(pool);
 }
@@ -222,7 +220,7 @@ static void complete(av_upconn_t *u)
 {
     av_req_t *req = u->req;
     int reuse = http_should_keep_alive(&u->parser) &&
-                evbuffer_get_length(bufferevent_get_input(u->bev)) == 0;
+                evbuffer_get_length(av_sock_input(u->sock)) == 0;
     if (reuse) {
         make_idle(u);
     } else {
@@ -234,7 +232,7 @@ static void complete(av_upconn_t *u)
 
 static void parse_input(av_upconn_t *u)
 {
-    struct evbuffer *in = bufferevent_get_input(u->bev);
+    struct evbuffer *in = av_sock_input(u->sock);
     while (u->req != NULL && !u->paused) {
         struct evbuffer_iovec v;
         if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -247,7 +245,7 @@ static void parse_input(av_upconn_t *u)
             return;
         }
         if (e == HPE_PAUSED) { /* the client is slow: stop reading until it drains */
-            bufferevent_disable(u->bev, EV_READ);
+            av_sock_read(u->sock, 0);
             return;
         }
         if (e != HPE_OK) {
@@ -259,7 +257,7 @@ static void parse_input(av_upconn_t *u)
     }
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(av_sock_t *s, void *arg)
 {
     av_upconn_t *u = arg;
     if (u->state == UC_IDLE) { /* nothing is owed on an idle connection */
@@ -268,8 +266,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
     if (!u->got_bytes) {
         u->got_bytes = 1;
-        struct timeval tv = ms_tv(u->read_timeout_ms);
-        bufferevent_set_timeouts(bev, &tv, &tv);
+        av_sock_set_timeouts(s, u->read_timeout_ms, u->read_timeout_ms);
     }
     parse_input(u);
     av_req_t *req = u->req;
@@ -277,23 +274,16 @@ static void read_cb(struct bufferevent *bev, void *arg)
         req->client->flush(req);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly */
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void event_cb(av_sock_t *s, int what, void *arg)
 {
     av_upconn_t *u = arg;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & AV_SOCK_CONNECTED) {
         u->state = UC_BUSY;
         int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(av_sock_fd(s), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (u->req != NULL) { /* from now on the first-byte clock runs */
             const av_backend_t *b = u->req->variant->backend;
-            struct timeval rtv = ms_tv(b->first_byte_timeout_ms), wtv = ms_tv(b->read_timeout_ms);
-            bufferevent_set_timeouts(bev, &rtv, &wtv);
+            av_sock_set_timeouts(s, b->first_byte_timeout_ms, b->read_timeout_ms);
         }
         return;
     }
@@ -303,11 +293,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     av_req_t *req = u->req;
     if (u->state == UC_CONNECTING) {
-        if (what & BEV_EVENT_TIMEOUT) {
+        if (what & AV_SOCK_TIMEOUT) {
             fail(u, AV_ERR_CONNECT_TIMEOUT);
             return;
         }
-        int err = EVUTIL_SOCKET_ERROR();
+        int err = av_sock_error(s);
         AV_INFO("request %s: connect to backend %s failed: %s", req->id, u->pool->key,
                 evutil_socket_error_to_string(err));
         detach(u);
@@ -318,11 +308,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             av_req_backend_error(req, AV_ERR_CONNECT);
         return;
     }
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & AV_SOCK_TIMEOUT) {
         fail(u, u->got_bytes ? AV_ERR_READ_TIMEOUT : AV_ERR_FIRST_BYTE_TIMEOUT);
         return;
     }
-    if (what & BEV_EVENT_EOF) {
+    if (what & AV_SOCK_EOF) {
         /* a body delimited by the close ends here */
         parse_input(u);
         if (u->req == NULL)
@@ -341,7 +331,7 @@ static void conn_close(av_upconn_t *u)
     av_upstream_t *pool = u->pool;
     if (u->state == UC_IDLE)
         TAILQ_REMOVE(&pool->idle, u, link);
-    bufferevent_free(u->bev);
+    av_sock_free(u->sock);
     free(u->acc);
     free(u);
     pool->nconns--;
@@ -360,13 +350,11 @@ static void attach(av_upconn_t *u, av_req_t *req)
     u->acc_len = u->name_len = u->header_bytes = 0;
     u->in_value = u->got_bytes = u->head_done = u->msg_done = u->paused = u->informational = 0;
     u->read_timeout_ms = b->read_timeout_ms;
-    struct timeval rtv = ms_tv(b->first_byte_timeout_ms), wtv = ms_tv(b->connect_timeout_ms);
-    bufferevent_set_timeouts(u->bev, &rtv, u->state == UC_CONNECTING ? &wtv : &rtv);
-    struct evbuffer *out = bufferevent_get_output(u->bev);
-    evbuffer_add_buffer_reference(out, req->backend_out);
-    if (u->state == UC_BUSY) /* connected: write now, arm the write event only for a rest */
-        av_bev_write_now(u->bev);
-    bufferevent_enable(u->bev, evbuffer_get_length(out) > 0 ? EV_READ | EV_WRITE : EV_READ);
+    av_sock_set_timeouts(u->sock, b->first_byte_timeout_ms,
+                         u->state == UC_CONNECTING ? b->connect_timeout_ms : b->first_byte_timeout_ms);
+    evbuffer_add_buffer_reference(av_sock_output(u->sock), req->backend_out);
+    av_sock_flush(u->sock); /* when connected: now, the write event armed only for a rest */
+    av_sock_read(u->sock, 1);
 }
 
 static av_upconn_t *conn_open(av_upstream_t *pool)
@@ -374,10 +362,10 @@ static av_upconn_t *conn_open(av_upstream_t *pool)
     av_upconn_t *u = av_calloc(1, sizeof(*u));
     u->pool = pool;
     u->state = UC_CONNECTING;
-    u->bev = bufferevent_socket_new(pool->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(u->bev, read_cb, write_cb, event_cb, u);
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&pool->addr, (int)pool->addrlen) != 0) {
-        bufferevent_free(u->bev);
+    u->sock = av_sock_new(pool->w->base, -1);
+    av_sock_setcb(u->sock, read_cb, NULL, event_cb, u);
+    if (av_sock_connect(u->sock, (struct sockaddr *)&pool->addr, pool->addrlen) != 0) {
+        av_sock_free(u->sock);
         free(u);
         return NULL;
     }
@@ -483,9 +471,9 @@ void av_upstream_resume(av_req_t *req)
         return;
     u->paused = 0;
     http_parser_pause(&u->parser, 0);
-    bufferevent_enable(u->bev, EV_READ);
+    av_sock_read(u->sock, 1);
     /* what is already buffered is parsed from the loop, not from inside the client's callback */
-    bufferevent_trigger(u->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    av_sock_trigger_read(u->sock);
 }
 
 void av_upstream_free_all(av_worker_t *w)

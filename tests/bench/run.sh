@@ -1,7 +1,10 @@
 #!/bin/bash
 # tests/bench/run.sh BUILDDIR [SECONDS]: aviary-sim direct, aviary in front of it and
 # nginx (keep-alive proxy_pass) in front of it, in one run on loopback, with wrk at
-# concurrency 1 and 64, JSON and streamed. Prints req/s, p50, p99 and the aviary/nginx ratios.
+# concurrency 1 and 64, JSON and streamed. Prints req/s, p50, p99, the CPU time each proxy
+# spent per request, and the aviary/nginx ratios. On a small machine wrk and the sim share
+# cores and req/s moves with them; requests per CPU-second of the proxy is the steadier
+# measure of throughput per core.
 # Needs: apt-get install nginx-light wrk. Not part of the test run.
 set -eu
 B=${1:-build}
@@ -19,6 +22,7 @@ PROXY_CPU=$((NCPU - 1)); OTHER_CPU=$([ "$NCPU" -gt 1 ] && echo "0-$((NCPU - 2))"
 free_port() { while :; do p=$((20000 + RANDOM % 20000)); ss -ltn | grep -q ":$p " || { echo $p; return; }; done; }
 
 taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+SIM_PID=$!
 pids="$pids $!"
 for _ in $(seq 100); do [ -s "$T/sim.port" ] && break; sleep 0.05; done
 SIM=$(cat "$T/sim.port")
@@ -31,6 +35,7 @@ cat >"$T/aviary.json" <<JSON
              "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
 JSON
 taskset -c "$PROXY_CPU" "$B/src/aviary" -c "$T/aviary.json" --ready-file "$T/ready" 2>"$T/aviary.err" &
+AV_PID=$!
 pids="$pids $!"
 for _ in $(seq 100); do [ -s "$T/ready" ] && break; sleep 0.05; done
 AV=$(awk '$1 == "listen" {print $2; exit}' "$T/ready")
@@ -59,6 +64,7 @@ http {
 }
 CONF
 taskset -c "$PROXY_CPU" "$NGINX" -c "$T/nginx.conf" -g 'daemon off;' 2>>"$T/nginx.err" &
+NG_PID=$!
 pids="$pids $!"
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$NG/v1/models" && break; sleep 0.05; done
 
@@ -70,16 +76,35 @@ printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nw
 # to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-declare -A RPS P50 P99
+# ticks PID...: CPU time (user + system, all threads, clock ticks) of the processes
+# and their children (nginx's worker)
+ticks() {
+    local t=0 p
+    for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+declare -A RPS P50 P99 CPU
 run() { # name url mode conc
+    local who=""
+    case "$1" in aviary) who=$AV_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
+    t0=$(ticks $who)
     out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$4" -d"${SECS}s" --latency -s "$T/$3.lua" "$2" 2>&1)
+    t1=$(ticks $who)
+    nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
+    # CPU microseconds the proxy (or, for direct, the sim) spent per request
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$nreq" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
     rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
     p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
     p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
     errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     key="$1/$3/$4"
-    RPS[$key]=$rps; P50[$key]=$p50; P99[$key]=$p99
-    printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms %s\n' "$1" "$3" "$4" "$rps" "$p50" "$p99" "$errs"
+    RPS[$key]=$rps; P50[$key]=$p50; P99[$key]=$p99; CPU[$key]=$cpu
+    printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
+        "$1" "$3" "$4" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
 echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run; proxies pinned to CPU $PROXY_CPU, one worker each"
@@ -98,9 +123,10 @@ for mode in json stream; do
         k="$mode/$c"
         awk -v ar="${RPS[aviary/$k]}" -v nr="${RPS[nginx/$k]}" \
             -v a50="${P50[aviary/$k]}" -v n50="${P50[nginx/$k]}" -v d50="${P50[direct/$k]}" \
-            -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" 'BEGIN {
-            printf "%-10s req/s ratio %.2f   added p50 %.3f vs %.3f ms (ratio %.2f)   added p99 %.3f vs %.3f ms (ratio %.2f)\n",
-                k, ar / nr, a50 - d50, n50 - d50, ((n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0),
+            -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" \
+            -v ac="${CPU[aviary/$k]}" -v nc="${CPU[nginx/$k]}" 'BEGIN {
+            printf "%-10s req/s ratio %.2f   req per CPU-second ratio %.2f   added p50 %.3f vs %.3f ms (ratio %.2f)   added p99 %.3f vs %.3f ms (ratio %.2f)\n",
+                k, ar / nr, (ac > 0 ? nc / ac : 0), a50 - d50, n50 - d50, ((n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0),
                 a99 - d99, n99 - d99, ((n99 - d99) > 0 ? (a99 - d99) / (n99 - d99) : 0) }'
     done
 done

@@ -1,10 +1,11 @@
-/* test_json.c: the JSON writer's numbers and escapes, and the top-level
+/* test_json.c: the number writers, the JSON writer's escapes, and the top-level
  * scanner: members and their spans, rejection of what is not one object,
  * string unescaping, and agreement with cJSON on what is valid. */
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "av.h"
 #include "jscan.h"
 #include "jsonw.h"
 #include "test.h"
@@ -20,10 +21,16 @@ static char out[256];
 
 static void test_writer(void)
 {
-    W(av_jw_u64(p, 0));
+    W(av_put_u64(p, 0));
     CHECK_STR(out, "0");
-    W(av_jw_u64(p, UINT64_MAX));
+    W(av_put_u64(p, UINT64_MAX));
     CHECK_STR(out, "18446744073709551615");
+    W(av_put_hex(p, 0));
+    CHECK_STR(out, "0");
+    W(av_put_hex(p, 0x1a2bu));
+    CHECK_STR(out, "1a2b");
+    W(av_put_hex(p, UINT64_MAX));
+    CHECK_STR(out, "ffffffffffffffff");
     W(av_jw_i64(p, INT64_MIN));
     CHECK_STR(out, "-9223372036854775808");
     W(av_jw_i64(p, -42));

@@ -1,0 +1,405 @@
+/* sock.c: the socket under both HTTP/1.1 sides. A read event reads until the
+ * kernel has no more (or 64 KiB), a write goes straight to the kernel, and
+ * the write event is armed only for what the kernel left. A socket freed
+ * inside one of its own callbacks is closed at once and its memory released
+ * when the callback returns. */
+#include "sock.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "av.h"
+
+#define READ_CHUNK (16u * 1024u)
+#define READS_PER_EVENT 4
+
+#define PEND_READ 0x1
+#define PEND_WRITE 0x2
+#define PEND_ERROR 0x4
+
+struct av_sock_s {
+    struct event_base *base;
+    int fd, err;
+    struct event *rev, *wev, *dev;
+    struct evbuffer *in, *out;
+    av_sock_cb on_read, on_write;
+    av_sock_event_cb on_event;
+    void *arg;
+    size_t read_high, write_low;
+    struct timeval rtv, wtv;
+    int busy;     /* callbacks on the stack */
+    unsigned pend; /* PEND_*: deferred callbacks */
+    unsigned want_read : 1, read_armed : 1, write_armed : 1, connecting : 1, closed_in : 1, dead : 1,
+        has_rtv : 1, has_wtv : 1;
+};
+
+static void read_ev(evutil_socket_t fd, short what, void *arg);
+static void write_ev(evutil_socket_t fd, short what, void *arg);
+static void defer_ev(evutil_socket_t fd, short what, void *arg);
+
+static void attach_fd(av_sock_t *s, int fd)
+{
+    s->fd = fd;
+    s->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_ev, s);
+    s->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, write_ev, s);
+    if (s->rev == NULL || s->wev == NULL)
+        av_oom();
+}
+
+av_sock_t *av_sock_new(struct event_base *base, int fd)
+{
+    av_sock_t *s = av_calloc(1, sizeof(*s));
+    s->base = base;
+    s->fd = -1;
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    s->dev = event_new(base, -1, 0, defer_ev, s);
+    if (s->in == NULL || s->out == NULL || s->dev == NULL)
+        av_oom();
+    if (fd >= 0) {
+        evutil_make_socket_nonblocking(fd);
+        attach_fd(s, fd);
+    }
+    return s;
+}
+
+static void release(av_sock_t *s)
+{
+    evbuffer_free(s->in);
+    evbuffer_free(s->out);
+    free(s);
+}
+
+void av_sock_free(av_sock_t *s)
+{
+    if (s->dead)
+        return;
+    s->dead = 1;
+    if (s->rev != NULL) {
+        event_free(s->rev);
+        event_free(s->wev);
+    }
+    event_free(s->dev);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    if (s->busy == 0)
+        release(s);
+}
+
+/* Brackets a callback; returns nonzero when the socket was freed inside it. */
+static void enter(av_sock_t *s)
+{
+    s->busy++;
+}
+
+static int leave(av_sock_t *s)
+{
+    if (--s->busy > 0)
+        return s->dead;
+    if (s->dead) {
+        release(s);
+        return 1;
+    }
+    return 0;
+}
+
+void av_sock_setcb(av_sock_t *s, av_sock_cb on_read, av_sock_cb on_write, av_sock_event_cb on_event, void *arg)
+{
+    s->on_read = on_read;
+    s->on_write = on_write;
+    s->on_event = on_event;
+    s->arg = arg;
+}
+
+struct evbuffer *av_sock_input(av_sock_t *s)
+{
+    return s->in;
+}
+
+struct evbuffer *av_sock_output(av_sock_t *s)
+{
+    return s->out;
+}
+
+int av_sock_fd(const av_sock_t *s)
+{
+    return s->fd;
+}
+
+int av_sock_error(const av_sock_t *s)
+{
+    return s->err;
+}
+
+size_t av_sock_pending(const av_sock_t *s)
+{
+    return evbuffer_get_length(s->out);
+}
+
+/* Arms or disarms the read event as wanted, the watermark and the state allow. */
+static void update_read(av_sock_t *s)
+{
+    int should = s->want_read && !s->connecting && !s->closed_in && s->fd >= 0 &&
+                 (s->read_high == 0 || evbuffer_get_length(s->in) < s->read_high);
+    if (should && !s->read_armed)
+        event_add(s->rev, s->has_rtv ? &s->rtv : NULL);
+    else if (!should && s->read_armed)
+        event_del(s->rev);
+    s->read_armed = (unsigned)should;
+}
+
+static void arm_write(av_sock_t *s)
+{
+    if (!s->write_armed && s->fd >= 0) {
+        event_add(s->wev, s->has_wtv ? &s->wtv : NULL);
+        s->write_armed = 1;
+    }
+}
+
+static void disarm_write(av_sock_t *s)
+{
+    if (s->write_armed) {
+        event_del(s->wev);
+        s->write_armed = 0;
+    }
+}
+
+void av_sock_read(av_sock_t *s, int on)
+{
+    s->want_read = (unsigned)(on != 0);
+    update_read(s);
+}
+
+void av_sock_set_read_high(av_sock_t *s, size_t high)
+{
+    s->read_high = high;
+    update_read(s);
+}
+
+void av_sock_set_write_low(av_sock_t *s, size_t low)
+{
+    s->write_low = low;
+}
+
+static void set_tv(struct timeval *tv, int64_t ms)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)((ms % 1000) * 1000);
+}
+
+void av_sock_set_timeouts(av_sock_t *s, int64_t read_ms, int64_t write_ms)
+{
+    s->has_rtv = read_ms > 0;
+    s->has_wtv = write_ms > 0;
+    set_tv(&s->rtv, read_ms);
+    set_tv(&s->wtv, write_ms);
+    /* re-adding a pending event moves its timer and touches no epoll state */
+    if (s->read_armed) {
+        if (s->has_rtv)
+            event_add(s->rev, &s->rtv);
+        else
+            event_remove_timer(s->rev);
+    }
+    if (s->write_armed) {
+        if (s->has_wtv)
+            event_add(s->wev, &s->wtv);
+        else
+            event_remove_timer(s->wev);
+    }
+}
+
+static void defer(av_sock_t *s, unsigned what)
+{
+    if (s->dead)
+        return;
+    if (s->pend == 0)
+        event_active(s->dev, EV_TIMEOUT, 0);
+    s->pend |= what;
+}
+
+void av_sock_trigger_read(av_sock_t *s)
+{
+    defer(s, PEND_READ);
+}
+
+void av_sock_trigger_write(av_sock_t *s)
+{
+    defer(s, PEND_WRITE);
+}
+
+int av_sock_connect(av_sock_t *s, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        s->err = errno;
+        return AV_EIO;
+    }
+    attach_fd(s, fd);
+    s->connecting = 1;
+    if (connect(fd, sa, len) == 0 || errno == EINPROGRESS) {
+        arm_write(s); /* writable when connected, or failed */
+        return 0;
+    }
+    s->err = errno; /* refused at once: reported from the loop, like a late failure */
+    defer(s, PEND_ERROR);
+    return 0;
+}
+
+static void emit(av_sock_t *s, int what)
+{
+    enter(s);
+    s->on_event(s, what, s->arg);
+    leave(s);
+}
+
+/* Writes what the kernel takes. Returns 0, or -1 on a hard error (in err). */
+static int write_some(av_sock_t *s)
+{
+    while (evbuffer_get_length(s->out) > 0) {
+        int n = evbuffer_write(s->out, s->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        s->err = n < 0 ? errno : EPIPE;
+        return -1;
+    }
+    return 0;
+}
+
+void av_sock_flush(av_sock_t *s)
+{
+    if (s->connecting || s->write_armed || s->fd < 0 || evbuffer_get_length(s->out) == 0)
+        return;
+    if (write_some(s) != 0 || evbuffer_get_length(s->out) > 0)
+        arm_write(s); /* the rest, or the error, comes from the write event */
+}
+
+static void read_ev(evutil_socket_t fd, short what, void *arg)
+{
+    av_sock_t *s = arg;
+    if (what & EV_TIMEOUT) {
+        emit(s, AV_SOCK_TIMEOUT | AV_SOCK_READING);
+        return;
+    }
+    size_t total = 0;
+    int end = 0;
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        struct evbuffer_iovec v[2];
+        struct iovec iov[2];
+        int nv = evbuffer_reserve_space(s->in, READ_CHUNK, v, 2);
+        if (nv < 1)
+            av_oom();
+        for (int k = 0; k < nv; k++) {
+            iov[k].iov_base = v[k].iov_base;
+            iov[k].iov_len = v[k].iov_len;
+        }
+        size_t room = iov[0].iov_len + (nv > 1 ? iov[1].iov_len : 0);
+        ssize_t n = readv(fd, iov, nv);
+        if (n < 0 && errno == EINTR) {
+            i--;
+            continue;
+        }
+        if (n <= 0) {
+            if (n == 0)
+                end = AV_SOCK_EOF;
+            else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                s->err = errno;
+                end = AV_SOCK_ERROR;
+            }
+            evbuffer_commit_space(s->in, v, 0);
+            break;
+        }
+        size_t left = (size_t)n;
+        for (int k = 0; k < nv; k++) {
+            if (v[k].iov_len > left)
+                v[k].iov_len = left;
+            left -= v[k].iov_len;
+        }
+        evbuffer_commit_space(s->in, v, nv);
+        total += (size_t)n;
+        if ((size_t)n < room)
+            break; /* the kernel has no more: saves the read that would say EAGAIN */
+    }
+    enter(s);
+    if (total > 0 && s->on_read != NULL)
+        s->on_read(s, s->arg);
+    if (!s->dead && end != 0) {
+        s->closed_in = 1;
+        update_read(s);
+        s->on_event(s, end, s->arg);
+    }
+    if (leave(s))
+        return;
+    update_read(s);
+}
+
+static void write_ev(evutil_socket_t fd, short what, void *arg)
+{
+    av_sock_t *s = arg;
+    if (what & EV_TIMEOUT) {
+        emit(s, AV_SOCK_TIMEOUT | AV_SOCK_WRITING);
+        return;
+    }
+    if (s->connecting) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err == EINPROGRESS)
+            return;
+        s->connecting = 0;
+        disarm_write(s);
+        if (err != 0) {
+            s->err = err;
+            emit(s, AV_SOCK_ERROR);
+            return;
+        }
+        enter(s);
+        s->on_event(s, AV_SOCK_CONNECTED, s->arg);
+        if (leave(s))
+            return;
+        update_read(s);
+        av_sock_flush(s);
+        return;
+    }
+    if (write_some(s) != 0) {
+        disarm_write(s);
+        emit(s, AV_SOCK_ERROR);
+        return;
+    }
+    size_t left = evbuffer_get_length(s->out);
+    if (left == 0)
+        disarm_write(s);
+    if (left <= s->write_low && s->on_write != NULL) {
+        enter(s);
+        s->on_write(s, s->arg);
+        leave(s);
+    }
+}
+
+static void defer_ev(evutil_socket_t fd, short what, void *arg)
+{
+    av_sock_t *s = arg;
+    unsigned pend = s->pend;
+    s->pend = 0;
+    enter(s);
+    if (pend & PEND_ERROR) {
+        s->connecting = 0;
+        s->on_event(s, AV_SOCK_ERROR, s->arg);
+    }
+    if (!s->dead && (pend & PEND_READ) && s->want_read && s->on_read != NULL)
+        s->on_read(s, s->arg);
+    if (!s->dead && (pend & PEND_WRITE) && s->on_write != NULL)
+        s->on_write(s, s->arg);
+    if (leave(s))
+        return;
+    update_read(s);
+}
