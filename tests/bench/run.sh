@@ -1,14 +1,16 @@
 #!/bin/bash
-# tests/bench/run.sh BUILDDIR [SECONDS]: aviary-sim direct, aviary in front of it and
+# tests/bench/run.sh BUILDDIR [SECONDS] [ROUNDS]: aviary-sim direct, aviary in front of it and
 # nginx (keep-alive proxy_pass) in front of it, in one run on loopback, with wrk at
 # concurrency 1 and 64, JSON and streamed. Prints req/s, p50, p99, the CPU time each proxy
 # spent per request, and the aviary/nginx ratios. On a small machine wrk and the sim share
 # cores and req/s moves with them; requests per CPU-second of the proxy is the steadier
-# measure of throughput per core.
+# measure of throughput per core. Each round runs every case against all three in turn;
+# the ratios are taken within a round (same conditions) and their median is reported.
 # Needs: apt-get install nginx-light wrk. Not part of the test run.
 set -eu
 B=${1:-build}
 SECS=${2:-5}
+ROUNDS=${3:-3}
 command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "bench: nginx missing: apt-get install nginx-light" >&2; exit 1; }
@@ -102,33 +104,59 @@ run() { # name url mode conc
     p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
     errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
     key="$1/$3/$4"
-    RPS[$key]=$rps; P50[$key]=$p50; P99[$key]=$p99; CPU[$key]=$cpu
+    RPS[$key]+=" $rps"; P50[$key]+=" $p50"; P99[$key]+=" $p99"; CPU[$key]+=" $cpu"
     printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
         "$1" "$3" "$4" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
-echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run; proxies pinned to CPU $PROXY_CPU, one worker each"
-for mode in json stream; do
-    for c in 1 64; do
-        run direct "http://127.0.0.1:$SIM/v1/chat/completions" $mode $c
-        run aviary "http://$AV/v1/chat/completions" $mode $c
-        run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c
+echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds; proxies pinned to CPU $PROXY_CPU, one worker each"
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+RSS_START=""
+for round in $(seq "$ROUNDS"); do
+    echo "-- round $round"
+    for mode in json stream; do
+        for c in 1 64; do
+            run direct "http://127.0.0.1:$SIM/v1/chat/completions" $mode $c
+            run aviary "http://$AV/v1/chat/completions" $mode $c
+            run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c
+        done
     done
+    [ -n "$RSS_START" ] || RSS_START=$(rss_kb "$AV_PID") # after the first round: warmed up
 done
+RSS_END=$(rss_kb "$AV_PID")
 
 echo
-echo "== aviary / nginx (throughput: higher is better; added latency over direct: lower is better)"
+echo "== aviary / nginx, median over $ROUNDS rounds of the ratio within each round"
+echo "   (throughput: higher is better; added latency = proxy minus direct: lower is better)"
 for mode in json stream; do
     for c in 1 64; do
         k="$mode/$c"
         awk -v ar="${RPS[aviary/$k]}" -v nr="${RPS[nginx/$k]}" \
             -v a50="${P50[aviary/$k]}" -v n50="${P50[nginx/$k]}" -v d50="${P50[direct/$k]}" \
             -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" \
-            -v ac="${CPU[aviary/$k]}" -v nc="${CPU[nginx/$k]}" 'BEGIN {
-            printf "%-10s req/s ratio %.2f   req per CPU-second ratio %.2f   added p50 %.3f vs %.3f ms (ratio %.2f)   added p99 %.3f vs %.3f ms (ratio %.2f)\n",
-                k, ar / nr, (ac > 0 ? nc / ac : 0), a50 - d50, n50 - d50, ((n50 - d50) > 0 ? (a50 - d50) / (n50 - d50) : 0),
-                a99 - d99, n99 - d99, ((n99 - d99) > 0 ? (a99 - d99) / (n99 - d99) : 0) }'
+            -v ac="${CPU[aviary/$k]}" -v nc="${CPU[nginx/$k]}" '
+            function median(s,    v, n, i, j, t) {
+                n = split(s, v, " ")
+                for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+                return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            }
+            # ratio of a over b per round; with d, of (a - d) over (b - d)
+            function ratios(a, b, d,    x, y, z, n, i, out, den) {
+                n = split(a, x, " "); split(b, y, " "); split(d, z, " "); out = ""
+                for (i = 1; i <= n; i++) {
+                    den = d == "" ? y[i] : y[i] - z[i]
+                    out = out " " (den > 0 ? (d == "" ? x[i] : x[i] - z[i]) / den : 0)
+                }
+                return median(out)
+            }
+            BEGIN {
+                printf "%-10s req/s %.2f   req per CPU-second %.2f   added p50 %.3f vs %.3f ms (%.2f)   added p99 %.3f vs %.3f ms (%.2f)\n",
+                    k, ratios(ar, nr, ""), ratios(nc, ac, ""),
+                    median(a50) - median(d50), median(n50) - median(d50), ratios(a50, n50, d50),
+                    median(a99) - median(d99), median(n99) - median(d99), ratios(a99, n99, d99)
+            }'
     done
 done
 echo
+echo "aviary RSS: ${RSS_START} KiB after round 1, ${RSS_END} KiB after round $ROUNDS (flat under sustained load)"
 echo "aviary KPI lines written: $(wc -l <"$T/kpi.log" 2>/dev/null || echo 0) (the KPI log is on during the runs)"
