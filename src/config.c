@@ -18,6 +18,7 @@
 #include "av.h"
 #include "jsonc.h"
 #include "log.h"
+#include "tls.h"
 
 #define AV_CONFIG_MAX_BYTES (16u << 20)
 #define AV_CONFIG_MAX_DEPTH 16
@@ -251,11 +252,46 @@ static int load_kv_object(ctx_t *x, const cJSON *v, av_kv_t **out, size_t *n)
     return 0;
 }
 
+static const char *relative_to(ctx_t *x, const char *dir, const char *p);
+
+static void free_tls_ctx(void *p)
+{
+    av_tls_ctx_free(p);
+}
+
+/* Loads the listener's certificate into a context owned by this generation. */
+static int load_listen_tls(ctx_t *x, av_listen_t *l)
+{
+    if (l->tls_cert == NULL && l->tls_key == NULL)
+        return 0;
+    push_key(x, "tls");
+    if (l->tls_cert == NULL || l->tls_key == NULL)
+        return fail(x, "needs both \"cert\" and \"key\" (PEM files)");
+    l->tls_cert = relative_to(x, x->cfg->dir, l->tls_cert);
+    l->tls_key = relative_to(x, x->cfg->dir, l->tls_key);
+    char why[512];
+    l->tls_ctx = av_tls_server_ctx(l->tls_cert, l->tls_key, 0 /* h2 comes with h2_server.c */, why, sizeof(why));
+    if (l->tls_ctx == NULL) {
+        push_key(x, strstr(why, "key \"") == why ? "key" : "cert");
+        return fail(x, "%s", why);
+    }
+    av_arena_on_free(x->cfg->arena, free_tls_ctx, l->tls_ctx);
+    pop(x);
+    return 0;
+}
+
 static int c_listen(ctx_t *x, const cJSON *v, void *base)
 {
     av_config_t *c = base;
+    static const kspec_t tls_spec[] = {
+        {"cert", K_STR, offsetof(av_listen_t, tls_cert), 1, 0, 0, NULL, 0, NULL, NULL},
+        {"key", K_STR, offsetof(av_listen_t, tls_key), 1, 0, 0, NULL, 0, NULL, NULL},
+        {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+    };
     static const kspec_t spec[] = {
         {"address", K_STR, offsetof(av_listen_t, address), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
+        {"tls", K_OBJ, 0, 0, 0, 0, NULL, 0, tls_spec, NULL},
+        {"http2", K_BOOL, offsetof(av_listen_t, http2), 0, 1, 1, NULL, 0, NULL, NULL},
         {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
     };
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
@@ -279,6 +315,9 @@ static int c_listen(ctx_t *x, const cJSON *v, void *base)
             if (strcmp(c->listen[j].address, c->listen[i].address) == 0)
                 return fail(x, "\"%s\" is listed twice", c->listen[i].address);
         pop(x);
+        rc = load_listen_tls(x, &c->listen[i]);
+        if (rc != 0)
+            return rc;
         pop(x);
     }
     return 0;

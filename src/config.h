@@ -12,10 +12,15 @@ typedef struct {
     const char *name, *value;
 } av_kv_t;
 
+typedef struct ssl_ctx_st SSL_CTX;
+
 typedef struct {
     const char *address;                 /* as written: "127.0.0.1:8080" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    const char *tls_cert, *tls_key;      /* paths, relative to the config's directory */
+    SSL_CTX *tls_ctx;                    /* loaded with this generation; NULL: cleartext */
+    int http2;                           /* offer h2 (ALPN) / accept h2c prior knowledge */
 } av_listen_t;
 
 enum { AV_PROTO_HTTP1 = 1 };

@@ -2,13 +2,10 @@
  * (pipelined ones wait in the input buffer), hand it to req, frame the answer. */
 #include "h1_server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <http_parser.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +44,7 @@ struct av_h1conn_s {
     int chunked, no_body;
     struct event *timer;
     char client_ip[48];
+    int tls;
 };
 
 static void conn_free(av_h1conn_t *c);
@@ -272,6 +270,7 @@ static int on_message_begin(http_parser *p)
     av_h1conn_t *c = p->data;
     c->req = av_req_new(c->w, &h1_ops, c);
     memcpy(c->req->client_ip, c->client_ip, sizeof(c->client_ip));
+    c->req->tls = c->tls;
     c->url.len = c->name.len = c->value.len = 0;
     c->in_value = c->headers_done = 0;
     c->header_bytes = 0;
@@ -393,6 +392,7 @@ static void respond_reject(av_h1conn_t *c, int status, const char *code, const c
     if (c->req == NULL) {
         c->req = av_req_new(c->w, &h1_ops, c);
         memcpy(c->req->client_ip, c->client_ip, sizeof(c->client_ip));
+        c->req->tls = c->tls;
     }
     av_req_t *req = c->req;
     if (req->id[0] == '\0')
@@ -513,19 +513,13 @@ static void conn_free(av_h1conn_t *c)
     av_worker_conn_closed(w);
 }
 
-void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa)
+void av_h1_accept(av_worker_t *w, av_sock_t *sock, const char *client_ip, int tls)
 {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     av_h1conn_t *c = av_calloc(1, sizeof(*c));
     c->w = w;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, c->client_ip,
-                  sizeof(c->client_ip));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, c->client_ip,
-                  sizeof(c->client_ip));
-    c->sock = av_sock_new(w->base, fd);
+    c->tls = tls;
+    snprintf(c->client_ip, sizeof(c->client_ip), "%s", client_ip);
+    c->sock = sock;
     c->timer = evtimer_new(w->base, timer_cb, c);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
@@ -535,8 +529,9 @@ void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa)
     av_sock_setcb(c->sock, read_cb, write_cb, event_cb, c);
     av_sock_read(c->sock, 1);
     TAILQ_INSERT_TAIL(&w->h1conns, c, link);
-    w->stats.client_conns++;
     arm_timer(c, w->cfg->idle_timeout_ms);
+    if (evbuffer_get_length(av_sock_input(sock)) > 0)
+        av_sock_trigger_read(sock); /* the bytes front.c looked at */
 }
 
 void av_h1_drain(av_worker_t *w)

@@ -1,4 +1,4 @@
-/* h1_server.h: HTTP/1.1 to clients on bufferevents with http-parser:
+/* h1_server.h: HTTP/1.1 to clients with http-parser:
  * keep-alive, pipelining in order, limits and timeouts. */
 #ifndef AV_H1_SERVER_H
 #define AV_H1_SERVER_H
@@ -7,8 +7,9 @@
 
 #include "req_t.h"
 
-/* Takes an accepted socket. */
-void av_h1_accept(av_worker_t *w, int fd, const struct sockaddr *sa);
+/* Takes a client socket (and what was read from it so far) from front.c. */
+typedef struct av_sock_s av_sock_t;
+void av_h1_accept(av_worker_t *w, av_sock_t *sock, const char *client_ip, int tls);
 /* Closes connections with no request in progress; the rest close after their response. */
 void av_h1_drain(av_worker_t *w);
 /* Closes every connection at once (worker exit). */

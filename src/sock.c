@@ -9,12 +9,17 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "av.h"
+#include "tls.h"
 
 #define READ_CHUNK (16u * 1024u)
+#define TLS_WRITE_CHUNK (16u * 1024u) /* one record */
 #define READS_PER_EVENT 4
 
 #define PEND_READ 0x1
@@ -24,6 +29,8 @@
 struct av_sock_s {
     struct event_base *base;
     int fd, err;
+    SSL *ssl;
+    char tls_err[160];
     struct event *rev, *wev, *dev;
     struct evbuffer *in, *out;
     av_sock_cb on_read, on_write;
@@ -34,7 +41,7 @@ struct av_sock_s {
     int busy;     /* callbacks on the stack */
     unsigned pend; /* PEND_*: deferred callbacks */
     unsigned want_read : 1, read_armed : 1, write_armed : 1, connecting : 1, closed_in : 1, dead : 1,
-        has_rtv : 1, has_wtv : 1;
+        has_rtv : 1, has_wtv : 1, handshaking : 1, read_wants_write : 1, write_wants_read : 1;
 };
 
 static void read_ev(evutil_socket_t fd, short what, void *arg);
@@ -69,6 +76,8 @@ av_sock_t *av_sock_new(struct event_base *base, int fd)
 
 static void release(av_sock_t *s)
 {
+    if (s->ssl != NULL)
+        SSL_free(s->ssl);
     evbuffer_free(s->in);
     evbuffer_free(s->out);
     free(s);
@@ -84,6 +93,11 @@ void av_sock_free(av_sock_t *s)
         event_free(s->wev);
     }
     event_free(s->dev);
+    if (s->ssl != NULL && !s->handshaking && !s->connecting && s->fd >= 0) {
+        SSL_set_quiet_shutdown(s->ssl, 0);
+        SSL_shutdown(s->ssl); /* a close_notify if the kernel takes it now; never waits */
+        ERR_clear_error();
+    }
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -136,6 +150,18 @@ int av_sock_error(const av_sock_t *s)
     return s->err;
 }
 
+const char *av_sock_error_str(const av_sock_t *s)
+{
+    if (s->tls_err[0] != '\0')
+        return s->tls_err;
+    return s->err ? strerror(s->err) : "closed";
+}
+
+SSL *av_sock_ssl(const av_sock_t *s)
+{
+    return s->ssl;
+}
+
 size_t av_sock_pending(const av_sock_t *s)
 {
     return evbuffer_get_length(s->out);
@@ -144,8 +170,9 @@ size_t av_sock_pending(const av_sock_t *s)
 /* Arms or disarms the read event as wanted, the watermark and the state allow. */
 static void update_read(av_sock_t *s)
 {
-    int should = s->want_read && !s->connecting && !s->closed_in && s->fd >= 0 &&
-                 (s->read_high == 0 || evbuffer_get_length(s->in) < s->read_high);
+    int should = (s->handshaking || s->write_wants_read ||
+                  (s->want_read && (s->read_high == 0 || evbuffer_get_length(s->in) < s->read_high))) &&
+                 !s->connecting && !s->closed_in && s->fd >= 0;
     if (should && !s->read_armed)
         event_add(s->rev, s->has_rtv ? &s->rtv : NULL);
     else if (!should && s->read_armed)
@@ -250,6 +277,31 @@ int av_sock_connect(av_sock_t *s, const struct sockaddr *sa, socklen_t len)
     return 0;
 }
 
+/* A TLS failure: the reason goes to tls_err, the event says ERROR. */
+static void tls_fail(av_sock_t *s, int code)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (code == SSL_ERROR_SYSCALL && e == 0)
+        snprintf(s->tls_err, sizeof(s->tls_err), "TLS: %s", errno ? strerror(errno) : "connection closed");
+    else
+        snprintf(s->tls_err, sizeof(s->tls_err), "TLS: %s", av_tls_error((char[128]){0}, 128));
+    ERR_clear_error();
+    s->err = EPROTO;
+}
+
+int av_sock_tls_server(av_sock_t *s, SSL_CTX *ctx)
+{
+    s->ssl = SSL_new(ctx);
+    if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1) {
+        tls_fail(s, SSL_ERROR_SSL);
+        return AV_EIO;
+    }
+    SSL_set_accept_state(s->ssl);
+    s->handshaking = 1;
+    update_read(s);
+    return 0;
+}
+
 static void emit(av_sock_t *s, int what)
 {
     enter(s);
@@ -257,9 +309,38 @@ static void emit(av_sock_t *s, int what)
     leave(s);
 }
 
+/* TLS: a record's worth at a time, so small pieces go out as one record. */
+static int write_tls(av_sock_t *s)
+{
+    size_t len;
+    while ((len = evbuffer_get_length(s->out)) > 0) {
+        size_t n = len < TLS_WRITE_CHUNK ? len : TLS_WRITE_CHUNK;
+        unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+        ERR_clear_error();
+        int r = SSL_write(s->ssl, p, (int)n);
+        if (r > 0) {
+            evbuffer_drain(s->out, (size_t)r);
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE)
+            return 0;
+        if (e == SSL_ERROR_WANT_READ) { /* the peer must speak first: retried from the read event */
+            s->write_wants_read = 1;
+            update_read(s);
+            return 0;
+        }
+        tls_fail(s, e);
+        return -1;
+    }
+    return 0;
+}
+
 /* Writes what the kernel takes. Returns 0, or -1 on a hard error (in err). */
 static int write_some(av_sock_t *s)
 {
+    if (s->ssl != NULL)
+        return write_tls(s);
     while (evbuffer_get_length(s->out) > 0) {
         int n = evbuffer_write(s->out, s->fd);
         if (n > 0)
@@ -276,21 +357,45 @@ static int write_some(av_sock_t *s)
 
 void av_sock_flush(av_sock_t *s)
 {
-    if (s->connecting || s->write_armed || s->fd < 0 || evbuffer_get_length(s->out) == 0)
+    if (s->connecting || s->handshaking || s->write_armed || s->write_wants_read || s->fd < 0 ||
+        evbuffer_get_length(s->out) == 0)
         return;
-    if (write_some(s) != 0 || evbuffer_get_length(s->out) > 0)
+    if (write_some(s) != 0 || (evbuffer_get_length(s->out) > 0 && !s->write_wants_read))
         arm_write(s); /* the rest, or the error, comes from the write event */
 }
 
-static void read_ev(evutil_socket_t fd, short what, void *arg)
+static void handshake(av_sock_t *s)
 {
-    av_sock_t *s = arg;
-    if (what & EV_TIMEOUT) {
-        emit(s, AV_SOCK_TIMEOUT | AV_SOCK_READING);
+    ERR_clear_error();
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        s->handshaking = 0;
+        disarm_write(s);
+        enter(s);
+        s->on_event(s, AV_SOCK_CONNECTED, s->arg);
+        if (leave(s))
+            return;
+        update_read(s);
+        av_sock_flush(s);
         return;
     }
-    size_t total = 0;
-    int end = 0;
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        disarm_write(s);
+        update_read(s);
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        arm_write(s);
+        return;
+    }
+    tls_fail(s, e);
+    emit(s, AV_SOCK_ERROR);
+}
+
+/* Reads into the input; returns 0, AV_SOCK_EOF or AV_SOCK_ERROR. */
+static int read_plain(av_sock_t *s, size_t *total)
+{
     for (int i = 0; i < READS_PER_EVENT; i++) {
         struct evbuffer_iovec v[2];
         struct iovec iov[2];
@@ -302,20 +407,20 @@ static void read_ev(evutil_socket_t fd, short what, void *arg)
             iov[k].iov_len = v[k].iov_len;
         }
         size_t room = iov[0].iov_len + (nv > 1 ? iov[1].iov_len : 0);
-        ssize_t n = readv(fd, iov, nv);
+        ssize_t n = readv(s->fd, iov, nv);
         if (n < 0 && errno == EINTR) {
             i--;
             continue;
         }
         if (n <= 0) {
-            if (n == 0)
-                end = AV_SOCK_EOF;
-            else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                s->err = errno;
-                end = AV_SOCK_ERROR;
-            }
             evbuffer_commit_space(s->in, v, 0);
-            break;
+            if (n == 0)
+                return AV_SOCK_EOF;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                s->err = errno;
+                return AV_SOCK_ERROR;
+            }
+            return 0;
         }
         size_t left = (size_t)n;
         for (int k = 0; k < nv; k++) {
@@ -324,10 +429,63 @@ static void read_ev(evutil_socket_t fd, short what, void *arg)
             left -= v[k].iov_len;
         }
         evbuffer_commit_space(s->in, v, nv);
-        total += (size_t)n;
+        *total += (size_t)n;
         if ((size_t)n < room)
-            break; /* the kernel has no more: saves the read that would say EAGAIN */
+            return 0; /* the kernel has no more: saves the read that would say EAGAIN */
     }
+    return 0;
+}
+
+static int read_tls(av_sock_t *s, size_t *total)
+{
+    while (*total < READ_CHUNK * READS_PER_EVENT) {
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(s->in, READ_CHUNK, &v, 1) != 1)
+            av_oom();
+        ERR_clear_error();
+        int n = SSL_read(s->ssl, v.iov_base, (int)v.iov_len);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(s->in, &v, 1);
+            *total += (size_t)n;
+            continue;
+        }
+        evbuffer_commit_space(s->in, &v, 0);
+        int e = SSL_get_error(s->ssl, n);
+        if (e == SSL_ERROR_WANT_READ)
+            return 0;
+        if (e == SSL_ERROR_WANT_WRITE) { /* the read needs a write first: retried from the write event */
+            s->read_wants_write = 1;
+            arm_write(s);
+            return 0;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
+            return AV_SOCK_EOF; /* close_notify, or a close without one */
+        tls_fail(s, e);
+        return AV_SOCK_ERROR;
+    }
+    if (SSL_pending(s->ssl) > 0)
+        av_sock_trigger_read(s); /* decrypted bytes no readiness event will announce */
+    return 0;
+}
+
+static void read_ev(evutil_socket_t fd, short what, void *arg)
+{
+    av_sock_t *s = arg;
+    if (what & EV_TIMEOUT) {
+        emit(s, AV_SOCK_TIMEOUT | AV_SOCK_READING);
+        return;
+    }
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->write_wants_read) {
+        s->write_wants_read = 0;
+        av_sock_flush(s);
+    }
+    size_t total = 0;
+    int end = s->ssl != NULL ? read_tls(s, &total) : read_plain(s, &total);
     enter(s);
     if (total > 0 && s->on_read != NULL)
         s->on_read(s, s->arg);
@@ -347,6 +505,17 @@ static void write_ev(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         emit(s, AV_SOCK_TIMEOUT | AV_SOCK_WRITING);
         return;
+    }
+    if (s->handshaking) {
+        handshake(s);
+        return;
+    }
+    if (s->read_wants_write) {
+        s->read_wants_write = 0;
+        disarm_write(s);
+        event_active(s->rev, EV_READ, 0);
+        if (evbuffer_get_length(s->out) == 0)
+            return;
     }
     if (s->connecting) {
         int err = 0;
@@ -376,7 +545,7 @@ static void write_ev(evutil_socket_t fd, short what, void *arg)
         return;
     }
     size_t left = evbuffer_get_length(s->out);
-    if (left == 0)
+    if (left == 0 || s->write_wants_read)
         disarm_write(s);
     if (left <= s->write_low && s->on_write != NULL) {
         enter(s);

@@ -45,6 +45,17 @@ struct evbuffer *av_sock_input(av_sock_t *s);
 struct evbuffer *av_sock_output(av_sock_t *s);
 int av_sock_fd(const av_sock_t *s);
 int av_sock_error(const av_sock_t *s);
+/* The last error as text: the TLS reason, or strerror. */
+const char *av_sock_error_str(const av_sock_t *s);
+
+typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
+/* Makes an accepted socket TLS: the handshake runs on the socket's events
+ * (under the read timeout) and CONNECTED follows when it is done. Returns 0,
+ * or AV_EIO. */
+int av_sock_tls_server(av_sock_t *s, SSL_CTX *ctx);
+/* The TLS session, or NULL for cleartext. */
+SSL *av_sock_ssl(const av_sock_t *s);
 
 /* Reading on or off. Off also stops the read timeout. */
 void av_sock_read(av_sock_t *s, int on);

@@ -11,22 +11,28 @@
 #include <unistd.h>
 
 #include "av.h"
+#include "front.h"
 #include "h1_server.h"
 #include "kpilog.h"
 #include "log.h"
 #include "upstream.h"
 
+struct av_worker_listener_s {
+    av_worker_t *w;
+    size_t index;
+};
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
-    av_worker_t *w = arg;
-    evutil_make_socket_nonblocking(fd);
-    av_h1_accept(w, fd, sa);
+    struct av_worker_listener_s *la = arg;
+    av_front_accept(la->w, fd, sa, la->index);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     int err = EVUTIL_SOCKET_ERROR();
-    AV_WARN("worker %d: accept failed: %s", ((av_worker_t *)arg)->id, evutil_socket_error_to_string(err));
+    AV_WARN("worker %d: accept failed: %s", ((struct av_worker_listener_s *)arg)->w->id,
+            evutil_socket_error_to_string(err));
 }
 
 static void drain_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -46,6 +52,7 @@ static void begin_drain(av_worker_t *w)
         evconnlistener_free(w->listeners[i]);
         w->listeners[i] = NULL;
     }
+    av_front_close_all(w); /* no request yet: nothing to finish */
     av_h1_drain(w);
     if (w->stats.client_conns == 0) {
         event_base_loopexit(w->base, NULL);
@@ -126,6 +133,8 @@ av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *
     w->listen_fds = av_calloc(nfds, sizeof(int));
     memcpy(w->listen_fds, fds, nfds * sizeof(int));
     w->listeners = av_calloc(nfds, sizeof(*w->listeners));
+    w->listener_args = av_calloc(nfds, sizeof(*w->listener_args));
+    TAILQ_INIT(&w->fronts);
     TAILQ_INIT(&w->h1conns);
     pthread_mutex_init(&w->lock, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
@@ -156,7 +165,9 @@ static void *worker_main(void *arg)
 int av_worker_start(av_worker_t *w)
 {
     for (size_t i = 0; i < w->nlisteners; i++) {
-        w->listeners[i] = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, w->listen_fds[i]);
+        w->listener_args[i] = (struct av_worker_listener_s){w, i};
+        w->listeners[i] = evconnlistener_new(w->base, accept_cb, &w->listener_args[i], LEV_OPT_CLOSE_ON_FREE, -1,
+                                             w->listen_fds[i]);
         if (w->listeners[i] == NULL)
             return AV_EIO;
         evconnlistener_set_error_cb(w->listeners[i], accept_error_cb);
@@ -198,12 +209,14 @@ void av_worker_join_free(av_worker_t *w)
 {
     pthread_join(w->thread, NULL);
     w->closing = 1;
+    av_front_close_all(w);
     av_h1_close_all(w);
     av_upstream_free_all(w);
     for (size_t i = 0; i < w->nlisteners; i++)
         if (w->listeners[i] != NULL)
             evconnlistener_free(w->listeners[i]);
     free(w->listeners);
+    free(w->listener_args);
     free(w->listen_fds);
     event_free(w->wake);
     event_free(w->drain_timer);

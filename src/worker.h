@@ -15,6 +15,7 @@ struct evconnlistener;
 typedef struct av_kpilog_s av_kpilog_t;
 typedef struct av_upstream_s av_upstream_t;
 typedef struct av_h1conn_s av_h1conn_t;
+typedef struct av_front_s av_front_t;
 
 typedef struct {
     uint64_t requests, active_requests, client_conns;
@@ -28,8 +29,10 @@ struct av_worker_s {
     av_kpilog_t *kpilog;
     int *listen_fds;
     struct evconnlistener **listeners;
+    struct av_worker_listener_s *listener_args; /* (worker, index) per listener */
     size_t nlisteners;
     av_upstream_t *pools;                  /* backend pools, by address */
+    TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     av_worker_stats_t stats;
     uint64_t rng[2];
