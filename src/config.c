@@ -270,7 +270,7 @@ static int load_listen_tls(ctx_t *x, av_listen_t *l)
     l->tls_cert = relative_to(x, x->cfg->dir, l->tls_cert);
     l->tls_key = relative_to(x, x->cfg->dir, l->tls_key);
     char why[512];
-    l->tls_ctx = av_tls_server_ctx(l->tls_cert, l->tls_key, 0 /* h2 comes with h2_server.c */, why, sizeof(why));
+    l->tls_ctx = av_tls_server_ctx(l->tls_cert, l->tls_key, l->http2, why, sizeof(why));
     if (l->tls_ctx == NULL) {
         push_key(x, strstr(why, "key \"") == why ? "key" : "cert");
         return fail(x, "%s", why);

@@ -10,6 +10,7 @@
 #include "av.h"
 #include "config.h"
 #include "h1_server.h"
+#include "h2_server.h"
 #include "log.h"
 #include "sock.h"
 #include "tls.h"
@@ -45,8 +46,10 @@ static void hand_off(av_front_t *f, int h2)
     memcpy(ip, f->client_ip, sizeof(ip));
     front_free(f, 0);
     av_sock_set_timeouts(sock, 0, 0);
-    (void)h2; /* HTTP/2 comes with h2_server.c */
-    av_h1_accept(w, sock, ip, tls);
+    if (h2)
+        av_h2_accept(w, sock, ip, tls);
+    else
+        av_h1_accept(w, sock, ip, tls);
 }
 
 /* Cleartext: HTTP/2 with prior knowledge starts with the preface. */
@@ -86,7 +89,7 @@ void av_front_accept(av_worker_t *w, int fd, const struct sockaddr *sa, size_t l
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     av_front_t *f = av_calloc(1, sizeof(*f));
     f->w = w;
-    f->h2 = 0;
+    f->h2 = l->http2;
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, f->client_ip,
                   sizeof(f->client_ip));

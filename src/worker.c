@@ -13,6 +13,7 @@
 #include "av.h"
 #include "front.h"
 #include "h1_server.h"
+#include "h2_server.h"
 #include "kpilog.h"
 #include "log.h"
 #include "upstream.h"
@@ -54,6 +55,7 @@ static void begin_drain(av_worker_t *w)
     }
     av_front_close_all(w); /* no request yet: nothing to finish */
     av_h1_drain(w);
+    av_h2_drain(w);
     if (w->stats.client_conns == 0) {
         event_base_loopexit(w->base, NULL);
         return;
@@ -136,6 +138,7 @@ av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *
     w->listener_args = av_calloc(nfds, sizeof(*w->listener_args));
     TAILQ_INIT(&w->fronts);
     TAILQ_INIT(&w->h1conns);
+    TAILQ_INIT(&w->h2conns);
     pthread_mutex_init(&w->lock, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng[0] = av_wall_us() ^ (uint64_t)id;
@@ -211,6 +214,7 @@ void av_worker_join_free(av_worker_t *w)
     w->closing = 1;
     av_front_close_all(w);
     av_h1_close_all(w);
+    av_h2_close_all(w);
     av_upstream_free_all(w);
     for (size_t i = 0; i < w->nlisteners; i++)
         if (w->listeners[i] != NULL)

@@ -16,6 +16,7 @@ typedef struct av_kpilog_s av_kpilog_t;
 typedef struct av_upstream_s av_upstream_t;
 typedef struct av_h1conn_s av_h1conn_t;
 typedef struct av_front_s av_front_t;
+typedef struct av_h2conn_s av_h2conn_t;
 
 typedef struct {
     uint64_t requests, active_requests, client_conns;
@@ -34,6 +35,7 @@ struct av_worker_s {
     av_upstream_t *pools;                  /* backend pools, by address */
     TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
+    TAILQ_HEAD(, av_h2conn_s) h2conns;
     av_worker_stats_t stats;
     uint64_t rng[2];
     struct evbuffer *kpi_batch;            /* KPI lines not yet handed to the writer */
