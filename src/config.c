@@ -311,7 +311,9 @@ static int c_listen(ctx_t *x, const cJSON *v, void *base)
                               &c->listen[i].addrlen) != 0)
             return fail(x, "\"%s\" is not a numeric host:port (e.g. 127.0.0.1:8080, [::]:8080, *:8080)",
                         c->listen[i].address);
-        for (size_t j = 0; j < i; j++)
+        const char *colon = strrchr(c->listen[i].address, ':');
+        int ephemeral = colon != NULL && strcmp(colon, ":0") == 0; /* each bind picks its own port */
+        for (size_t j = 0; j < i && !ephemeral; j++)
             if (strcmp(c->listen[j].address, c->listen[i].address) == 0)
                 return fail(x, "\"%s\" is listed twice", c->listen[i].address);
         pop(x);

@@ -113,8 +113,9 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         char *name = av_arena_alloc(req->arena, h->name_len + 1); /* HTTP/2 field names are lower case */
         for (size_t k = 0; k < h->name_len; k++)
             name[k] = (char)tolower((unsigned char)h->name[k]);
+        /* copied by nghttp2: the request (and its arena) may end before the frame is sent */
         nv[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
-                               NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+                               NGHTTP2_NV_FLAG_NONE};
     }
     if (clen >= 0 && !st->no_body) {
         char *cl = av_arena_alloc(req->arena, 24);

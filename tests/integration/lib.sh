@@ -56,6 +56,7 @@ start_aviary() {
     PIDS="$PIDS $AV_PID"
     if ! wait_until 10 test -s "$T/ready"; then echo "# aviary did not start:" >&2; sed 's/^/# /' "$T/aviary.err" >&2; exit 1; fi
     AV=$(awk '$1 == "listen" {print $2; exit}' "$T/ready")
+    AV2=$(awk '$1 == "listen" {n++; if (n == 2) print $2}' "$T/ready") # a second listener, if any
     ADMIN=$(awk '$1 == "admin" {print $2}' "$T/ready")
 }
 
@@ -83,10 +84,12 @@ sim_stat() {
 }
 
 # write_config FILE BACKEND_PORT [EXTRA_TOP_LEVEL_JSON] [BACKEND_EXTRA] [ROUTE_EXTRA]
+# (env: WORKERS, LOG_LEVEL, LISTEN: the listen array)
 write_config() {
+    _listen=${LISTEN:-'[{"address": "127.0.0.1:0"}]'}
     cat >"$1" <<JSON
 {
-  "listen": [{"address": "127.0.0.1:0"}],
+  "listen": $_listen,
   "workers": ${WORKERS:-1},
   "admin": {"address": "127.0.0.1:0"},
   "log": {"kpi": "$T/kpi.log", "level": "${LOG_LEVEL:-info}"},
