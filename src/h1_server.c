@@ -395,19 +395,12 @@ static void respond_reject(av_h1conn_t *c, int status, const char *code, const c
         c->req->tls = c->tls;
     }
     av_req_t *req = c->req;
-    if (req->id[0] == '\0')
-        av_req_set_id(req);
-    if (req->method_str == NULL) {
-        req->method_str = "-";
-        req->target = "-";
-        req->target_len = 1;
-    }
     req->http_major = 1;
     req->http_minor = 1;
     c->reject_status = status;
     c->state = H1_WAITING;
     evtimer_del(c->timer);
-    av_req_respond_error(req, status, "invalid_request_error", code, "%s", why);
+    av_req_reject(req, status, code, why);
 }
 
 static void reject_parse(av_h1conn_t *c, enum http_errno e)

@@ -103,9 +103,9 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     st->no_body = req->method == HTTP_HEAD || status == 204 || status == 304;
     size_t n = 0, cap = hdrs->n + 3;
     nghttp2_nv *nv = av_arena_alloc(req->arena, cap * sizeof(*nv));
-    char *st_text = av_arena_alloc(req->arena, 4);
-    snprintf(st_text, 4, "%03d", status);
-    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    char st_text[AV_PUT_NUM_MAX]; /* nghttp2 copies names and values */
+    size_t st_len = (size_t)(av_put_u64(st_text, (uint64_t)status) - st_text);
+    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st_text, 7, st_len, NGHTTP2_NV_FLAG_NONE};
     for (size_t i = 0; i < hdrs->n; i++) {
         const av_header_t *h = &hdrs->v[i];
         if (av_streq_ci(h->name, h->name_len, "content-length") || av_streq_ci(h->name, h->name_len, "x-request-id"))
@@ -117,10 +117,10 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         nv[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)h->value, h->name_len, h->value_len,
                                NGHTTP2_NV_FLAG_NONE};
     }
+    char cl[AV_PUT_NUM_MAX];
     if (clen >= 0 && !st->no_body) {
-        char *cl = av_arena_alloc(req->arena, 24);
-        int k = snprintf(cl, 24, "%lld", (long long)clen);
-        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, (size_t)k, NGHTTP2_NV_FLAG_NONE};
+        size_t k = (size_t)(av_put_u64(cl, (uint64_t)clen) - cl);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)cl, 14, k, NGHTTP2_NV_FLAG_NONE};
     }
     nv[n++] = (nghttp2_nv){(uint8_t *)"x-request-id", (uint8_t *)req->id, 12, strlen(req->id), NGHTTP2_NV_FLAG_NONE};
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = body_read};
@@ -227,27 +227,12 @@ static int method_of(const char *m, size_t n)
     return -1;
 }
 
-/* Answers a stream whose request could not be taken. */
-static void stream_reject(h2_stream_t *st, int status, const char *code, const char *why)
-{
-    av_req_t *req = st->req;
-    if (req->id[0] == '\0')
-        av_req_set_id(req);
-    if (req->method_str == NULL) {
-        req->method_str = "-";
-        req->target = "-";
-        req->target_len = 1;
-    }
-    st->ran = 1;
-    av_req_respond_error(req, status, "invalid_request_error", code, "%s", why);
-}
-
 static void stream_run(h2_stream_t *st)
 {
     av_req_t *req = st->req;
     st->ran = 1;
     if (st->reject_status != 0) {
-        stream_reject(st, st->reject_status, st->reject_code,
+        av_req_reject(req, st->reject_status, st->reject_code,
                       st->reject_status == 413   ? "request body exceeds client.max_body_bytes"
                       : st->reject_status == 431 ? "request headers exceed client.max_header_bytes or max_headers"
                                                  : "malformed HTTP/2 request");

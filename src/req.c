@@ -132,6 +132,18 @@ void av_error_json(struct evbuffer *out, const char *type, const char *code, con
     cJSON_Delete(root);
 }
 
+void av_req_reject(av_req_t *req, int status, const char *code, const char *why)
+{
+    if (req->id[0] == '\0')
+        av_req_set_id(req);
+    if (req->method_str == NULL) {
+        req->method_str = "-";
+        req->target = "-";
+        req->target_len = 1;
+    }
+    av_req_respond_error(req, status, "invalid_request_error", code, "%s", why);
+}
+
 void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt, ...)
 {
     char msg[512];

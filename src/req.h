@@ -34,6 +34,10 @@ void av_req_client_drained(av_req_t *req);
 /* Answers with an OpenAI-style error: {"error": {"message", "type", "code", "request_id"}}. */
 void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt,
                           ...) __attribute__((format(printf, 5, 6)));
+/* Answers a request the client side could not read whole (400, 408, 413,
+ * 431, ...) with invalid_request_error: gives it an id and "-" for a method
+ * and target it never got, so the KPI line is complete. */
+void av_req_reject(av_req_t *req, int status, const char *code, const char *why);
 /* Writes the error JSON body alone (for client sides answering before a request exists). */
 void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
                    const char *request_id);
