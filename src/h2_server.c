@@ -16,6 +16,7 @@
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "arena.h"
 #include "av.h"
@@ -32,6 +33,31 @@
 #define H2_MAX_STREAMS 128
 #define H2_INITIAL_WINDOW (1u << 20)
 
+/* Frames that cost us work and give the client nothing are metered per
+ * connection (RFC 9113 section 10.5): a bucket of burst tokens refilled at
+ * rate per second. A client that empties one gets GOAWAY ENHANCE_YOUR_CALM.
+ * The rates leave room for what browsers, curl, gRPC keepalives and SDKs do. */
+typedef struct {
+    uint32_t tokens;
+    uint64_t at_ms;
+} h2_bucket_t;
+
+typedef struct {
+    const char *what;
+    uint32_t burst, rate;
+} h2_meter_t;
+
+enum { H2_M_RESET, H2_M_SETTINGS, H2_M_PING, H2_M_PRIORITY, H2_M_EMPTY, H2_M_REFUSED, H2_M_N };
+
+static const h2_meter_t h2_meters[H2_M_N] = {
+    [H2_M_RESET] = {"streams reset by the client (rapid reset)", 400, 40},
+    [H2_M_SETTINGS] = {"SETTINGS frames", 32, 4},
+    [H2_M_PING] = {"PING frames", 100, 10},
+    [H2_M_PRIORITY] = {"PRIORITY frames", 500, 100},
+    [H2_M_EMPTY] = {"empty DATA, HEADERS or CONTINUATION frames", 64, 16},
+    [H2_M_REFUSED] = {"streams over SETTINGS_MAX_CONCURRENT_STREAMS", 16, 4},
+};
+
 typedef struct h2_stream_s h2_stream_t;
 
 struct av_h2conn_s {
@@ -42,7 +68,11 @@ struct av_h2conn_s {
     TAILQ_HEAD(, h2_stream_s) streams;
     size_t nstreams;
     struct event *timer; /* idle: no open stream for idle_timeout_ms */
-    int tls, dead, in_io, goaway_sent;
+    int tls, dead, in_io, goaway_sent, calm, lingering;
+    h2_bucket_t meter[H2_M_N];
+    /* the header block being received: wire bytes and frames */
+    size_t block_bytes, block_frames;
+    int32_t last_stream;                  /* highest stream id the client opened */
     char client_ip[48];
 };
 
@@ -52,7 +82,7 @@ struct h2_stream_s {
     av_req_t *req;                  /* NULL once answered */
     struct evbuffer *out;           /* response body nghttp2 has not taken yet */
     TAILQ_ENTRY(h2_stream_s) link;
-    size_t header_bytes;
+    size_t header_bytes, nheaders;
     int reject_status;
     const char *reject_code;
     int no_body, eof, deferred, ran, stream_sse;
@@ -211,7 +241,7 @@ static void stream_free(h2_stream_t *st)
     c->nstreams--;
     evbuffer_free(st->out);
     free(st);
-    if (c->nstreams == 0 && !c->dead) {
+    if (c->nstreams == 0 && !c->dead && !c->lingering) {
         struct timeval tv = {c->w->cfg->idle_timeout_ms / 1000, (c->w->cfg->idle_timeout_ms % 1000) * 1000};
         evtimer_add(c->timer, &tv);
     }
@@ -239,6 +269,91 @@ static void stream_run(h2_stream_t *st)
         return;
     }
     av_req_run(req);
+}
+
+/* ---- defences ---- */
+
+/* Ends the connection for abuse: GOAWAY ENHANCE_YOUR_CALM, input ignored from here on. */
+static void calm_down(av_h2conn_t *c, const char *why)
+{
+    if (c->calm)
+        return;
+    c->calm = 1;
+    AV_INFO("client %s: HTTP/2 connection ended with ENHANCE_YOUR_CALM: %s", c->client_ip, why);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+/* Takes a token for one frame of a metered kind; empties end the connection. */
+static void meter(av_h2conn_t *c, int kind)
+{
+    const h2_meter_t *m = &h2_meters[kind];
+    h2_bucket_t *b = &c->meter[kind];
+    uint64_t now = av_now_ms();
+    uint64_t add = (now - b->at_ms) * m->rate / 1000;
+    if (add > 0) {
+        b->tokens = add >= m->burst - b->tokens ? m->burst : b->tokens + (uint32_t)add;
+        b->at_ms = now;
+    }
+    if (b->tokens == 0) {
+        calm_down(c, m->what);
+        return;
+    }
+    b->tokens--;
+}
+
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *user)
+{
+    (void)ng;
+    av_h2conn_t *c = user;
+    const av_config_t *cfg = c->w->cfg;
+    int end_stream = (hd->flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    switch (hd->type) {
+    case NGHTTP2_HEADERS:
+        c->block_bytes = hd->length;
+        c->block_frames = 1;
+        if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_HEADERS))
+            meter(c, H2_M_EMPTY);
+        if (hd->stream_id > c->last_stream) {
+            c->last_stream = hd->stream_id;
+            /* nghttp2 refuses the stream; a client that keeps trying is a flood */
+            if (c->nstreams >= H2_MAX_STREAMS)
+                meter(c, H2_M_REFUSED);
+        }
+        break;
+    case NGHTTP2_CONTINUATION:
+        /* a header block needs no more 16 KiB frames than the list limit
+         * allows (with room to spare); many small or empty frames are a
+         * CONTINUATION flood */
+        c->block_bytes += hd->length;
+        c->block_frames++;
+        if (hd->length == 0)
+            meter(c, H2_M_EMPTY);
+        if (c->block_frames > 3 + (size_t)cfg->max_header_bytes / 16384 ||
+            c->block_bytes > 2 * (size_t)cfg->max_header_bytes + 16384)
+            calm_down(c, "header block in too many CONTINUATION frames (CONTINUATION flood)");
+        break;
+    case NGHTTP2_DATA:
+        if (hd->length == 0 && !end_stream)
+            meter(c, H2_M_EMPTY);
+        break;
+    case NGHTTP2_RST_STREAM:
+        meter(c, H2_M_RESET);
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(hd->flags & NGHTTP2_FLAG_ACK))
+            meter(c, H2_M_SETTINGS);
+        break;
+    case NGHTTP2_PING:
+        if (!(hd->flags & NGHTTP2_FLAG_ACK))
+            meter(c, H2_M_PING);
+        break;
+    case NGHTTP2_PRIORITY:
+        meter(c, H2_M_PRIORITY);
+        break;
+    default:
+        break;
+    }
+    return 0;
 }
 
 /* ---- nghttp2 callbacks ---- */
@@ -273,12 +388,20 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     h2_stream_t *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-    if (st == NULL || st->reject_status != 0)
+    if (st == NULL || c->calm)
         return 0;
     av_req_t *req = st->req;
     const av_config_t *cfg = c->w->cfg;
     /* counted decoded, as HTTP/1.1 counts them: an HPACK-compressed flood meets the same limit */
     st->header_bytes += nlen + vlen + 4;
+    st->nheaders++;
+    if (st->header_bytes > 4 * (size_t)cfg->max_header_bytes || st->nheaders > 4 * (size_t)cfg->max_headers) {
+        /* far past the SETTINGS_MAX_HEADER_LIST_SIZE we announced: an HPACK bomb */
+        calm_down(c, "header list decodes far past the announced limit (HPACK bomb)");
+        return 0;
+    }
+    if (st->reject_status != 0)
+        return 0;
     if (st->header_bytes > (size_t)cfg->max_header_bytes || req->headers.n >= (size_t)cfg->max_headers) {
         st->reject_status = 431;
         st->reject_code = st->header_bytes > (size_t)cfg->max_header_bytes ? "headers_too_large" : "too_many_headers";
@@ -405,16 +528,42 @@ static void conn_send(av_h2conn_t *c)
     }
 }
 
+/* The session has said its last word. Closing a socket with unread input
+ * makes the kernel send a reset, which can destroy the GOAWAY on its way;
+ * so the write side is shut and the client's input read and discarded until
+ * it closes, for a second at most. */
+static void linger(av_h2conn_t *c)
+{
+    h2_stream_t *st;
+    while ((st = TAILQ_FIRST(&c->streams)) != NULL) {
+        nghttp2_session_set_stream_user_data(c->ng, st->id, NULL);
+        stream_free(st);
+    }
+    c->lingering = 1;
+    shutdown(av_sock_fd(c->sock), SHUT_WR);
+    av_sock_read(c->sock, 1);
+    struct timeval tv = {1, 0};
+    evtimer_add(c->timer, &tv);
+}
+
 static void read_cb(av_sock_t *s, void *arg)
 {
     av_h2conn_t *c = arg;
     struct evbuffer *in = av_sock_input(s);
+    if (c->lingering) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     c->in_io = 1;
     while (!c->dead && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
         ssize_t n = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
+        if (c->calm) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            break;
+        }
         if (n < 0) {
             AV_INFO("client %s: HTTP/2 protocol error: %s", c->client_ip, nghttp2_strerror((int)n));
             if (n != NGHTTP2_ERR_BAD_CLIENT_MAGIC)
@@ -432,8 +581,12 @@ static void write_cb(av_sock_t *s, void *arg)
 {
     av_h2conn_t *c = arg;
     if (c->dead) {
-        if (av_sock_pending(s) == 0)
-            conn_free(c);
+        if (av_sock_pending(s) == 0 && !c->lingering) {
+            if (av_sock_error(s) == 0 && av_sock_fd(s) >= 0)
+                linger(c);
+            else
+                conn_free(c);
+        }
         return;
     }
     conn_send(c);
@@ -453,6 +606,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     av_h2conn_t *c = arg;
+    if (c->lingering) {
+        conn_free(c);
+        return;
+    }
     if (c->nstreams == 0) {
         nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
         conn_send(c);
@@ -485,9 +642,13 @@ void av_h2_accept(av_worker_t *w, av_sock_t *sock, const char *client_ip, int tl
     c->tls = tls;
     snprintf(c->client_ip, sizeof(c->client_ip), "%s", client_ip);
     TAILQ_INIT(&c->streams);
+    uint64_t now = av_now_ms();
+    for (int i = 0; i < H2_M_N; i++)
+        c->meter[i] = (h2_bucket_t){h2_meters[i].burst, now};
     c->timer = evtimer_new(w->base, timer_cb, c);
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);

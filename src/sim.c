@@ -1,14 +1,18 @@
-/* sim.c: aviary-sim, an OpenAI-compatible model server simulator on libevent and
- * http-parser: settable latency, TTFT, token rate, errors; counts what it serves. */
+/* sim.c: aviary-sim, an OpenAI-compatible model server simulator: settable
+ * latency, TTFT, token rate and errors, over HTTP/1.1, h2c and TLS (h2 or
+ * HTTP/1.1 by ALPN); counts what it serves. This file holds the answers and
+ * the listener; sim_h1.c and sim_h2.c speak the protocols. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <getopt.h>
-#include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,65 +24,7 @@
 
 #include "av.h"
 #include "jsonw.h"
-#include "sim_gen.h"
-
-#define SIM_MAX_HEADERS 64
-#define SIM_HBUF 16384
-#define SIM_MAX_BODY (64u << 20)
-
-typedef struct {
-    uint64_t connections_total, connections_open, requests_total, streams_total;
-    uint64_t streams_cancelled, streams_dropped, errors_injected, requests_in_flight;
-} sim_stats_t;
-
-typedef struct {
-    struct event_base *base;
-    av_sim_knobs_t knobs;
-    sim_stats_t stats;
-    uint64_t rng, next_id;
-    const char *models;
-} sim_t;
-
-typedef struct {
-    uint16_t name_off, name_len, val_off, val_len;
-} sim_hdr_t;
-
-typedef enum { IDLE, HEAD_WAIT, STREAMING, CLOSING } sim_phase_t;
-
-typedef struct {
-    sim_t *sim;
-    struct bufferevent *bev;
-    http_parser parser;
-    sim_phase_t phase;
-    /* the request being read or answered */
-    char url[2048];
-    size_t urllen;
-    char hbuf[SIM_HBUF];
-    size_t hlen;
-    sim_hdr_t hdrs[SIM_MAX_HEADERS];
-    int nhdrs, in_value;
-    struct evbuffer *body;
-    int keepalive, bad;
-    av_sim_knobs_t knobs;
-    av_sim_req_t req;
-    int64_t sent_tokens, sent_events;
-    struct event *timer;
-} sim_conn_t;
-
-static void conn_free(sim_conn_t *c)
-{
-    sim_t *s = c->sim;
-    if (c->phase == STREAMING || c->phase == HEAD_WAIT) {
-        s->stats.requests_in_flight--;
-        if (c->phase == STREAMING)
-            s->stats.streams_cancelled++;
-    }
-    s->stats.connections_open--;
-    event_free(c->timer);
-    evbuffer_free(c->body);
-    bufferevent_free(c->bev);
-    free(c);
-}
+#include "sim.h"
 
 static uint64_t rng_next(sim_t *s)
 {
@@ -93,190 +39,233 @@ static double rng_unit(sim_t *s)
     return (double)(rng_next(s) >> 11) / 9007199254740992.0;
 }
 
-/* ---- response writing ---- */
+/* ---- one request ---- */
 
-static const char *reason(int status)
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+void sim_req_init(sim_req_t *r, sim_t *s, const sim_proto_t *proto, void *conn)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    r->sim = s;
+    r->proto = proto;
+    r->conn = conn;
+    r->phase = SIM_IDLE;
+    r->body = evbuffer_new();
+    r->timer = evtimer_new(s->base, timer_cb, r);
+}
+
+void sim_req_cleanup(sim_req_t *r)
+{
+    sim_stats_t *st = &r->sim->stats;
+    if (r->phase == SIM_STREAMING || r->phase == SIM_HEAD_WAIT) {
+        st->requests_in_flight--;
+        if (r->phase == SIM_STREAMING)
+            st->streams_cancelled++;
     }
+    r->phase = SIM_DONE;
+    event_free(r->timer);
+    evbuffer_free(r->body);
 }
 
-static void write_head(sim_conn_t *c, int status, const char *ctype, long long clen)
+void sim_req_reset(sim_req_t *r)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status, reason(status), ctype);
-    if (clen >= 0)
-        evbuffer_add_printf(out, "Content-Length: %lld\r\n", clen);
-    else
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n", 53);
-    if (status == 429)
-        evbuffer_add(out, "Retry-After: 1\r\n", 16);
-    if (!c->keepalive)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
+    r->phase = SIM_IDLE;
+    r->method = NULL;
+    r->urllen = r->hlen = 0;
+    r->url[0] = '\0';
+    r->nhdrs = 0;
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
 }
 
-static void request_done(sim_conn_t *c);
-
-static void send_full(sim_conn_t *c, int status, const char *ctype, struct evbuffer *body)
+int sim_req_add_header(sim_req_t *r, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    write_head(c, status, ctype, (long long)evbuffer_get_length(body));
-    bufferevent_write_buffer(c->bev, body);
+    if (r->nhdrs == SIM_MAX_HEADERS || r->hlen + nlen + vlen + 2 > SIM_HBUF || nlen > 65535 || vlen > 65535)
+        return -1;
+    sim_hdr_t *h = &r->hdrs[r->nhdrs++];
+    h->name_off = (uint16_t)r->hlen;
+    h->name_len = (uint16_t)nlen;
+    memcpy(r->hbuf + r->hlen, name, nlen);
+    r->hlen += nlen;
+    r->hbuf[r->hlen++] = '\0';
+    h->val_off = (uint16_t)r->hlen;
+    h->val_len = (uint16_t)vlen;
+    memcpy(r->hbuf + r->hlen, value, vlen);
+    r->hlen += vlen;
+    r->hbuf[r->hlen++] = '\0';
+    return 0;
+}
+
+static const char *hdr_name(const sim_req_t *r, int i)
+{
+    return r->hbuf + r->hdrs[i].name_off;
+}
+
+static const char *hdr_val(const sim_req_t *r, int i)
+{
+    return r->hbuf + r->hdrs[i].val_off;
+}
+
+/* ends the response: the request is over for the counters */
+static void finish(sim_req_t *r)
+{
+    r->sim->stats.requests_in_flight--;
+    r->phase = SIM_DONE;
+    evtimer_del(r->timer);
+    r->proto->end(r);
+}
+
+static void send_full(sim_req_t *r, int status, const char *ctype, struct evbuffer *body)
+{
+    r->proto->head(r, status, ctype, (long long)evbuffer_get_length(body));
+    r->proto->data(r, body);
     evbuffer_free(body);
-    request_done(c);
+    finish(r);
 }
 
-static void send_error(sim_conn_t *c, int status, const char *msg)
+static void send_error(sim_req_t *r, int status, const char *msg)
 {
     struct evbuffer *b = evbuffer_new();
     av_sim_error_body(b, status, msg);
-    send_full(c, status, "application/json", b);
+    send_full(r, status, "application/json", b);
 }
 
-/* Frames one SSE event (already in ev) as a chunk. */
-static void send_chunk(sim_conn_t *c, struct evbuffer *ev)
+void sim_req_error(sim_req_t *r, int status, const char *msg)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t n = evbuffer_get_length(ev);
-    if (n == 0)
+    r->sim->stats.requests_in_flight++;
+    r->phase = SIM_HEAD_WAIT;
+    send_error(r, status, msg);
+}
+
+static void send_event(sim_req_t *r, struct evbuffer *ev)
+{
+    if (evbuffer_get_length(ev) == 0)
         return;
-    evbuffer_add_printf(out, "%zx\r\n", n);
-    evbuffer_add_buffer(out, ev);
-    evbuffer_add(out, "\r\n", 2);
-    c->sent_events++;
+    r->proto->data(r, ev);
+    r->sent_events++;
 }
 
-static const char *hdr_name(sim_conn_t *c, int i)
-{
-    return c->hbuf + c->hdrs[i].name_off;
-}
-
-static const char *hdr_val(sim_conn_t *c, int i)
-{
-    return c->hbuf + c->hdrs[i].val_off;
-}
-
-static void send_echo(sim_conn_t *c)
+static void send_echo(sim_req_t *r)
 {
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"object\":\"sim.echo\",\"method\":\"%s\",\"path\":",
-                        http_method_str((enum http_method)c->parser.method));
-    av_json_str(b, c->url, c->urllen);
+    evbuffer_add_printf(b, "{\"object\":\"sim.echo\",\"method\":\"%s\",\"path\":", r->method);
+    av_json_str(b, r->url, r->urllen);
     evbuffer_add(b, ",\"headers\":{", 12);
-    for (int i = 0; i < c->nhdrs; i++) {
+    for (int i = 0; i < r->nhdrs; i++) {
         if (i)
             evbuffer_add(b, ",", 1);
-        av_json_str(b, hdr_name(c, i), c->hdrs[i].name_len);
+        av_json_str(b, hdr_name(r, i), r->hdrs[i].name_len);
         evbuffer_add(b, ":", 1);
-        av_json_str(b, hdr_val(c, i), c->hdrs[i].val_len);
+        av_json_str(b, hdr_val(r, i), r->hdrs[i].val_len);
     }
     evbuffer_add(b, "},\"body\":", 9);
-    size_t n = evbuffer_get_length(c->body);
-    av_json_str(b, (const char *)evbuffer_pullup(c->body, -1), n);
+    size_t n = evbuffer_get_length(r->body);
+    av_json_str(b, (const char *)evbuffer_pullup(r->body, -1), n);
     evbuffer_add(b, "}\n", 2);
-    send_full(c, 200, "application/json", b);
+    send_full(r, 200, "application/json", b);
 }
 
-static void stream_step(sim_conn_t *c);
-static void close_after_flush(sim_conn_t *c);
+static void stream_step(sim_req_t *r);
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    sim_conn_t *c = arg;
-    if (c->phase == HEAD_WAIT) {
-        if (!c->req.stream) {
+    (void)fd;
+    (void)what;
+    sim_req_t *r = arg;
+    if (r->phase == SIM_HEAD_WAIT) {
+        if (!r->req.stream) {
             struct evbuffer *b = evbuffer_new();
-            av_sim_body(b, &c->req, &c->knobs);
-            send_full(c, 200, "application/json", b);
+            av_sim_body(b, &r->req, &r->knobs);
+            send_full(r, 200, "application/json", b);
             return;
         }
-        write_head(c, 200, "text/event-stream", -1);
-        c->phase = STREAMING;
-        c->sim->stats.streams_total++;
+        r->proto->head(r, 200, "text/event-stream", -1);
+        r->phase = SIM_STREAMING;
+        r->sim->stats.streams_total++;
         struct evbuffer *ev = evbuffer_new();
-        av_sim_event_open(ev, &c->req);
-        send_chunk(c, ev);
+        av_sim_event_open(ev, &r->req);
+        send_event(r, ev);
         evbuffer_free(ev);
-        if (c->knobs.ttft_ms > 0) {
-            struct timeval tv = {c->knobs.ttft_ms / 1000, (c->knobs.ttft_ms % 1000) * 1000};
-            evtimer_add(c->timer, &tv);
+        if (r->knobs.ttft_ms > 0) {
+            struct timeval tv = {r->knobs.ttft_ms / 1000, (r->knobs.ttft_ms % 1000) * 1000};
+            evtimer_add(r->timer, &tv);
             return;
         }
     }
-    stream_step(c);
+    stream_step(r);
 }
 
 /* Sends the next token (or all of them when unpaced), then the closing events. */
-static void stream_step(sim_conn_t *c)
+static void stream_step(sim_req_t *r)
 {
     struct evbuffer *ev = evbuffer_new();
-    int64_t n = c->req.completion_tokens;
-    do {
-        if (c->knobs.drop_after >= 0 && c->sent_events >= c->knobs.drop_after) {
+    int64_t n = r->req.completion_tokens;
+    for (;;) {
+        if (r->knobs.drop_after >= 0 && r->sent_events >= r->knobs.drop_after) {
             evbuffer_free(ev);
-            c->sim->stats.streams_dropped++;
-            c->sim->stats.requests_in_flight--;
-            c->phase = CLOSING; /* dropped on purpose, not cancelled by the peer */
-            close_after_flush(c);
+            r->sim->stats.streams_dropped++;
+            r->sim->stats.requests_in_flight--;
+            r->phase = SIM_DONE; /* dropped on purpose, not cancelled by the peer */
+            r->proto->drop(r);
             return;
         }
-        if (c->sent_tokens < n) {
-            av_sim_event_token(ev, &c->req, &c->knobs, c->sent_tokens++);
-            send_chunk(c, ev);
-            if (c->knobs.tps > 0 && c->sent_tokens < n) {
-                int64_t us = 1000000 / c->knobs.tps;
+        if (r->sent_tokens < n) {
+            av_sim_event_token(ev, &r->req, &r->knobs, r->sent_tokens++);
+            send_event(r, ev);
+            if (r->knobs.tps > 0 && r->sent_tokens < n) {
+                int64_t us = 1000000 / r->knobs.tps;
                 struct timeval tv = {us / 1000000, us % 1000000};
-                evtimer_add(c->timer, &tv);
+                evtimer_add(r->timer, &tv);
                 evbuffer_free(ev);
                 return;
             }
             continue;
         }
-        av_sim_event_finish(ev, &c->req);
-        send_chunk(c, ev);
-        if (c->req.include_usage) {
-            av_sim_event_usage(ev, &c->req);
-            send_chunk(c, ev);
+        av_sim_event_finish(ev, &r->req);
+        send_event(r, ev);
+        if (r->req.include_usage) {
+            av_sim_event_usage(ev, &r->req);
+            send_event(r, ev);
         }
         av_sim_event_done(ev);
-        send_chunk(c, ev);
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        send_event(r, ev);
         evbuffer_free(ev);
-        request_done(c);
+        finish(r);
         return;
-    } while (1);
+    }
 }
 
-static void send_stats(sim_conn_t *c)
+static void send_stats(sim_req_t *r)
 {
-    sim_stats_t *st = &c->sim->stats;
+    const sim_stats_t *st = &r->sim->stats;
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b,
-                        "{\"connections_total\":%llu,\"connections_open\":%llu,\"requests_total\":%llu,"
-                        "\"requests_in_flight\":%llu,\"streams_total\":%llu,\"streams_cancelled\":%llu,"
-                        "\"streams_dropped\":%llu,\"errors_injected\":%llu}\n",
-                        (unsigned long long)st->connections_total, (unsigned long long)st->connections_open,
-                        (unsigned long long)st->requests_total, (unsigned long long)st->requests_in_flight,
-                        (unsigned long long)st->streams_total, (unsigned long long)st->streams_cancelled,
-                        (unsigned long long)st->streams_dropped, (unsigned long long)st->errors_injected);
-    send_full(c, 200, "application/json", b);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } f[] = {
+        {"connections_total", st->connections_total},
+        {"connections_open", st->connections_open},
+        {"tls_connections_total", st->tls_connections_total},
+        {"requests_total", st->requests_total},
+        {"requests_in_flight", st->requests_in_flight},
+        {"streams_total", st->streams_total},
+        {"streams_cancelled", st->streams_cancelled},
+        {"streams_dropped", st->streams_dropped},
+        {"errors_injected", st->errors_injected},
+        {"h2_connections_total", st->h2_connections_total},
+        {"h2_streams_total", st->h2_streams_total},
+        {"h2_streams_max_concurrent", st->h2_streams_max_concurrent},
+        {"h2_goaways_sent", st->h2_goaways_sent},
+    };
+    for (size_t i = 0; i < AV_NELEMS(f); i++)
+        evbuffer_add_printf(b, "%s\"%s\":%llu", i ? "," : "{", f[i].name, (unsigned long long)f[i].v);
+    evbuffer_add(b, "}\n", 2);
+    send_full(r, 200, "application/json", b);
 }
 
-static void send_models(sim_conn_t *c)
+static void send_models(sim_req_t *r)
 {
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
-    const char *p = c->sim->models;
+    const char *p = r->sim->models;
     int first = 1;
     while (*p) {
         size_t n = strcspn(p, ",");
@@ -289,40 +278,40 @@ static void send_models(sim_conn_t *c)
             p++;
     }
     evbuffer_add(b, "]}\n", 3);
-    send_full(c, 200, "application/json", b);
+    send_full(r, 200, "application/json", b);
 }
 
-static void handle(sim_conn_t *c)
+void sim_req_handle(sim_req_t *r)
 {
-    sim_t *s = c->sim;
+    sim_t *s = r->sim;
     s->stats.requests_total++;
     s->stats.requests_in_flight++;
-    c->phase = HEAD_WAIT;
-    c->knobs = s->knobs;
-    for (int i = 0; i < c->nhdrs; i++)
-        if (strncasecmp(hdr_name(c, i), "x-sim-", 6) == 0) {
+    r->phase = SIM_HEAD_WAIT;
+    r->knobs = s->knobs;
+    for (int i = 0; i < r->nhdrs; i++)
+        if (strncasecmp(hdr_name(r, i), "x-sim-", 6) == 0) {
             char name[64];
-            size_t n = c->hdrs[i].name_len < 63 ? c->hdrs[i].name_len : 63;
+            size_t n = r->hdrs[i].name_len < 63 ? r->hdrs[i].name_len : 63;
             for (size_t k = 0; k < n; k++)
-                name[k] = (char)(hdr_name(c, i)[k] | 0x20);
+                name[k] = (char)(hdr_name(r, i)[k] | 0x20);
             name[n] = '\0';
-            if (av_sim_knob_header(&c->knobs, name, hdr_val(c, i)) != 0) {
+            if (av_sim_knob_header(&r->knobs, name, hdr_val(r, i)) != 0) {
                 char msg[128];
                 snprintf(msg, sizeof(msg), "bad value for %s", name);
-                send_error(c, 400, msg);
+                send_error(r, 400, msg);
                 return;
             }
         }
     char path[2048];
-    size_t plen = strcspn(c->url, "?");
-    snprintf(path, sizeof(path), "%.*s", (int)plen, c->url);
-    int post = c->parser.method == HTTP_POST;
+    size_t plen = strcspn(r->url, "?");
+    snprintf(path, sizeof(path), "%.*s", (int)plen, r->url);
+    int post = strcmp(r->method, "POST") == 0;
     if (strcmp(path, "/sim/stats") == 0) {
-        send_stats(c);
+        send_stats(r);
         return;
     }
-    if (strcmp(path, "/v1/models") == 0 && c->parser.method == HTTP_GET) {
-        send_models(c);
+    if (strcmp(path, "/v1/models") == 0 && strcmp(r->method, "GET") == 0) {
+        send_models(r);
         return;
     }
     av_sim_kind_t kind = 0;
@@ -333,232 +322,149 @@ static void handle(sim_conn_t *c)
     else if (strcmp(path, "/v1/embeddings") == 0)
         kind = AV_SIM_EMBEDDINGS;
     if (kind == 0) {
-        send_error(c, 404, "no such endpoint on aviary-sim");
+        send_error(r, 404, "no such endpoint on aviary-sim");
         return;
     }
     if (!post) {
-        send_error(c, 405, "use POST");
+        send_error(r, 405, "use POST");
         return;
     }
-    if (c->knobs.echo) {
-        send_echo(c);
+    if (r->knobs.echo) {
+        send_echo(r);
         return;
     }
-    if (c->knobs.status != 0 && c->knobs.status != 200) {
+    if (r->knobs.status != 0 && r->knobs.status != 200) {
         s->stats.errors_injected++;
-        send_error(c, c->knobs.status, "status forced by x-sim-status");
+        send_error(r, r->knobs.status, "status forced by x-sim-status");
         return;
     }
-    if (c->knobs.rate_429 > 0 && rng_unit(s) < c->knobs.rate_429) {
+    if (r->knobs.rate_429 > 0 && rng_unit(s) < r->knobs.rate_429) {
         s->stats.errors_injected++;
-        send_error(c, 429, "simulated rate limit");
+        send_error(r, 429, "simulated rate limit");
         return;
     }
-    if (c->knobs.error_rate > 0 && rng_unit(s) < c->knobs.error_rate) {
+    if (r->knobs.error_rate > 0 && rng_unit(s) < r->knobs.error_rate) {
         s->stats.errors_injected++;
-        send_error(c, 500, "simulated server error");
+        send_error(r, 500, "simulated server error");
         return;
     }
     char err[256];
-    size_t blen = evbuffer_get_length(c->body);
-    if (av_sim_parse(&c->req, kind, (const char *)evbuffer_pullup(c->body, -1), blen, &c->knobs, err,
+    size_t blen = evbuffer_get_length(r->body);
+    if (av_sim_parse(&r->req, kind, (const char *)evbuffer_pullup(r->body, -1), blen, &r->knobs, err,
                      sizeof(err)) != 0) {
-        send_error(c, 400, err);
+        send_error(r, 400, err);
         return;
     }
-    c->req.id = ++s->next_id;
-    c->req.created = (int64_t)time(NULL);
-    c->sent_tokens = c->sent_events = 0;
-    if (c->knobs.latency_ms > 0) {
-        struct timeval tv = {c->knobs.latency_ms / 1000, (c->knobs.latency_ms % 1000) * 1000};
-        evtimer_add(c->timer, &tv);
+    r->req.id = ++s->next_id;
+    r->req.created = (int64_t)time(NULL);
+    r->sent_tokens = r->sent_events = 0;
+    if (r->knobs.latency_ms > 0) {
+        struct timeval tv = {r->knobs.latency_ms / 1000, (r->knobs.latency_ms % 1000) * 1000};
+        evtimer_add(r->timer, &tv);
         return;
     }
-    timer_cb(-1, 0, c);
+    timer_cb(-1, 0, r);
 }
 
-/* ---- request parsing ---- */
+/* ---- connections: TLS handshake and ALPN, or the h2c preface ---- */
 
-static int on_message_begin(http_parser *p)
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+static void pending_free(struct bufferevent *bev, sim_t *s)
 {
-    sim_conn_t *c = p->data;
-    c->urllen = c->hlen = 0;
-    c->nhdrs = 0;
-    c->in_value = 0;
-    c->bad = 0;
-    evbuffer_drain(c->body, evbuffer_get_length(c->body));
-    return 0;
+    s->stats.connections_open--;
+    bufferevent_free(bev);
 }
 
-static int on_url(http_parser *p, const char *at, size_t n)
-{
-    sim_conn_t *c = p->data;
-    if (c->urllen + n >= sizeof(c->url))
-        return -1;
-    memcpy(c->url + c->urllen, at, n);
-    c->urllen += n;
-    c->url[c->urllen] = '\0';
-    return 0;
-}
-
-static int hbuf_add(sim_conn_t *c, const char *at, size_t n)
-{
-    if (c->hlen + n + 1 >= SIM_HBUF)
-        return -1;
-    memcpy(c->hbuf + c->hlen, at, n);
-    c->hlen += n;
-    c->hbuf[c->hlen] = '\0';
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n)
-{
-    sim_conn_t *c = p->data;
-    if (c->in_value || c->nhdrs == 0) {
-        if (c->nhdrs == SIM_MAX_HEADERS)
-            return -1;
-        if (c->nhdrs > 0)
-            c->hlen++; /* keep the previous value's NUL */
-        c->hdrs[c->nhdrs++] = (sim_hdr_t){(uint16_t)c->hlen, 0, 0, 0};
-        c->in_value = 0;
-    }
-    if (hbuf_add(c, at, n) != 0)
-        return -1;
-    c->hdrs[c->nhdrs - 1].name_len += (uint16_t)n;
-    return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n)
-{
-    sim_conn_t *c = p->data;
-    sim_hdr_t *h = &c->hdrs[c->nhdrs - 1];
-    if (!c->in_value) {
-        c->hlen++;
-        h->val_off = (uint16_t)c->hlen;
-        c->in_value = 1;
-    }
-    if (hbuf_add(c, at, n) != 0)
-        return -1;
-    h->val_len += (uint16_t)n;
-    return 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    sim_conn_t *c = p->data;
-    c->keepalive = http_should_keep_alive(p);
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    sim_conn_t *c = p->data;
-    if (evbuffer_get_length(c->body) + n > SIM_MAX_BODY)
-        return -1;
-    evbuffer_add(c->body, at, n);
-    return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-static void read_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
-
-static void write_done_cb(struct bufferevent *bev, void *arg)
-{
-    conn_free(arg);
-}
-
-static void close_after_flush(sim_conn_t *c)
-{
-    c->phase = CLOSING;
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_setcb(c->bev, NULL, write_done_cb, event_cb, c);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        conn_free(c);
-}
-
-static void request_done(sim_conn_t *c)
-{
-    c->sim->stats.requests_in_flight--;
-    if (!c->keepalive) {
-        close_after_flush(c);
-        return;
-    }
-    c->phase = IDLE;
-    http_parser_pause(&c->parser, 0);
-    read_cb(c->bev, c);
-}
-
-/* Parses buffered input up to the end of one request, then answers it. */
-static void read_cb(struct bufferevent *bev, void *arg)
-{
-    sim_conn_t *c = arg;
-    if (c->phase != IDLE)
-        return;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    while (evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        size_t n = http_parser_execute(&c->parser, &settings, v.iov_base, v.iov_len);
-        evbuffer_drain(in, n);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        if (e == HPE_PAUSED) {
-            handle(c); /* may free c */
-            return;
-        }
-        if (e != HPE_OK) {
-            c->keepalive = 0;
-            c->sim->stats.requests_in_flight++;
-            c->phase = HEAD_WAIT;
-            send_error(c, 400, http_errno_description(e));
-            return;
-        }
-    }
-}
-
-static void event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    conn_free(arg);
-}
-
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
-                      void *arg)
+/* Cleartext: HTTP/2 when the connection opens with the preface, else HTTP/1.1. */
+static void sniff_cb(struct bufferevent *bev, void *arg)
 {
     sim_t *s = arg;
-    sim_conn_t *c = av_calloc(1, sizeof(*c));
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n = evbuffer_get_length(in), want = sizeof(h2_preface) - 1;
+    size_t k = n < want ? n : want;
+    int match = memcmp(evbuffer_pullup(in, (ssize_t)k), h2_preface, k) == 0;
+    if (match && n < want)
+        return; /* more of the preface to come */
+    if (match && s->h2)
+        sim_h2_start(s, bev);
+    else
+        sim_h1_start(s, bev);
+}
+
+static void pending_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    sim_t *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* the TLS handshake is done: ALPN decides */
+        const unsigned char *proto = NULL;
+        unsigned len = 0;
+        SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
+        if (len == 2 && memcmp(proto, "h2", 2) == 0)
+            sim_h2_start(s, bev);
+        else
+            sim_h1_start(s, bev);
+        return;
+    }
+    pending_free(bev, s);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    sim_t *s = arg;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->sim = s;
-    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    c->body = evbuffer_new();
-    c->timer = evtimer_new(s->base, timer_cb, c);
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 1u << 20);
-    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     s->stats.connections_total++;
     s->stats.connections_open++;
+    struct bufferevent *bev;
+    if (s->tls != NULL) {
+        s->stats.tls_connections_total++;
+        bev = bufferevent_openssl_socket_new(s->base, fd, SSL_new(s->tls), BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_setcb(bev, NULL, NULL, pending_event_cb, s);
+    } else {
+        bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_setcb(bev, sniff_cb, NULL, pending_event_cb, s);
+    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                   unsigned inlen, void *arg)
+{
+    (void)ssl;
+    sim_t *s = arg;
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    const unsigned char *offer = s->h2 ? both : both + 3;
+    unsigned offer_len = s->h2 ? sizeof(both) - 1 : sizeof(both) - 4;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, offer, offer_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *tls_ctx(sim_t *s, const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        char buf[256];
+        ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+        fprintf(stderr, "aviary-sim: TLS certificate %s, key %s: %s\n", cert, key, buf);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, s);
+    return ctx;
 }
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
+    (void)sig;
+    (void)what;
     event_base_loopexit(arg, NULL);
 }
 
@@ -578,10 +484,29 @@ static void usage(FILE *f)
             "      --seed N             output text seed (x-sim-seed)\n"
             "      --echo               answer with the request received (x-sim-echo: 1)\n"
             "      --models LIST        comma-separated names for GET /v1/models (default sim-1)\n"
+            "      --tls-cert FILE      serve TLS with this certificate chain (PEM)...\n"
+            "      --tls-key FILE       ...and this key; ALPN offers h2 and http/1.1\n"
+            "      --no-h2              HTTP/1.1 only (no h2c preface, no h2 in ALPN)\n"
+            "      --h2-max-streams N   HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (default 100)\n"
+            "      --h2-goaway-after N  HTTP/2: send GOAWAY after N streams on a connection; streams\n"
+            "                           the client opened past it are refused (default 0: never)\n"
             "  -h, --help               this help\n"
             "      --version            print the version\n\n"
-            "Per request: x-sim-status (force a status), x-sim-drop-after N (close a stream after\n"
-            "N events), x-sim-no-usage 1. GET /sim/stats counts connections, requests and streams.\n");
+            "Cleartext connections that open with the HTTP/2 preface speak h2c; others HTTP/1.1.\n"
+            "Per request: x-sim-status (force a status), x-sim-drop-after N (cut a stream after\n"
+            "N events: the connection closes, or the HTTP/2 stream is reset), x-sim-no-usage 1.\n"
+            "GET /sim/stats counts connections (TLS, HTTP/2), requests and streams.\n");
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -589,16 +514,23 @@ int main(int argc, char **argv)
     sim_t s = {0};
     av_sim_knobs_default(&s.knobs);
     s.models = "sim-1";
-    const char *listen = "127.0.0.1:8000", *port_file = NULL;
-    enum { O_PORTFILE = 256, O_LAT, O_TTFT, O_TPS, O_TOK, O_ERR, O_429, O_SEED, O_ECHO, O_MODELS, O_VER };
+    s.h2 = 1;
+    s.h2_max_streams = 100;
+    const char *listen = "127.0.0.1:8000", *port_file = NULL, *cert = NULL, *key = NULL;
+    enum {
+        O_PORTFILE = 256, O_LAT, O_TTFT, O_TPS, O_TOK, O_ERR, O_429, O_SEED, O_ECHO, O_MODELS, O_VER,
+        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY
+    };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'}, {"port-file", required_argument, NULL, O_PORTFILE},
         {"latency-ms", required_argument, NULL, O_LAT}, {"ttft-ms", required_argument, NULL, O_TTFT},
         {"tps", required_argument, NULL, O_TPS}, {"tokens", required_argument, NULL, O_TOK},
         {"error-rate", required_argument, NULL, O_ERR}, {"rate-429", required_argument, NULL, O_429},
         {"seed", required_argument, NULL, O_SEED}, {"echo", no_argument, NULL, O_ECHO},
-        {"models", required_argument, NULL, O_MODELS}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, O_VER}, {NULL, 0, NULL, 0},
+        {"models", required_argument, NULL, O_MODELS}, {"tls-cert", required_argument, NULL, O_CERT},
+        {"tls-key", required_argument, NULL, O_KEY}, {"no-h2", no_argument, NULL, O_NOH2},
+        {"h2-max-streams", required_argument, NULL, O_H2MAX}, {"h2-goaway-after", required_argument, NULL, O_GOAWAY},
+        {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, O_VER}, {NULL, 0, NULL, 0},
     };
     static const char *const knob_headers[] = {
         [O_LAT - O_LAT] = "x-sim-latency-ms", [O_TTFT - O_LAT] = "x-sim-ttft-ms",
@@ -607,12 +539,30 @@ int main(int argc, char **argv)
         [O_SEED - O_LAT] = "x-sim-seed",
     };
     int o;
+    uint64_t v;
     while ((o = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
         switch (o) {
         case 'l': listen = optarg; break;
         case O_PORTFILE: port_file = optarg; break;
         case O_ECHO: s.knobs.echo = 1; break;
         case O_MODELS: s.models = optarg; break;
+        case O_CERT: cert = optarg; break;
+        case O_KEY: key = optarg; break;
+        case O_NOH2: s.h2 = 0; break;
+        case O_H2MAX:
+            if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v == 0) {
+                fprintf(stderr, "aviary-sim: --h2-max-streams wants a number from 1 to %u: %s\n", UINT32_MAX, optarg);
+                return 2;
+            }
+            s.h2_max_streams = (uint32_t)v;
+            break;
+        case O_GOAWAY:
+            if (parse_u64(optarg, UINT32_MAX, &v) != 0) {
+                fprintf(stderr, "aviary-sim: --h2-goaway-after wants a number: %s\n", optarg);
+                return 2;
+            }
+            s.h2_goaway_after = v;
+            break;
         case 'h': usage(stdout); return 0;
         case O_VER: printf("aviary-sim %s\n", AV_VERSION); return 0;
         case O_LAT: case O_TTFT: case O_TPS: case O_TOK: case O_ERR: case O_429: case O_SEED:
@@ -628,7 +578,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "aviary-sim: unexpected argument: %s\n", argv[optind]);
         return 2;
     }
+    if ((cert == NULL) != (key == NULL)) {
+        fprintf(stderr, "aviary-sim: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
+    if (cert != NULL && (s.tls = tls_ctx(&s, cert, key)) == NULL)
+        return 2;
     s.rng = s.knobs.seed * 0x9e3779b97f4a7c15ull | 1;
     struct sockaddr_storage ss;
     unsigned sslen;
@@ -657,7 +613,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    fprintf(stderr, "aviary-sim: listening on port %d\n", port);
+    fprintf(stderr, "aviary-sim: listening on port %d (%s%s)\n", port, s.tls ? "TLS, " : "",
+            s.h2 ? (s.tls ? "h2 and HTTP/1.1 by ALPN" : "HTTP/1.1 and h2c") : "HTTP/1.1");
     struct event *sigterm = evsignal_new(s.base, SIGTERM, signal_cb, s.base);
     struct event *sigint = evsignal_new(s.base, SIGINT, signal_cb, s.base);
     evsignal_add(sigterm, NULL);
@@ -667,5 +624,6 @@ int main(int argc, char **argv)
     event_free(sigint);
     evconnlistener_free(l);
     event_base_free(s.base);
+    SSL_CTX_free(s.tls);
     return 0;
 }
