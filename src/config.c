@@ -345,21 +345,69 @@ static const kspec_t backend_spec[] = {
     {"first_byte_timeout_ms", K_INT, offsetof(av_backend_t, first_byte_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
     {"read_timeout_ms", K_INT, offsetof(av_backend_t, read_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
     {"idle_timeout_ms", K_INT, offsetof(av_backend_t, idle_timeout_ms), 1, 3600000, 60000, NULL, 0, NULL, NULL},
+    {"ping_interval_ms", K_INT, offsetof(av_backend_t, ping_interval_ms), 100, 3600000, 30000, NULL, 0, NULL, NULL},
     {"api_key_env", K_STR, offsetof(av_backend_t, api_key_env), 1, 0, 0, NULL, 0, NULL, NULL},
     {"api_key_header", K_STR, offsetof(av_backend_t, api_key_header), 1, 0, 0, "authorization", 0, NULL, NULL},
     {"forward_authorization", K_BOOL, offsetof(av_backend_t, forward_authorization), 0, 1, 0, NULL, 0, NULL, NULL},
     {"headers", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_headers},
+    {"tls_verify", K_BOOL, offsetof(av_backend_t, tls_verify), 0, 1, 1, NULL, 0, NULL, NULL},
+    {"tls_ca_file", K_STR, offsetof(av_backend_t, tls_ca_file), 1, 0, 0, NULL, 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+/* The backend's TLS context, owned by this generation; checks that the
+ * protocol, the scheme and the TLS keys agree. */
+static int load_backend_tls(ctx_t *x, const cJSON *e, av_backend_t *b)
+{
+    if (b->protocol == AV_PROTO_H2 && !b->tls) {
+        push_key(x, "protocol");
+        return fail(x, "\"h2\" is HTTP/2 over TLS and needs an https:// url; use \"h2c\" for cleartext HTTP/2");
+    }
+    if (b->protocol == AV_PROTO_H2C && b->tls) {
+        push_key(x, "protocol");
+        return fail(x, "\"h2c\" is cleartext HTTP/2 and needs an http:// url; use \"h2\" over https://");
+    }
+    const cJSON *verify = cJSON_GetObjectItemCaseSensitive(e, "tls_verify");
+    if (!b->tls) {
+        if (verify != NULL || b->tls_ca_file != NULL) {
+            push_key(x, verify != NULL ? "tls_verify" : "tls_ca_file");
+            return fail(x, "applies to https:// backends only");
+        }
+        return 0;
+    }
+    if (b->tls_ca_file != NULL) {
+        b->tls_ca_file = relative_to(x, x->cfg->dir, b->tls_ca_file);
+        if (access(b->tls_ca_file, R_OK) != 0) {
+            push_key(x, "tls_ca_file");
+            return fail(x, "cannot read \"%s\": %s", b->tls_ca_file, strerror(errno));
+        }
+    }
+    char why[512];
+    b->tls_ctx = av_tls_client_ctx(b->tls_ca_file, b->tls_verify, b->protocol == AV_PROTO_H2 ? "h2" : "http/1.1",
+                                   why, sizeof(why));
+    if (b->tls_ctx == NULL) {
+        push_key(x, b->tls_ca_file != NULL ? "tls_ca_file" : "url");
+        return fail(x, "%s", why);
+    }
+    av_arena_on_free(x->cfg->arena, free_tls_ctx, b->tls_ctx);
+    if (!b->tls_verify)
+        AV_WARN("backend %s: \"tls_verify\": false: its certificate and name are not checked; anyone on the "
+                "path can read and change its traffic", b->name);
+    return 0;
+}
+
 static int parse_url(ctx_t *x, av_backend_t *b)
 {
-    const char *u = b->url;
-    if (strncmp(u, "https://", 8) == 0)
-        return fail(x, "https:// backends need TLS, which this build does not have yet; use http://");
-    if (strncmp(u, "http://", 7) != 0)
-        return fail(x, "\"%s\" must start with http://", u);
-    const char *hp = u + 7, *slash = strchr(hp, '/');
+    const char *u = b->url, *hp;
+    if (strncmp(u, "https://", 8) == 0) {
+        b->tls = 1;
+        hp = u + 8;
+    } else if (strncmp(u, "http://", 7) == 0) {
+        hp = u + 7;
+    } else {
+        return fail(x, "\"%s\" must start with http:// or https://", u);
+    }
+    const char *slash = strchr(hp, '/');
     size_t hplen = slash ? (size_t)(slash - hp) : strlen(hp);
     if (hplen == 0 || hplen > 255)
         return fail(x, "\"%s\" has no host", u);
@@ -367,15 +415,20 @@ static int parse_url(ctx_t *x, av_backend_t *b)
     memcpy(hostport, hp, hplen);
     hostport[hplen] = '\0';
     int has_port = strrchr(hostport, ':') != NULL && strrchr(hostport, ']') < strrchr(hostport, ':');
+    const char *host_end = has_port ? strrchr(hp, ':') : hp + hplen;
+    if (hp[0] == '[') /* [v6]: the name to verify has no brackets */
+        b->tls_name = av_arena_strndup(x->cfg->arena, hp + 1, (size_t)(host_end - hp) - 2);
+    else
+        b->tls_name = av_arena_strndup(x->cfg->arena, hp, (size_t)(host_end - hp));
     if (!has_port)
-        strcat(hostport, ":80");
+        strcat(hostport, b->tls ? ":443" : ":80");
     if (av_parse_hostport(hostport, 1, 0, &b->addr, &b->addrlen) != 0)
         return fail(x, "cannot resolve \"%s\"", hostport);
     b->host_header = av_arena_strndup(x->cfg->arena, hp, hplen);
     /* per backend, not per address: each backend's max_connections holds on its own */
-    size_t klen = strlen(b->name) + strlen(hostport) + 2;
+    size_t klen = strlen(b->name) + strlen(hostport) + 16;
     char *key = av_arena_alloc(x->cfg->arena, klen);
-    snprintf(key, klen, "%s@%s", b->name, hostport);
+    snprintf(key, klen, "%s@%s/%s%s", b->name, hostport, b->protocol_name, b->tls ? "+tls" : "");
     b->pool_key = key;
     const char *path = slash ? slash : "";
     size_t plen = strlen(path);
@@ -407,10 +460,13 @@ static int c_backends(ctx_t *x, const cJSON *v, void *base)
         push_key(x, "protocol");
         if (strcmp(proto, "http1") == 0)
             b->protocol = AV_PROTO_HTTP1;
-        else if (strcmp(proto, "h2") == 0 || strcmp(proto, "h2c") == 0)
-            return fail(x, "\"%s\" backends are not in this build yet; use \"http1\"", proto);
+        else if (strcmp(proto, "h2") == 0)
+            b->protocol = AV_PROTO_H2;
+        else if (strcmp(proto, "h2c") == 0)
+            b->protocol = AV_PROTO_H2C;
         else
-            return fail(x, "\"%s\" is not a protocol (use \"http1\")", proto);
+            return fail(x, "\"%s\" is not a protocol (use \"http1\", \"h2\" for HTTP/2 over TLS or \"h2c\" "
+                           "for cleartext HTTP/2)", proto);
         pop(x);
         b->name = dup_str(x, e->string);
         b->index = (int)i;
@@ -419,6 +475,9 @@ static int c_backends(ctx_t *x, const cJSON *v, void *base)
         if (rc != 0)
             return rc;
         pop(x);
+        rc = load_backend_tls(x, e, b);
+        if (rc != 0)
+            return rc;
         if (b->api_key_env != NULL) {
             push_key(x, "api_key_env");
             const char *key = getenv(b->api_key_env);

@@ -23,7 +23,7 @@ typedef struct {
     int http2;                           /* offer h2 (ALPN) / accept h2c prior knowledge */
 } av_listen_t;
 
-enum { AV_PROTO_HTTP1 = 1 };
+enum { AV_PROTO_HTTP1 = 1, AV_PROTO_H2, AV_PROTO_H2C };
 
 typedef struct av_backend_s {
     const char *name;
@@ -33,11 +33,17 @@ typedef struct av_backend_s {
     const char *protocol_name;
     const char *host_header;             /* "host" or "host:port" as sent in Host */
     const char *base_path;               /* "" or "/prefix" without a trailing slash */
-    const char *pool_key;                /* "name@host:port": one pool per backend and address */
+    const char *pool_key;                /* "name@host:port/protocol": one pool per backend, address and protocol */
+    int tls;                             /* https:// */
+    const char *tls_name;                /* the URL's host: SNI and the name the certificate must carry */
+    int tls_verify;                      /* 0 only when the config says "tls_verify": false */
+    const char *tls_ca_file;             /* NULL: the system store */
+    SSL_CTX *tls_ctx;                    /* this generation's; NULL for http:// */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int64_t max_connections;
     int64_t connect_timeout_ms, first_byte_timeout_ms, read_timeout_ms, idle_timeout_ms;
+    int64_t ping_interval_ms;            /* HTTP/2: PING an idle connection this often */
     const char *api_key_env;
     const char *api_key;                 /* secret: never logged */
     const char *api_key_header;          /* "authorization" sends "Bearer KEY" */

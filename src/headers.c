@@ -2,7 +2,10 @@
  * (the client's Authorization, the backend key) cross only as configured. */
 #include "headers.h"
 
+#include <ctype.h>
 #include <event2/buffer.h>
+#include <http_parser.h>
+#include <nghttp2/nghttp2.h>
 #include <string.h>
 #include <strings.h>
 
@@ -173,6 +176,74 @@ void av_headers_backend_request(struct evbuffer *out, const av_req_t *req, const
     p = AV_PUT_LIT(p, "Connection: keep-alive\r\n\r\n");
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     evbuffer_commit_space(out, &v, 1);
+}
+
+static char *lower_dup(av_arena_t *a, const char *s, size_t n)
+{
+    char *d = av_arena_alloc(a, n + 1);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (char)tolower((unsigned char)s[i]);
+    d[n] = '\0';
+    return d;
+}
+
+size_t av_headers_backend_nv(const av_req_t *req, const av_backend_t *b, size_t body_len, nghttp2_nv **out)
+{
+    av_arena_t *a = req->arena;
+    size_t cap = req->headers.n + b->nheaders + 12, n = 0;
+    nghttp2_nv *nv = av_arena_alloc(a, cap * sizeof(*nv));
+#define NV(nm, nl, val, vl) \
+    nv[n++] = (nghttp2_nv){(uint8_t *)(nm), (uint8_t *)(val), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
+    size_t base_len = strlen(b->base_path);
+    char *path = av_arena_alloc(a, base_len + req->target_len + 1);
+    memcpy(path, b->base_path, base_len);
+    memcpy(path + base_len, req->target, req->target_len);
+    NV(":method", 7, req->method_str, strlen(req->method_str));
+    NV(":scheme", 7, b->tls ? "https" : "http", b->tls ? 5u : 4u);
+    NV(":authority", 10, b->host_header, strlen(b->host_header));
+    NV(":path", 5, path, base_len + req->target_len);
+    const av_header_t *xff = NULL;
+    for (size_t i = 0; i < req->headers.n; i++) {
+        const av_header_t *e = &req->headers.v[i];
+        if (av_streq_ci(e->name, e->name_len, "x-forwarded-for") && xff == NULL)
+            xff = e;
+        if (av_header_is_hop(&req->headers, e->name, e->name_len) || replaced(e, b))
+            continue;
+        NV(lower_dup(a, e->name, e->name_len), e->name_len, e->value, e->value_len);
+    }
+    size_t ip_len = strlen(req->client_ip), xlen = ip_len + (xff ? xff->value_len + 2 : 0);
+    char *x = av_arena_alloc(a, xlen + 1), *p = x;
+    if (xff != NULL) {
+        p = av_put(p, xff->value, xff->value_len);
+        p = AV_PUT_LIT(p, ", ");
+    }
+    av_put(p, req->client_ip, ip_len);
+    NV("x-forwarded-for", 15, x, xlen);
+    NV("x-forwarded-proto", 17, req->tls ? "https" : "http", req->tls ? 5u : 4u);
+    NV("x-request-id", 12, req->id, strlen(req->id));
+    if (b->api_key != NULL) {
+        size_t key_len = strlen(b->api_key);
+        if (strcasecmp(b->api_key_header, "authorization") == 0) {
+            char *v = av_arena_alloc(a, key_len + 8);
+            memcpy(v, "Bearer ", 7);
+            memcpy(v + 7, b->api_key, key_len);
+            NV("authorization", 13, v, key_len + 7);
+        } else {
+            size_t hl = strlen(b->api_key_header);
+            NV(lower_dup(a, b->api_key_header, hl), hl, b->api_key, key_len);
+        }
+    }
+    for (size_t i = 0; i < b->nheaders; i++) {
+        size_t hl = strlen(b->headers[i].name);
+        NV(lower_dup(a, b->headers[i].name, hl), hl, b->headers[i].value, strlen(b->headers[i].value));
+    }
+    if (body_len > 0 || req->method == HTTP_POST || req->method == HTTP_PUT || req->method == HTTP_PATCH) {
+        char *cl = av_arena_alloc(a, AV_PUT_NUM_MAX);
+        NV("content-length", 14, cl, (size_t)(av_put_u64(cl, body_len) - cl));
+    }
+#undef NV
+    *out = nv;
+    return n;
 }
 
 int av_header_forward_response(const av_headers_t *resp, const av_header_t *hdr)

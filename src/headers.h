@@ -3,6 +3,8 @@
 #ifndef AV_HEADERS_H
 #define AV_HEADERS_H
 
+#include <nghttp2/nghttp2.h>
+
 #include "config.h"
 #include "req_t.h"
 
@@ -23,6 +25,11 @@ int av_request_id_valid(const char *s, size_t len);
  * (already rewritten) is body_len bytes long. */
 void av_headers_backend_request(struct evbuffer *out, const av_req_t *req, const av_backend_t *b,
                                 size_t body_len);
+
+/* The same request as HTTP/2 fields for backend b: pseudo-headers first,
+ * names in lower case, everything allocated in the request's arena (nghttp2
+ * copies them). Returns the number of fields in *out. */
+size_t av_headers_backend_nv(const av_req_t *req, const av_backend_t *b, size_t body_len, nghttp2_nv **out);
 
 /* Whether a backend response header goes on to the client. */
 int av_header_forward_response(const av_headers_t *resp, const av_header_t *hdr);

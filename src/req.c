@@ -21,6 +21,7 @@
 #include "worker.h"
 
 const char AV_ERR_CONNECT[] = "connect_failed";
+const char AV_ERR_TLS[] = "backend_tls_failed";
 const char AV_ERR_CONNECT_TIMEOUT[] = "connect_timeout";
 const char AV_ERR_FIRST_BYTE_TIMEOUT[] = "first_byte_timeout";
 const char AV_ERR_READ_TIMEOUT[] = "read_timeout";
@@ -101,7 +102,7 @@ static void kpi_write(av_req_t *req)
 
 void av_req_free(av_req_t *req)
 {
-    if (req->up != NULL || req->waiting)
+    if (req->up != NULL || req->up2 != NULL || req->waiting)
         av_upstream_cancel(req);
     if (req->ran && !req->finished && req->error == NULL) {
         req->error = AV_ERR_CLIENT_ABORT;
@@ -272,18 +273,20 @@ void av_req_run(av_req_t *req)
     req->variant = &route->variants[0];
     if (rewrite_body(req) != 0)
         return;
-    req->backend_out = evbuffer_new();
-    av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
-    size_t blen = evbuffer_get_length(req->body);
-    av_headers_backend_request(req->backend_out, req, req->variant->backend, blen);
-    evbuffer_add_buffer(req->backend_out, req->body);
+    if (req->variant->backend->protocol == AV_PROTO_HTTP1) { /* HTTP/2 sends fields and req->body */
+        req->backend_out = evbuffer_new();
+        av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
+        size_t blen = evbuffer_get_length(req->body);
+        av_headers_backend_request(req->backend_out, req, req->variant->backend, blen);
+        evbuffer_add_buffer(req->backend_out, req->body);
+    }
     av_upstream_send(req);
 }
 
 void av_req_client_gone(av_req_t *req)
 {
     req->client_gone = 1;
-    if (req->up != NULL || req->waiting)
+    if (req->up != NULL || req->up2 != NULL || req->waiting)
         av_upstream_cancel(req);
     if (!req->finished && req->ran) {
         req->error = AV_ERR_CLIENT_ABORT;
@@ -295,7 +298,7 @@ void av_req_client_gone(av_req_t *req)
 
 void av_req_client_drained(av_req_t *req)
 {
-    if (req->up != NULL)
+    if (req->up != NULL || req->up2 != NULL)
         av_upstream_resume(req);
 }
 
@@ -341,6 +344,10 @@ void av_req_backend_error(av_req_t *req, const char *err)
     if (!req->head_sent) {
         if (err == AV_ERR_CONNECT)
             av_req_respond_error(req, 502, "server_error", err, "backend %s is unreachable", name);
+        else if (err == AV_ERR_TLS)
+            av_req_respond_error(req, 502, "server_error", err,
+                                 "the TLS handshake with backend %s failed (its certificate was not accepted, "
+                                 "or it does not speak TLS); the gateway's log has the reason", name);
         else if (err == AV_ERR_BUSY)
             av_req_respond_error(req, 503, "server_error", err,
                                  "backend %s is at max_connections and no connection freed in time", name);

@@ -9,6 +9,7 @@
 
 /* Error classes passed to av_req_backend_error(), compared by pointer. */
 extern const char AV_ERR_CONNECT[];        /* could not connect: 502 */
+extern const char AV_ERR_TLS[];            /* TLS handshake or certificate check failed: 502 */
 extern const char AV_ERR_CONNECT_TIMEOUT[];/* connect timed out: 504 */
 extern const char AV_ERR_FIRST_BYTE_TIMEOUT[]; /* no answer in time: 504 */
 extern const char AV_ERR_READ_TIMEOUT[];   /* stalled mid-response: 504 or abort */

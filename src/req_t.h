@@ -10,6 +10,7 @@
 typedef struct av_worker_s av_worker_t;
 typedef struct av_req_s av_req_t;
 typedef struct av_upconn_s av_upconn_t;
+typedef struct av_up2_stream_s av_up2_stream_t;
 typedef struct av_config_s av_config_t;
 typedef struct av_arena_s av_arena_t;
 struct evbuffer;
@@ -68,8 +69,9 @@ struct av_req_s {
     void *client_ctx;
 
     /* backend side */
-    av_upconn_t *up;
-    struct evbuffer *backend_out;        /* the request as sent to the backend */
+    av_upconn_t *up;                     /* HTTP/1.1 backend connection */
+    av_up2_stream_t *up2;                /* or HTTP/2 backend stream */
+    struct evbuffer *backend_out;        /* HTTP/1.1: the request as sent to the backend */
     int attempts;
     TAILQ_ENTRY(av_req_s) wait_link;     /* waiting for a pooled connection */
     struct event *wait_timer;

@@ -254,6 +254,7 @@ static void send_stats(sim_req_t *r)
         {"h2_streams_total", st->h2_streams_total},
         {"h2_streams_max_concurrent", st->h2_streams_max_concurrent},
         {"h2_goaways_sent", st->h2_goaways_sent},
+        {"h2_pings_received", st->h2_pings_received},
     };
     for (size_t i = 0; i < AV_NELEMS(f); i++)
         evbuffer_add_printf(b, "%s\"%s\":%llu", i ? "," : "{", f[i].name, (unsigned long long)f[i].v);

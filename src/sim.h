@@ -23,6 +23,7 @@ typedef struct {
     uint64_t requests_total, requests_in_flight, errors_injected;
     uint64_t streams_total, streams_cancelled, streams_dropped; /* SSE responses */
     uint64_t h2_connections_total, h2_streams_total, h2_streams_max_concurrent, h2_goaways_sent;
+    uint64_t h2_pings_received;
 } sim_stats_t;
 
 typedef struct {

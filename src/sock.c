@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -41,7 +43,7 @@ struct av_sock_s {
     int busy;     /* callbacks on the stack */
     unsigned pend; /* PEND_*: deferred callbacks */
     unsigned want_read : 1, read_armed : 1, write_armed : 1, connecting : 1, closed_in : 1, dead : 1,
-        has_rtv : 1, has_wtv : 1, handshaking : 1, read_wants_write : 1, write_wants_read : 1;
+        has_rtv : 1, has_wtv : 1, handshaking : 1, read_wants_write : 1, write_wants_read : 1, tls_client : 1;
 };
 
 static void read_ev(evutil_socket_t fd, short what, void *arg);
@@ -283,6 +285,9 @@ static void tls_fail(av_sock_t *s, int code)
     unsigned long e = ERR_peek_last_error();
     if (code == SSL_ERROR_SYSCALL && e == 0)
         snprintf(s->tls_err, sizeof(s->tls_err), "TLS: %s", errno ? strerror(errno) : "connection closed");
+    else if (s->ssl != NULL && SSL_get_verify_result(s->ssl) != X509_V_OK)
+        snprintf(s->tls_err, sizeof(s->tls_err), "TLS: certificate verify failed: %s",
+                 X509_verify_cert_error_string(SSL_get_verify_result(s->ssl)));
     else
         snprintf(s->tls_err, sizeof(s->tls_err), "TLS: %s", av_tls_error((char[128]){0}, 128));
     ERR_clear_error();
@@ -299,6 +304,31 @@ int av_sock_tls_server(av_sock_t *s, SSL_CTX *ctx)
     SSL_set_accept_state(s->ssl);
     s->handshaking = 1;
     update_read(s);
+    return 0;
+}
+
+int av_sock_tls_client(av_sock_t *s, SSL_CTX *ctx, const char *host)
+{
+    s->ssl = SSL_new(ctx);
+    if (s->ssl == NULL || s->fd < 0 || SSL_set_fd(s->ssl, s->fd) != 1) {
+        tls_fail(s, SSL_ERROR_SSL);
+        return AV_EIO;
+    }
+    SSL_set_connect_state(s->ssl);
+    unsigned char addr[16];
+    int is_ip = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+    if (!is_ip && SSL_set_tlsext_host_name(s->ssl, host) != 1) {
+        tls_fail(s, SSL_ERROR_SSL);
+        return AV_EIO;
+    }
+    if (SSL_CTX_get_verify_mode(ctx) & SSL_VERIFY_PEER) {
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), host) : SSL_set1_host(s->ssl, host);
+        if (ok != 1) {
+            tls_fail(s, SSL_ERROR_SSL);
+            return AV_EIO;
+        }
+    }
+    s->tls_client = 1; /* the handshake starts when the connect is done */
     return 0;
 }
 
@@ -531,6 +561,11 @@ static void write_ev(evutil_socket_t fd, short what, void *arg)
             emit(s, AV_SOCK_ERROR);
             return;
         }
+        if (s->tls_client) { /* CONNECTED once the handshake is done too */
+            s->handshaking = 1;
+            handshake(s);
+            return;
+        }
         enter(s);
         s->on_event(s, AV_SOCK_CONNECTED, s->arg);
         if (leave(s))
@@ -541,6 +576,23 @@ static void write_ev(evutil_socket_t fd, short what, void *arg)
     }
     if (write_some(s) != 0) {
         disarm_write(s);
+        /* the peer may have said why it closed (an HTTP/2 GOAWAY, an error
+         * response): what it sent is read and handed on before the error */
+        if (s->want_read && !s->closed_in && s->on_read != NULL) {
+            size_t total = 0;
+            int err = s->err;
+            if (s->ssl != NULL)
+                read_tls(s, &total);
+            else
+                read_plain(s, &total);
+            s->err = err;
+            if (total > 0) {
+                enter(s);
+                s->on_read(s, s->arg);
+                if (leave(s))
+                    return;
+            }
+        }
         emit(s, AV_SOCK_ERROR);
         return;
     }

@@ -54,6 +54,11 @@ typedef struct ssl_st SSL;
  * (under the read timeout) and CONNECTED follows when it is done. Returns 0,
  * or AV_EIO. */
 int av_sock_tls_server(av_sock_t *s, SSL_CTX *ctx);
+/* Makes a connecting socket (after av_sock_connect) TLS: the handshake runs
+ * once the TCP connect is done, and CONNECTED follows it. host is sent as
+ * SNI (unless it is an IP address) and, when ctx verifies peers, must match
+ * the certificate. Returns 0, or AV_EIO. */
+int av_sock_tls_client(av_sock_t *s, SSL_CTX *ctx, const char *host);
 /* The TLS session, or NULL for cleartext. */
 SSL *av_sock_ssl(const av_sock_t *s);
 

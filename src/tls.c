@@ -1,4 +1,5 @@
-/* tls.c: server-side TLS contexts. */
+/* tls.c: TLS contexts for listeners (server side) and for backends (client
+ * side, verifying). */
 #include "tls.h"
 
 #include <openssl/err.h>
@@ -76,6 +77,44 @@ SSL_CTX *av_tls_server_ctx(const char *cert, const char *key, int h2, char *err,
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+SSL_CTX *av_tls_client_ctx(const char *ca_file, int verify, const char *alpn, char *err, size_t errlen)
+{
+    char why[256];
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cannot make a TLS context: %s", av_tls_error(why, sizeof(why)));
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            snprintf(err, errlen, "cannot load CA certificates from %s: %s",
+                     ca_file != NULL ? ca_file : "the system store", av_tls_error(why, sizeof(why)));
+            SSL_CTX_free(ctx);
+            return NULL;
+        }
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    unsigned char wire[16];
+    size_t n = strlen(alpn);
+    if (n == 0 || n >= sizeof(wire)) {
+        snprintf(err, errlen, "bad ALPN name \"%s\"", alpn);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    wire[0] = (unsigned char)n;
+    memcpy(wire + 1, alpn, n);
+    SSL_CTX_set_alpn_protos(ctx, wire, (unsigned)(n + 1)); /* returns 0 on success */
+    return ctx;
 }
 
 void av_tls_ctx_free(SSL_CTX *ctx)

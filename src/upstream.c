@@ -18,6 +18,7 @@
 #include "log.h"
 #include "req.h"
 #include "sock.h"
+#include "upstream_h2.h"
 #include "worker.h"
 
 #define AV_POOL_MAX_WAITERS 1024
@@ -297,12 +298,16 @@ static void event_cb(av_sock_t *s, int what, void *arg)
             fail(u, AV_ERR_CONNECT_TIMEOUT);
             return;
         }
-        int err = av_sock_error(s);
-        AV_INFO("request %s: connect to backend %s failed: %s", req->id, u->pool->key,
-                evutil_socket_error_to_string(err));
+        int tls = av_sock_ssl(s) != NULL && av_sock_error(s) == EPROTO;
+        if (tls)
+            AV_WARN("request %s: TLS with backend %s failed: %s", req->id, u->pool->key, av_sock_error_str(s));
+        else
+            AV_INFO("request %s: connect to backend %s failed: %s", req->id, u->pool->key, av_sock_error_str(s));
         detach(u);
         conn_close(u);
-        if (req->attempts < 2) /* it never reached the backend: one more try */
+        if (tls) /* a certificate does not get better on a second try */
+            av_req_backend_error(req, AV_ERR_TLS);
+        else if (req->attempts < 2) /* it never reached the backend: one more try */
             av_upstream_send(req);
         else
             av_req_backend_error(req, AV_ERR_CONNECT);
@@ -357,14 +362,16 @@ static void attach(av_upconn_t *u, av_req_t *req)
     av_sock_read(u->sock, 1);
 }
 
-static av_upconn_t *conn_open(av_upstream_t *pool)
+static av_upconn_t *conn_open(av_upstream_t *pool, const av_backend_t *b)
 {
     av_upconn_t *u = av_calloc(1, sizeof(*u));
     u->pool = pool;
     u->state = UC_CONNECTING;
     u->sock = av_sock_new(pool->w->base, -1);
     av_sock_setcb(u->sock, read_cb, NULL, event_cb, u);
-    if (av_sock_connect(u->sock, (struct sockaddr *)&pool->addr, pool->addrlen) != 0) {
+    if (av_sock_connect(u->sock, (struct sockaddr *)&pool->addr, pool->addrlen) != 0 ||
+        (b->tls_ctx != NULL && av_sock_tls_client(u->sock, b->tls_ctx, b->tls_name) != 0)) {
+        AV_WARN("backend %s: cannot open a connection: %s", pool->key, av_sock_error_str(u->sock));
         av_sock_free(u->sock);
         free(u);
         return NULL;
@@ -395,7 +402,7 @@ static void pool_kick(av_upstream_t *pool)
             TAILQ_REMOVE(&pool->idle, u, link);
             u->state = UC_BUSY;
         } else if (pool->nconns < per_worker_max(req)) {
-            u = conn_open(pool);
+            u = conn_open(pool, req->variant->backend);
             if (u == NULL)
                 return;
         } else {
@@ -416,6 +423,10 @@ static void free_event(void *p)
 
 void av_upstream_send(av_req_t *req)
 {
+    if (req->variant->backend->protocol != AV_PROTO_HTTP1) {
+        av_up2_send(req);
+        return;
+    }
     av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
     av_upconn_t *u = TAILQ_FIRST(&pool->idle);
     if (u != NULL && TAILQ_EMPTY(&pool->waiters)) {
@@ -425,7 +436,7 @@ void av_upstream_send(av_req_t *req)
         return;
     }
     if (pool->nconns < per_worker_max(req) && TAILQ_EMPTY(&pool->waiters)) {
-        u = conn_open(pool);
+        u = conn_open(pool, req->variant->backend);
         if (u == NULL) {
             av_req_backend_error(req, AV_ERR_CONNECT);
             return;
@@ -450,6 +461,10 @@ void av_upstream_send(av_req_t *req)
 
 void av_upstream_cancel(av_req_t *req)
 {
+    if (req->variant->backend->protocol != AV_PROTO_HTTP1) {
+        av_up2_cancel(req);
+        return;
+    }
     if (req->waiting) {
         av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
         TAILQ_REMOVE(&pool->waiters, req, wait_link);
@@ -466,6 +481,10 @@ void av_upstream_cancel(av_req_t *req)
 
 void av_upstream_resume(av_req_t *req)
 {
+    if (req->up2 != NULL) {
+        av_up2_resume(req);
+        return;
+    }
     av_upconn_t *u = req->up;
     if (u == NULL || !u->paused)
         return;
@@ -489,4 +508,5 @@ void av_upstream_free_all(av_worker_t *w)
         p = next;
     }
     w->pools = NULL;
+    av_up2_free_all(w);
 }

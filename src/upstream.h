@@ -1,6 +1,7 @@
 /* upstream.h: the backend side: per-worker keep-alive pools per backend
  * address, with a maximum, a bounded wait queue, timeouts and one retry for a
- * request that never reached the backend. */
+ * request that never reached the backend. HTTP/1.1 here; HTTP/2 backends are
+ * handed to upstream_h2.c. */
 #ifndef AV_UPSTREAM_H
 #define AV_UPSTREAM_H
 

@@ -14,6 +14,7 @@ struct event_base;
 struct evconnlistener;
 typedef struct av_kpilog_s av_kpilog_t;
 typedef struct av_upstream_s av_upstream_t;
+typedef struct av_h2pool_s av_h2pool_t;
 typedef struct av_h1conn_s av_h1conn_t;
 typedef struct av_front_s av_front_t;
 typedef struct av_h2conn_s av_h2conn_t;
@@ -32,7 +33,8 @@ struct av_worker_s {
     struct evconnlistener **listeners;
     struct av_worker_listener_s *listener_args; /* (worker, index) per listener */
     size_t nlisteners;
-    av_upstream_t *pools;                  /* backend pools, by address */
+    av_upstream_t *pools;                  /* HTTP/1.1 backend pools, by address */
+    av_h2pool_t *h2pools;                  /* HTTP/2 backend pools */
     TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     TAILQ_HEAD(, av_h2conn_s) h2conns;

@@ -52,7 +52,7 @@ like "backend down: 502" "$resp" '502$'
 like "backend down: OpenAI-style error with request id" "$resp" '^\{"error":\{"message":"backend down is unreachable","type":"server_error","code":"connect_failed","request_id":"[0-9a-f]{32}"\}\}'
 
 is "backend down: one retry on a new connection, then the error" \
-   "$(grep -c 'connect to backend down@127.0.0.1:[0-9]* failed: Connection refused' "$T/aviary.err")" 2
+   "$(grep -c 'connect to backend down@127.0.0.1:[0-9]*/http1 failed: Connection refused' "$T/aviary.err")" 2
 
 # max_connections 1 and a slow request on it: the next waits connect_timeout_ms in the queue, then 503
 curl -s --max-time 10 -o /dev/null -H 'x-route: one' -H 'x-sim-latency-ms: 1500' \

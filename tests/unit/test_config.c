@@ -45,7 +45,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(b->max_connections, 64);
     CHECK_INT(b->connect_timeout_ms, 5000);
     CHECK_STR(b->host_header, "127.0.0.1:9");
-    CHECK_STR(b->pool_key, "b@127.0.0.1:9");
+    CHECK_STR(b->pool_key, "b@127.0.0.1:9/http1");
     CHECK_STR(b->base_path, "");
     CHECK_STR(b->api_key_header, "authorization");
     CHECK_INT(b->forward_authorization, 0);
@@ -154,9 +154,20 @@ static void test_addresses_and_urls(void)
     expect_error("{\"listen\": [{\"address\": \"localhost\"}]," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}",
                  "t.json:1:14: listen[0].address: \"localhost\" is not a numeric host:port (e.g. 127.0.0.1:8080, [::]:8080, *:8080)");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"ftp://x\"}}," MINIMAL_ROUTES "}",
-                 "t.json:1:60: backends.b.url: \"ftp://x\" must start with http://");
+                 "t.json:1:60: backends.b.url: \"ftp://x\" must start with http:// or https://");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"protocol\": \"spdy\"}}," MINIMAL_ROUTES "}",
-                 "t.json:1:89: backends.b.protocol: \"spdy\" is not a protocol (use \"http1\")");
+                 "t.json:1:89: backends.b.protocol: \"spdy\" is not a protocol (use \"http1\", \"h2\" for HTTP/2 "
+                 "over TLS or \"h2c\" for cleartext HTTP/2)");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"protocol\": \"h2\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:89: backends.b.protocol: \"h2\" is HTTP/2 over TLS and needs an https:// url; use \"h2c\" "
+                 "for cleartext HTTP/2");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"https://127.0.0.1:1\", \"protocol\": \"h2c\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:90: backends.b.protocol: \"h2c\" is cleartext HTTP/2 and needs an http:// url; use \"h2\" "
+                 "over https://");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"tls_verify\": false}}," MINIMAL_ROUTES "}",
+                 "t.json:1:89: backends.b.tls_verify: applies to https:// backends only");
+    expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"https://127.0.0.1:1\", \"tls_ca_file\": \"nope.pem\"}}," MINIMAL_ROUTES "}",
+                 "t.json:1:90: backends.b.tls_ca_file: cannot read \"./nope.pem\": No such file or directory");
     unsetenv("AV_TEST_UNSET");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"api_key_env\": \"AV_TEST_UNSET\"}}," MINIMAL_ROUTES "}",
                  "t.json:1:89: backends.b.api_key_env: environment variable AV_TEST_UNSET is not set");
