@@ -32,6 +32,7 @@
 #define UP2_STREAM_WINDOW (256u * 1024u) /* per stream: what a paused client can leave unread */
 #define UP2_CONN_WINDOW (32u << 20)      /* per connection: room for every stream's window */
 #define UP2_SOCK_HIGH (64u * 1024u)
+#define UP2_MAX_HEADER_BYTES (64u * 1024u) /* a response head, counted decoded */
 #define UP2_MAX_WAITERS 1024
 #define UP2_MAX_ATTEMPTS 20               /* streams sent, counting those refused unprocessed */
 #define UP2_BACKOFF_MIN_MS 100
@@ -77,6 +78,7 @@ struct av_up2_stream_s {
     size_t body_off;          /* request body handed to nghttp2 so far */
     size_t unconsumed;        /* response bytes the client side has not taken */
     av_headers_t hdrs;
+    size_t header_bytes;
     int status, head_done, dirty;
     struct event *timer;      /* first byte, then between reads */
 };
@@ -261,6 +263,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     if (nlen > 0 && name[0] == ':')
         return 0;
+    st->header_bytes += nlen + vlen + 4;
+    if (st->header_bytes > UP2_MAX_HEADER_BYTES) {
+        AV_INFO("request %s: backend %s sent more than %u bytes of headers", st->req->id, st->c->pool->key,
+                UP2_MAX_HEADER_BYTES);
+        av_req_t *req = st->req;
+        detach(st);
+        av_req_backend_error(req, AV_ERR_BACKEND_PROTOCOL);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    }
     av_headers_add(st->req->arena, &st->hdrs, (const char *)name, nlen, (const char *)value, vlen);
     return 0;
 }
@@ -289,9 +300,16 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     up2_conn_t *c = user;
     switch (f->hd.type) {
     case NGHTTP2_SETTINGS:
-        if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        if (!(f->hd.flags & NGHTTP2_FLAG_ACK) && !c->got_settings) {
             c->got_settings = 1;
-            pool_kick(c->pool); /* room may have grown past the assumed */
+            pool_kick(c->pool); /* its room is known now */
+            if (c->nstreams == 0) { /* opened for requests that went elsewhere: idle from now */
+                c->idle_since_us = av_now_us();
+                struct timeval tv = ms_tv(c->ping_ms < c->idle_ms ? c->ping_ms : c->idle_ms);
+                evtimer_add(c->timer, &tv);
+            }
+        } else if (!(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+            pool_kick(c->pool); /* the peer may allow more streams now */
         }
         return 0;
     case NGHTTP2_PING:
@@ -631,7 +649,7 @@ static up2_conn_t *conn_open(av_h2pool_t *pool, const av_backend_t *b)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, UP2_STREAM_WINDOW},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64u * 1024u},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, UP2_MAX_HEADER_BYTES},
     };
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, AV_NELEMS(iv));
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, UP2_CONN_WINDOW);

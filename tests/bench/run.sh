@@ -18,10 +18,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/aviary-bench.XXXXXX")
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$T"; }
 trap cleanup EXIT
-NCPU=$(nproc)
-# proxies on the last core, the sim and wrk on the others (or all on one, if that is all)
-PROXY_CPU=$((NCPU - 1)); OTHER_CPU=$([ "$NCPU" -gt 1 ] && echo "0-$((NCPU - 2))" || echo 0)
-free_port() { while :; do p=$((20000 + RANDOM % 20000)); ss -ltn | grep -q ":$p " || { echo $p; return; }; done; }
+. "$(dirname "$0")/lib.sh"
 
 taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
 SIM_PID=$!
@@ -78,18 +75,6 @@ printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nw
 # to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-# ticks PID...: CPU time (user + system, all threads, clock ticks) of the processes
-# and their children (nginx's worker)
-ticks() {
-    local t=0 p
-    for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
-HZ=$(getconf CLK_TCK)
-
-declare -A RPS P50 P99 CPU
 run() { # name url mode conc
     local who=""
     case "$1" in aviary) who=$AV_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
@@ -98,19 +83,17 @@ run() { # name url mode conc
     t1=$(ticks $who)
     nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
     # CPU microseconds the proxy (or, for direct, the sim) spent per request
-    cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$nreq" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+    cpu=$(cpu_per_req $((t1 - t0)) "$nreq")
     rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
     p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
     p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
     errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-    key="$1/$3/$4"
-    RPS[$key]+=" $rps"; P50[$key]+=" $p50"; P99[$key]+=" $p99"; CPU[$key]+=" $cpu"
+    record "$1/$3/$4" "$rps" "$p50" "$p99" "$cpu"
     printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
         "$1" "$3" "$4" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
 echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds; proxies pinned to CPU $PROXY_CPU, one worker each"
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 RSS_START=""
 for round in $(seq "$ROUNDS"); do
     echo "-- round $round"
@@ -130,31 +113,7 @@ echo "== aviary / nginx, median over $ROUNDS rounds of the ratio within each rou
 echo "   (throughput: higher is better; added latency = proxy minus direct: lower is better)"
 for mode in json stream; do
     for c in 1 64; do
-        k="$mode/$c"
-        awk -v ar="${RPS[aviary/$k]}" -v nr="${RPS[nginx/$k]}" \
-            -v a50="${P50[aviary/$k]}" -v n50="${P50[nginx/$k]}" -v d50="${P50[direct/$k]}" \
-            -v a99="${P99[aviary/$k]}" -v n99="${P99[nginx/$k]}" -v d99="${P99[direct/$k]}" -v k="$k" \
-            -v ac="${CPU[aviary/$k]}" -v nc="${CPU[nginx/$k]}" '
-            function median(s,    v, n, i, j, t) {
-                n = split(s, v, " ")
-                for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-                return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-            }
-            # ratio of a over b per round; with d, of (a - d) over (b - d)
-            function ratios(a, b, d,    x, y, z, n, i, out, den) {
-                n = split(a, x, " "); split(b, y, " "); split(d, z, " "); out = ""
-                for (i = 1; i <= n; i++) {
-                    den = d == "" ? y[i] : y[i] - z[i]
-                    out = out " " (den > 0 ? (d == "" ? x[i] : x[i] - z[i]) / den : 0)
-                }
-                return median(out)
-            }
-            BEGIN {
-                printf "%-10s req/s %.2f   req per CPU-second %.2f   added p50 %.3f vs %.3f ms (%.2f)   added p99 %.3f vs %.3f ms (%.2f)\n",
-                    k, ratios(ar, nr, ""), ratios(nc, ac, ""),
-                    median(a50) - median(d50), median(n50) - median(d50), ratios(a50, n50, d50),
-                    median(a99) - median(d99), median(n99) - median(d99), ratios(a99, n99, d99)
-            }'
+        ratio_line "$mode/$c" "aviary/$mode/$c" "nginx/$mode/$c" "direct/$mode/$c"
     done
 done
 echo
