@@ -257,8 +257,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (nlen == 7 && memcmp(name, ":status", 7) == 0) {
         int status = 0;
         for (size_t i = 0; i < vlen && i < 3; i++)
-            status = status * 10 + (value[i] - '0');
-        st->status = vlen == 3 ? status : 0;
+            status = value[i] >= '0' && value[i] <= '9' ? status * 10 + (value[i] - '0') : -1000;
+        st->status = vlen == 3 && status >= 100 ? status : 0; /* 0: not a status, refused below */
         return 0;
     }
     if (nlen > 0 && name[0] == ':')
