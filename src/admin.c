@@ -1,5 +1,7 @@
-/* admin.c: GET /healthz (the process answers) and GET /readyz (it serves
- * traffic: config loaded, workers running, not draining), as JSON. */
+/* admin.c: GET /healthz (the process answers), GET /readyz (it serves
+ * traffic: config loaded, workers running, not draining), GET /routes (each
+ * route's variants, weights and counters) and POST /routes/NAME/weights
+ * (token-protected when admin.token_env is set), as JSON. */
 #include "admin.h"
 
 #include <event2/buffer.h>
@@ -8,8 +10,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "av.h"
+#include "config.h"
+#include "jsonw.h"
 #include "listener.h"
+#include "log.h"
+#include "split.h"
 
 struct av_admin_s {
     struct evhttp *http;
@@ -44,13 +52,208 @@ static void readyz(struct evhttp_request *r, void *arg)
     evbuffer_free(b);
 }
 
-static void not_found(struct evhttp_request *r, void *arg)
+static void reply_error(struct evhttp_request *r, int code, const char *reason, const char *err_code,
+                        const char *msg)
 {
     struct evbuffer *b = evbuffer_new();
-    evbuffer_add_printf(b, "{\"error\":{\"message\":\"no such admin endpoint\",\"type\":\"invalid_request_error\","
-                           "\"code\":\"not_found\"}}\n");
-    reply_json(r, 404, "Not Found", b);
+    evbuffer_add_printf(b, "{\"error\":{\"message\":");
+    av_json_str(b, msg, strlen(msg));
+    evbuffer_add_printf(b, ",\"type\":\"invalid_request_error\",\"code\":\"%s\"}}\n", err_code);
+    reply_json(r, code, reason, b);
     evbuffer_free(b);
+}
+
+static void not_found(struct evhttp_request *r, void *arg)
+{
+    (void)arg;
+    reply_error(r, 404, "Not Found", "not_found", "no such admin endpoint");
+}
+
+static void route_json(struct evbuffer *b, const av_route_t *rt)
+{
+    int64_t w[AV_SPLIT_MAX_VARIANTS] = {0};
+    if (rt->split != NULL)
+        av_split_weights(rt->split, w, rt->nvariants);
+    int64_t total = 0;
+    for (size_t i = 0; i < rt->nvariants; i++)
+        total += w[i];
+    evbuffer_add_printf(b, "{\"name\":");
+    av_json_str(b, rt->name, strlen(rt->name));
+    evbuffer_add_printf(b, ",\"sticky\":[");
+    for (size_t i = 0; i < rt->nsticky; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        av_json_str(b, rt->sticky[i].spec, strlen(rt->sticky[i].spec));
+    }
+    evbuffer_add_printf(b, "],\"override\":%s,\"variants\":[", rt->override_enabled ? "true" : "false");
+    for (size_t i = 0; i < rt->nvariants; i++) {
+        const av_variant_t *v = &rt->variants[i];
+        av_split_counts_t n = {0};
+        if (rt->split != NULL)
+            av_split_counts(rt->split, i, &n);
+        evbuffer_add_printf(b, "%s{\"name\":", i ? "," : "");
+        av_json_str(b, v->name, strlen(v->name));
+        evbuffer_add_printf(b, ",\"baseline\":%s,\"backend\":", i == 0 ? "true" : "false");
+        av_json_str(b, v->backend->name, strlen(v->backend->name));
+        evbuffer_add_printf(b, ",\"model\":");
+        if (v->model != NULL)
+            av_json_str(b, v->model, strlen(v->model));
+        else
+            evbuffer_add(b, "null", 4);
+        evbuffer_add_printf(b,
+                            ",\"weight\":%lld,\"share\":%.6f,\"requests\":%llu,\"unkeyed\":%llu,"
+                            "\"overridden\":%llu}",
+                            (long long)w[i], total > 0 ? (double)w[i] / (double)total : 0.0,
+                            (unsigned long long)n.requests, (unsigned long long)n.unkeyed,
+                            (unsigned long long)n.overridden);
+    }
+    evbuffer_add(b, "]}", 2);
+}
+
+static const av_route_t *find_route(const av_config_t *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (strlen(c->routes[i].name) == len && memcmp(c->routes[i].name, name, len) == 0)
+            return &c->routes[i];
+    return NULL;
+}
+
+/* Constant time, so a token cannot be guessed a byte at a time. */
+static int authorized(av_admin_t *a, struct evhttp_request *r)
+{
+    if (a->st->token == NULL)
+        return 1;
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(r), "Authorization");
+    if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    size_t n = strlen(a->st->token), m = strlen(h);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)a->st->token[i] ^ (unsigned char)(i < m ? h[i] : 0);
+    return diff == 0;
+}
+
+/* POST /routes/NAME/weights {"weights": {"stable": 90, "canary": 10}}:
+ * variants not named keep their weight; all change at once. */
+static void set_weights(av_admin_t *a, struct evhttp_request *r, const av_route_t *rt)
+{
+    if (!authorized(a, r)) {
+        reply_error(r, 401, "Unauthorized", "unauthorized", "this endpoint wants \"Authorization: Bearer TOKEN\" "
+                                                             "with the token from admin.token_env");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(r);
+    size_t len = evbuffer_get_length(in);
+    cJSON *root = cJSON_ParseWithLength((const char *)evbuffer_pullup(in, -1), len);
+    const cJSON *ws = cJSON_GetObjectItemCaseSensitive(root, "weights");
+    char msg[512];
+    if (!cJSON_IsObject(ws)) {
+        cJSON_Delete(root);
+        reply_error(r, 400, "Bad Request", "bad_request",
+                    "expected {\"weights\": {\"VARIANT\": WEIGHT, ...}} with integer weights from 0 to 1000000");
+        return;
+    }
+    int64_t w[AV_SPLIT_MAX_VARIANTS] = {0};
+    av_split_weights(rt->split, w, rt->nvariants);
+    for (const cJSON *e = ws->child; e != NULL; e = e->next) {
+        size_t i = 0;
+        while (i < rt->nvariants && strcmp(rt->variants[i].name, e->string) != 0)
+            i++;
+        if (i == rt->nvariants) {
+            snprintf(msg, sizeof(msg), "route %s has no variant \"%.64s\"", rt->name, e->string);
+            cJSON_Delete(root);
+            reply_error(r, 400, "Bad Request", "unknown_variant", msg);
+            return;
+        }
+        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble || e->valuedouble < 0 ||
+            e->valuedouble > 1000000) {
+            snprintf(msg, sizeof(msg), "weight of \"%.64s\" must be an integer from 0 to 1000000", e->string);
+            cJSON_Delete(root);
+            reply_error(r, 400, "Bad Request", "bad_weight", msg);
+            return;
+        }
+        w[i] = (int64_t)e->valuedouble;
+    }
+    cJSON_Delete(root);
+    if (av_split_set_weights(rt->split, w, rt->nvariants) != 0) {
+        reply_error(r, 400, "Bad Request", "bad_weight", "the weights add up to 0");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    char *p = msg;
+    for (size_t i = 0; i < rt->nvariants && p < msg + sizeof(msg) - 80; i++)
+        p += snprintf(p, (size_t)(msg + sizeof(msg) - p), "%s%s=%lld", i ? ", " : "", rt->variants[i].name,
+                      (long long)w[i]);
+    AV_INFO("admin: route %s weights set: %s", rt->name, msg);
+    route_json(b, rt);
+    evbuffer_add(b, "\n", 1);
+    reply_json(r, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* /routes and /routes/NAME[/weights] */
+static void routes(struct evhttp_request *r, void *arg)
+{
+    av_admin_t *a = arg;
+    const av_config_t *c = a->st->cfg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(r);
+    if (path == NULL || c == NULL) {
+        not_found(r, arg);
+        return;
+    }
+    if (strcmp(path, "/routes") == 0 || strcmp(path, "/routes/") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)c->generation);
+        for (size_t i = 0; i < c->nroutes; i++) {
+            if (i)
+                evbuffer_add(b, ",", 1);
+            route_json(b, &c->routes[i]);
+        }
+        evbuffer_add(b, "]}\n", 3);
+        reply_json(r, 200, "OK", b);
+        evbuffer_free(b);
+        return;
+    }
+    const char *name = path + 8, *slash = strchr(name, '/');
+    size_t nlen = slash ? (size_t)(slash - name) : strlen(name);
+    const av_route_t *rt = find_route(c, name, nlen);
+    if (rt == NULL) {
+        reply_error(r, 404, "Not Found", "route_not_found", "no route of that name");
+        return;
+    }
+    if (slash == NULL && cmd == EVHTTP_REQ_GET) {
+        struct evbuffer *b = evbuffer_new();
+        route_json(b, rt);
+        evbuffer_add(b, "\n", 1);
+        reply_json(r, 200, "OK", b);
+        evbuffer_free(b);
+        return;
+    }
+    if (slash != NULL && strcmp(slash, "/weights") == 0) {
+        if (cmd != EVHTTP_REQ_POST) {
+            reply_error(r, 405, "Method Not Allowed", "method_not_allowed", "use POST");
+            return;
+        }
+        if (rt->split == NULL) {
+            reply_error(r, 503, "Service Unavailable", "not_ready", "the route's split is not set up");
+            return;
+        }
+        set_weights(a, r, rt);
+        return;
+    }
+    not_found(r, arg);
+}
+
+static void gencb(struct evhttp_request *r, void *arg)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
+    if (path != NULL && strncmp(path, "/routes", 7) == 0 && (path[7] == '\0' || path[7] == '/')) {
+        routes(r, arg);
+        return;
+    }
+    not_found(r, arg);
 }
 
 av_admin_t *av_admin_start(struct event_base *base, const char *address, const av_admin_state_t *st,
@@ -81,7 +284,7 @@ av_admin_t *av_admin_start(struct event_base *base, const char *address, const a
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
     evhttp_set_cb(a->http, "/healthz", healthz, a);
     evhttp_set_cb(a->http, "/readyz", readyz, a);
-    evhttp_set_gencb(a->http, not_found, a);
+    evhttp_set_gencb(a->http, gencb, a);
     return a;
 }
 

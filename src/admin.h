@@ -1,5 +1,5 @@
 /* admin.h: the admin HTTP listener (libevent's evhttp), on the main thread,
- * 127.0.0.1 by default: health and readiness now, status and control later. */
+ * 127.0.0.1 by default: health, readiness, routes and their weights. */
 #ifndef AV_ADMIN_H
 #define AV_ADMIN_H
 
@@ -9,11 +9,15 @@
 struct event_base;
 typedef struct av_admin_s av_admin_t;
 
+typedef struct av_config_s av_config_t;
+
 /* What the admin port reports; owned and updated by main. */
 typedef struct {
     int ready, draining;
     uint64_t generation;
     int workers;
+    const av_config_t *cfg; /* the current generation (main's reference) */
+    const char *token;      /* control endpoints want "Authorization: Bearer TOKEN"; NULL: open */
 } av_admin_state_t;
 
 /* Binds address ("host:port"); returns NULL with the reason in err. */

@@ -18,6 +18,7 @@
 #include "av.h"
 #include "jsonc.h"
 #include "log.h"
+#include "split.h"
 #include "tls.h"
 
 #define AV_CONFIG_MAX_BYTES (16u << 20)
@@ -541,10 +542,90 @@ static int c_variants(ctx_t *x, const cJSON *v, void *base)
     return 0;
 }
 
+/* "header:NAME", "cookie:NAME", "body:a.b.c", "api_key", "client_ip" */
+static int parse_sticky(ctx_t *x, const char *spec, av_sticky_src_t *src)
+{
+    src->spec = dup_str(x, spec);
+    const char *colon = strchr(spec, ':');
+    const char *arg = colon ? colon + 1 : "";
+    size_t kind_len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (kind_len == 6 && strncmp(spec, "header", 6) == 0 && *arg) {
+        src->kind = AV_STICKY_HEADER;
+        src->name = dup_str(x, arg);
+    } else if (kind_len == 6 && strncmp(spec, "cookie", 6) == 0 && *arg) {
+        src->kind = AV_STICKY_COOKIE;
+        src->name = dup_str(x, arg);
+    } else if (kind_len == 4 && strncmp(spec, "body", 4) == 0 && *arg) {
+        src->kind = AV_STICKY_BODY;
+        const char *p = arg;
+        while (*p) {
+            size_t n = strcspn(p, ".");
+            if (n == 0 || src->npath == AV_STICKY_MAX_DEPTH)
+                return fail(x, "\"%s\": a body field is names joined by dots, at most %d deep (e.g. "
+                               "\"body:metadata.user_id\")", spec, AV_STICKY_MAX_DEPTH);
+            src->path[src->npath++] = av_arena_strndup(x->cfg->arena, p, n);
+            p += n;
+            if (*p == '.')
+                p++;
+        }
+    } else if (strcmp(spec, "api_key") == 0) {
+        src->kind = AV_STICKY_API_KEY;
+    } else if (strcmp(spec, "client_ip") == 0) {
+        src->kind = AV_STICKY_CLIENT_IP;
+    } else {
+        return fail(x, "\"%s\" is not a sticky key source (use \"header:NAME\", \"cookie:NAME\", "
+                       "\"body:FIELD[.FIELD]\", \"api_key\" or \"client_ip\")", spec);
+    }
+    return 0;
+}
+
+static int c_sticky_keys(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    if (cJSON_IsString(v)) {
+        r->nsticky = 1;
+        r->sticky = av_arena_calloc(x->cfg->arena, sizeof(*r->sticky));
+        int rc = parse_sticky(x, v->valuestring, &r->sticky[0]);
+        r->nsticky_body = r->sticky[0].kind == AV_STICKY_BODY;
+        return rc;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0 || cJSON_GetArraySize(v) > AV_STICKY_MAX)
+        return fail(x, "expected a source like \"header:x-user-id\", or an array of 1 to %d of them (the first "
+                       "the request carries is used)", AV_STICKY_MAX);
+    r->nsticky = (size_t)cJSON_GetArraySize(v);
+    r->sticky = av_arena_calloc(x->cfg->arena, r->nsticky * sizeof(*r->sticky));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        push_index(x, i);
+        if (!cJSON_IsString(e))
+            return fail(x, "expected a string like \"header:x-user-id\", got %s", type_name(e));
+        int rc = parse_sticky(x, e->valuestring, &r->sticky[i]);
+        if (rc != 0)
+            return rc;
+        r->nsticky_body += r->sticky[i].kind == AV_STICKY_BODY;
+        pop(x);
+    }
+    return 0;
+}
+
+static const kspec_t sticky_spec[] = {
+    {"keys", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_sticky_keys},
+    {"salt", K_STR, offsetof(av_route_t, salt), 1, 0, 0, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static const kspec_t override_spec[] = {
+    {"enabled", K_BOOL, offsetof(av_route_t, override_enabled), 0, 1, 1, NULL, 0, NULL, NULL},
+    {"token_env", K_STR, offsetof(av_route_t, override_token_env), 1, 0, 0, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
 static const kspec_t route_spec[] = {
     {"name", K_STR, offsetof(av_route_t, name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
     {"match", K_OBJ, 0, 0, 0, 0, NULL, 0, match_spec, NULL},
     {"variants", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_variants},
+    {"sticky", K_OBJ, 0, 0, 0, 0, NULL, 0, sticky_spec, NULL},
+    {"override", K_OBJ, 0, 0, 0, 0, NULL, 0, override_spec, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -578,6 +659,29 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
             push_key(x, "match");
             push_key(x, "path");
             return fail(x, "must start with /");
+        }
+        if (r->nvariants > AV_SPLIT_MAX_VARIANTS) {
+            push_key(x, "variants");
+            return fail(x, "at most %d variants in a route", AV_SPLIT_MAX_VARIANTS);
+        }
+        int64_t total = 0;
+        for (size_t k = 0; k < r->nvariants; k++)
+            total += r->variants[k].weight;
+        if (total == 0) {
+            push_key(x, "variants");
+            return fail(x, "the weights add up to 0: give at least one variant a weight above 0");
+        }
+        if (r->salt == NULL)
+            r->salt = r->name;
+        if (r->override_token_env != NULL) {
+            push_key(x, "override");
+            push_key(x, "token_env");
+            const char *tok = getenv(r->override_token_env);
+            if (tok == NULL || tok[0] == '\0')
+                return fail(x, "environment variable %s is not set", r->override_token_env);
+            r->override_token = dup_str(x, tok);
+            pop(x);
+            pop(x);
         }
         pop(x);
     }
@@ -624,6 +728,7 @@ static const kspec_t top_spec[] = {
     {"client", K_OBJ, 0, 0, 0, 0, NULL, 0, client_spec, NULL},
     {"backends", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_backends},
     {"routes", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_routes},
+    {"variant_header", K_STR, offsetof(av_config_t, variant_header), 0, 0, 0, "x-aviary-variant", 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -688,12 +793,29 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
         goto fail;
     if (c_admin_addr(&x, c) != 0)
         goto fail;
+    if (c->admin_token_env != NULL) {
+        const char *tok = getenv(c->admin_token_env);
+        if (tok == NULL || tok[0] == '\0') {
+            push_key(&x, "admin");
+            push_key(&x, "token_env");
+            fail(&x, "environment variable %s is not set", c->admin_token_env);
+            goto fail;
+        }
+        c->admin_token = dup_str(&x, tok);
+    }
     if (av_log_level_parse(c->log_level) < 0) {
         push_key(&x, "log");
         push_key(&x, "level");
         fail(&x, "\"%s\" is not one of error, warn, info, debug", c->log_level);
         goto fail;
     }
+    for (const char *h = c->variant_header; *h; h++)
+        if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') || (*h >= '0' && *h <= '9') || *h == '-' ||
+              *h == '_')) {
+            push_key(&x, "variant_header");
+            fail(&x, "\"%s\" is not a header name (letters, digits, - and _; \"\" for none)", c->variant_header);
+            goto fail;
+        }
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
     cJSON_Delete(root);
     free(buf);

@@ -60,6 +60,19 @@ typedef struct av_variant_s {
     int64_t weight;
 } av_variant_t;
 
+/* Where a route's sticky key comes from; the first present one is used. */
+enum { AV_STICKY_HEADER = 1, AV_STICKY_COOKIE, AV_STICKY_BODY, AV_STICKY_API_KEY, AV_STICKY_CLIENT_IP };
+#define AV_STICKY_MAX_DEPTH 4
+#define AV_STICKY_MAX 8                  /* sources per route */
+typedef struct {
+    int kind;
+    const char *spec;                    /* as written: "header:x-user-id" */
+    const char *name;                    /* header or cookie name */
+    const char *path[AV_STICKY_MAX_DEPTH]; /* body: member names, outermost first */
+    size_t npath;
+} av_sticky_src_t;
+
+struct av_split_state_s;
 typedef struct av_route_s {
     const char *name;
     const char *path_prefix, *path, *host;
@@ -67,6 +80,13 @@ typedef struct av_route_s {
     size_t nmatch_headers;
     av_variant_t *variants;
     size_t nvariants;
+    av_sticky_src_t *sticky;
+    size_t nsticky, nsticky_body;
+    const char *salt;                    /* hashed with sticky keys; default: the route's name */
+    int override_enabled;                /* x-aviary-variant is obeyed */
+    const char *override_token_env;
+    const char *override_token;          /* secret: never logged */
+    struct av_split_state_s *split;      /* shared weights and counters (set by av_split_attach) */
 } av_route_t;
 
 typedef struct av_config_s {
@@ -81,6 +101,7 @@ typedef struct av_config_s {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
     const char *admin_token_env;
+    const char *admin_token;             /* secret: never logged */
     const char *kpi_log;                 /* "-" is standard output */
     const char *log_level;
     int64_t header_timeout_ms, idle_timeout_ms, max_header_bytes, max_headers, max_body_bytes;
@@ -89,6 +110,7 @@ typedef struct av_config_s {
     size_t nbackends;
     av_route_t *routes;
     size_t nroutes;
+    const char *variant_header;          /* response header naming the variant; "" = none */
 } av_config_t;
 
 /* Loads and validates a file. On failure returns NULL and writes

@@ -97,6 +97,8 @@ static int replaced(const av_header_t *e, const av_backend_t *b)
             return 1;
     if (av_streq_ci(e->name, e->name_len, "authorization") && !b->forward_authorization)
         return 1;
+    if (e->name_len >= 9 && strncasecmp(e->name, "x-aviary-", 9) == 0)
+        return 1; /* our own controls (variant override, its token) stay here */
     if (b->api_key != NULL && av_streq_ci(e->name, e->name_len, b->api_key_header))
         return 1;
     for (size_t i = 0; i < b->nheaders; i++)

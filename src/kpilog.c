@@ -50,11 +50,11 @@ static size_t cstrlen(const char *s)
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
 {
-    size_t lens[6] = {cstrlen(r->request_id), cstrlen(r->route),  cstrlen(r->variant),
-                      cstrlen(r->backend),    cstrlen(r->model),  cstrlen(r->error)};
+    size_t lens[8] = {cstrlen(r->request_id), cstrlen(r->route), cstrlen(r->variant), cstrlen(r->backend),
+                      cstrlen(r->model),      cstrlen(r->error), cstrlen(r->client_model), cstrlen(r->assign)};
     size_t mlen = cstrlen(r->method);
-    size_t room = 512 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
-    for (size_t i = 0; i < 6; i++)
+    size_t room = 600 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
+    for (size_t i = 0; i < 8; i++)
         room += AV_JW_STR_MAX(lens[i]);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
@@ -71,8 +71,10 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     p = KEY_STR(p, "request_id", r->request_id, lens[0]);
     p = KEY_STR(p, "route", r->route, lens[1]);
     p = KEY_STR(p, "variant", r->variant, lens[2]);
+    p = KEY_STR(p, "assign", r->assign, lens[7]);
     p = av_put_u64(AV_PUT_LIT(p, ",\"generation\":"), r->generation);
     p = KEY_STR(p, "backend", r->backend, lens[3]);
+    p = KEY_STR(p, "client_model", r->client_model, lens[6]);
     p = KEY_STR(p, "model", r->model, lens[4]);
     p = KEY_STR(p, "method", r->method, mlen);
     p = KEY_STR(p, "path", r->path, r->path_len);

@@ -14,6 +14,8 @@ typedef struct av_kpilog_s av_kpilog_t;
 typedef struct av_kpi_rec_s {
     uint64_t time_us;            /* wall clock at the request's start */
     const char *request_id, *route, *variant, *backend, *model;
+    const char *client_model;    /* the model the client asked for */
+    const char *assign;          /* how the variant was chosen: override, sticky, weight */
     uint64_t generation;
     const char *method, *path;
     size_t path_len;

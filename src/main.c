@@ -16,6 +16,7 @@
 #include "kpilog.h"
 #include "listener.h"
 #include "log.h"
+#include "split.h"
 #include "worker.h"
 
 typedef struct {
@@ -27,6 +28,7 @@ typedef struct {
     av_kpilog_t *kpilog;
     av_admin_t *admin;
     av_admin_state_t admin_state;
+    av_split_reg_t *splits;  /* route weights and counters, across generations */
     int **fds;               /* [worker][listener] */
     char (*listen_addrs)[80];
 } av_main_t;
@@ -59,6 +61,9 @@ static void reload(av_main_t *m)
         AV_ERR("reload failed, still serving generation %llu: %s", (unsigned long long)m->cfg->generation, err);
         return;
     }
+    av_split_attach(m->splits, next);
+    m->admin_state.cfg = next;
+    m->admin_state.token = next->admin_token;
     av_config_restart_keys(m->cfg, next, warn_restart, next);
     av_log_set_level(av_log_level_parse(next->log_level));
     for (int i = 0; i < m->nworkers; i++)
@@ -190,6 +195,13 @@ int main(int argc, char **argv)
         return 1;
     }
     m.base = event_base_new();
+    m.splits = av_split_reg_new();
+    av_split_attach(m.splits, m.cfg);
+    m.admin_state.cfg = m.cfg;
+    m.admin_state.token = m.cfg->admin_token;
+    if (m.cfg->admin_token == NULL)
+        AV_WARN("admin.token_env is not set: anyone who can reach %s can change route weights",
+                m.cfg->admin_address);
     m.admin_state.generation = m.cfg->generation;
     m.admin_state.workers = m.nworkers;
     m.admin = av_admin_start(m.base, m.cfg->admin_address, &m.admin_state, err, sizeof(err));
@@ -248,6 +260,7 @@ int main(int argc, char **argv)
     free(m.listen_addrs);
     free(m.workers);
     av_config_unref(m.cfg);
+    av_split_reg_free(m.splits);
     libevent_global_shutdown();
     return 0;
 }

@@ -48,6 +48,7 @@ struct av_req_s {
     av_config_t *cfg;                    /* the generation this request began under (a reference) */
     const struct av_route_s *route;
     const struct av_variant_s *variant;
+    const char *assign;                  /* how the variant was chosen (split.h) */
     char id[72];
 
     /* request, as the client sent it */

@@ -132,7 +132,7 @@ static void test_type_and_bounds(void)
 static void test_unknown_and_duplicate_keys(void)
 {
     expect_error("{" MINIMAL_LISTEN ",\n  \"lisen\": 1}",
-                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes)");
+                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header)");
     expect_error("{" MINIMAL_LISTEN ",\n  \"workers\": 1, \"workers\": 2}", "t.json:2:17: workers: duplicate key");
 }
 
@@ -211,6 +211,40 @@ static void test_load_file_errors(void)
     CHECK_STR(err, "/nonexistent/aviary.json: cannot open: No such file or directory");
 }
 
+/* Splitting: sticky sources, weights, the override token, the response header. */
+static void test_split_keys(void)
+{
+#define ROUTE(extra) "{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\"routes\": [{\"name\": \"r\", " extra "}]}"
+    expect_error(ROUTE("\"sticky\": {\"keys\": [\"header:x-u\", \"ip\"]}, \"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]"),
+                 "t.json:1:149: routes[0].sticky.keys[1]: \"ip\" is not a sticky key source (use \"header:NAME\", "
+                 "\"cookie:NAME\", \"body:FIELD[.FIELD]\", \"api_key\" or \"client_ip\")");
+    expect_error(ROUTE("\"sticky\": {\"keys\": \"body:a..b\"}, \"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]"),
+                 "t.json:1:126: routes[0].sticky.keys: \"body:a..b\": a body field is names joined by dots, at most 4 "
+                 "deep (e.g. \"body:metadata.user_id\")");
+    expect_error(ROUTE("\"variants\": [{\"name\": \"v\", \"backend\": \"b\", \"weight\": 0}]"),
+                 "t.json:1:115: routes[0].variants: the weights add up to 0: give at least one variant a weight above 0");
+    unsetenv("AV_TEST_NO_TOKEN");
+    expect_error(ROUTE("\"override\": {\"token_env\": \"AV_TEST_NO_TOKEN\"}, \"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]"),
+                 "t.json:1:128: routes[0].override.token_env: environment variable AV_TEST_NO_TOKEN is not set");
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS "," MINIMAL_ROUTES ",\"variant_header\": \"x y\"}",
+                 "t.json:1:161: variant_header: \"x y\" is not a header name (letters, digits, - and _; \"\" for none)");
+    av_config_t *c = parse(ROUTE("\"sticky\": {\"keys\": [\"cookie:uid\", \"body:metadata.user_id\", \"api_key\"]}, "
+                                 "\"variants\": [{\"name\": \"v\", \"backend\": \"b\"}]"));
+    CHECK(c != NULL);
+    if (c != NULL) {
+        const av_route_t *r = &c->routes[0];
+        CHECK_INT(r->nsticky, 3);
+        CHECK_INT(r->nsticky_body, 1);
+        CHECK_INT(r->sticky[1].npath, 2);
+        CHECK_STR(r->sticky[1].path[1], "user_id");
+        CHECK_STR(r->salt, "r");        /* default: the route's name */
+        CHECK_INT(r->override_enabled, 1);
+        CHECK_STR(c->variant_header, "x-aviary-variant");
+    }
+    av_config_unref(c);
+#undef ROUTE
+}
+
 int main(void)
 {
     RUN(test_minimal_defaults);
@@ -221,6 +255,7 @@ int main(void)
     RUN(test_unknown_and_duplicate_keys);
     RUN(test_reference_errors);
     RUN(test_addresses_and_urls);
+    RUN(test_split_keys);
     RUN(test_refcount);
     RUN(test_restart_keys);
     RUN(test_load_file_errors);

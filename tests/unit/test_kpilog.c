@@ -25,13 +25,15 @@ static void test_format_exact(void)
 {
     av_kpi_rec_t r = {
         .time_us = 1795569929123456ull, .request_id = "abc", .route = "chat", .variant = "stable",
-        .generation = 3, .backend = "prod", .model = "m\"1", .method = "POST",
+        .generation = 3, .backend = "prod", .model = "m\"1", .client_model = "gpt", .assign = "sticky",
+        .method = "POST",
         .path = "/v1/chat/completions?x=1", .path_len = 20, .status = 200, .stream = 1,
         .latency_us = 12345, .ttft_us = 999, .bytes_in = 10, .bytes_out = 20, .error = NULL,
     };
     char *s = format(&r);
     CHECK_STR(s, "{\"time\":\"2026-11-25T01:25:29.123Z\",\"request_id\":\"abc\",\"route\":\"chat\","
-                 "\"variant\":\"stable\",\"generation\":3,\"backend\":\"prod\",\"model\":\"m\\\"1\","
+                 "\"variant\":\"stable\",\"assign\":\"sticky\",\"generation\":3,\"backend\":\"prod\","
+                 "\"client_model\":\"gpt\",\"model\":\"m\\\"1\","
                  "\"method\":\"POST\",\"path\":\"/v1/chat/completions\",\"status\":200,\"stream\":true,"
                  "\"latency_ms\":12.345,\"ttft_ms\":0.999,\"bytes_in\":10,\"bytes_out\":20,\"error\":null}\n");
     free(s);
