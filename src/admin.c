@@ -100,6 +100,11 @@ static void route_json(struct evbuffer *b, const av_route_t *rt)
             av_json_str(b, v->model, strlen(v->model));
         else
             evbuffer_add(b, "null", 4);
+        evbuffer_add_printf(b, ",\"prompt_hash\":");
+        if (v->prompt.text != NULL)
+            av_json_str(b, v->prompt.hash, strlen(v->prompt.hash));
+        else
+            evbuffer_add(b, "null", 4);
         evbuffer_add_printf(b,
                             ",\"weight\":%lld,\"share\":%.6f,\"requests\":%llu,\"unkeyed\":%llu,"
                             "\"overridden\":%llu}",

@@ -503,13 +503,95 @@ static const kspec_t match_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static int c_prompt_vars(ctx_t *x, const cJSON *v, void *base)
+{
+    av_variant_t *var = base;
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected an object of strings, like {\"product\": \"Aviary\"}");
+    var->nprompt_vars = (size_t)cJSON_GetArraySize(v);
+    if (var->nprompt_vars > 64)
+        return fail(x, "at most 64 prompt variables");
+    var->prompt_vars = av_arena_calloc(x->cfg->arena, var->nprompt_vars * sizeof(*var->prompt_vars));
+    size_t i = 0;
+    for (const cJSON *m = v->child; m != NULL; m = m->next, i++) {
+        push_key(x, m->string);
+        if (!cJSON_IsString(m))
+            return fail(x, "expected a string, got %s", type_name(m));
+        var->prompt_vars[i].name = dup_str(x, m->string);
+        var->prompt_vars[i].value = dup_str(x, m->valuestring);
+        pop(x);
+    }
+    return 0;
+}
+
+static int c_params(ctx_t *x, const cJSON *v, void *base)
+{
+    av_variant_t *var = base;
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected an object of request fields, like {\"temperature\": 0.2}");
+    var->nparams = (size_t)cJSON_GetArraySize(v);
+    var->params = av_arena_calloc(x->cfg->arena, var->nparams * sizeof(*var->params));
+    size_t i = 0;
+    for (const cJSON *m = v->child; m != NULL; m = m->next, i++) {
+        push_key(x, m->string);
+        if (strcmp(m->string, "model") == 0)
+            return fail(x, "set the model with the variant's \"model\"");
+        char *json = cJSON_PrintUnformatted(m);
+        if (json == NULL)
+            av_oom();
+        var->params[i].name = dup_str(x, m->string);
+        var->params[i].json = dup_str(x, json);
+        var->params[i].json_len = strlen(json);
+        free(json);
+        pop(x);
+    }
+    return 0;
+}
+
 static const kspec_t variant_spec[] = {
     {"name", K_STR, offsetof(av_variant_t, name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
     {"backend", K_STR, offsetof(av_variant_t, backend_name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
     {"model", K_STR, offsetof(av_variant_t, model), 1, 0, 0, NULL, 0, NULL, NULL},
     {"weight", K_INT, offsetof(av_variant_t, weight), 0, 1000000, 1, NULL, 0, NULL, NULL},
+    {"system_prompt", K_STR, offsetof(av_variant_t, system_prompt_file), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"system_prompt_mode", K_STR, offsetof(av_variant_t, system_prompt_mode), 1, 0, 0, "prepend", 0, NULL, NULL},
+    {"prompt_vars", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_prompt_vars},
+    {"params", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_params},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
+
+/* The variant's prompt file, read and hashed with this generation. */
+static int load_prompt(ctx_t *x, av_variant_t *var)
+{
+    if (strcmp(var->system_prompt_mode, "prepend") == 0) {
+        var->prompt_replace = 0;
+    } else if (strcmp(var->system_prompt_mode, "replace") == 0) {
+        var->prompt_replace = 1;
+    } else {
+        push_key(x, "system_prompt_mode");
+        return fail(x, "\"%s\" is not a mode (use \"prepend\" or \"replace\")", var->system_prompt_mode);
+    }
+    if (var->system_prompt_file == NULL) {
+        if (var->nprompt_vars > 0) {
+            push_key(x, "prompt_vars");
+            return fail(x, "there is no \"system_prompt\" to fill");
+        }
+        return 0;
+    }
+    const char *names[64], *values[64];
+    size_t n = var->nprompt_vars < 64 ? var->nprompt_vars : 64;
+    for (size_t i = 0; i < n; i++) {
+        names[i] = var->prompt_vars[i].name;
+        values[i] = var->prompt_vars[i].value;
+    }
+    char why[512];
+    const char *path = relative_to(x, x->cfg->dir, var->system_prompt_file);
+    if (av_prompt_load(x->cfg->arena, path, names, values, n, &var->prompt, why, sizeof(why)) != 0) {
+        push_key(x, "system_prompt");
+        return fail(x, "%s", why);
+    }
+    return 0;
+}
 
 static int c_variants(ctx_t *x, const cJSON *v, void *base)
 {
@@ -537,6 +619,9 @@ static int c_variants(ctx_t *x, const cJSON *v, void *base)
             push_key(x, "backend");
             return fail(x, "no backend named \"%s\" in \"backends\"", var->backend_name);
         }
+        rc = load_prompt(x, var);
+        if (rc != 0)
+            return rc;
         pop(x);
     }
     return 0;
@@ -626,6 +711,7 @@ static const kspec_t route_spec[] = {
     {"variants", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_variants},
     {"sticky", K_OBJ, 0, 0, 0, 0, NULL, 0, sticky_spec, NULL},
     {"override", K_OBJ, 0, 0, 0, 0, NULL, 0, override_spec, NULL},
+    {"dialect", K_STR, offsetof(av_route_t, dialect_name), 1, 0, 0, "auto", 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -673,6 +759,17 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
         }
         if (r->salt == NULL)
             r->salt = r->name;
+        static const char *const dialects[] = {"auto", "openai_chat", "openai_completions", "openai_embeddings",
+                                               "openai_responses", "anthropic"};
+        r->dialect = -1;
+        for (size_t k = 0; k < AV_NELEMS(dialects); k++)
+            if (strcmp(r->dialect_name, dialects[k]) == 0)
+                r->dialect = (int)k;
+        if (r->dialect < 0) {
+            push_key(x, "dialect");
+            return fail(x, "\"%s\" is not a dialect (use \"auto\", \"openai_chat\", \"openai_completions\", "
+                           "\"openai_embeddings\", \"openai_responses\" or \"anthropic\")", r->dialect_name);
+        }
         if (r->override_token_env != NULL) {
             push_key(x, "override");
             push_key(x, "token_env");

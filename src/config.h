@@ -52,13 +52,35 @@ typedef struct av_backend_s {
     size_t nheaders;
 } av_backend_t;
 
+/* A request field a variant sets: its name and value as JSON text. */
+typedef struct {
+    const char *name;
+    const char *json;
+    size_t json_len;
+} av_param_t;
+
+#include "prompt.h"
+
 typedef struct av_variant_s {
     const char *name;
     const char *backend_name;
     const av_backend_t *backend;
     const char *model;                   /* NULL: send the client's */
     int64_t weight;
+    const char *system_prompt_file;      /* relative to the config's directory */
+    const char *system_prompt_mode;      /* "prepend" or "replace" */
+    int prompt_replace;
+    av_prompt_t prompt;                  /* .text NULL: none */
+    av_kv_t *prompt_vars;
+    size_t nprompt_vars;
+    av_param_t *params;
+    size_t nparams;
 } av_variant_t;
+
+/* The API a route speaks, which decides where a system prompt goes (and,
+ * later, how usage is read). AUTO: by the path's last segments. */
+enum { AV_DIALECT_AUTO = 0, AV_DIALECT_CHAT, AV_DIALECT_COMPLETIONS, AV_DIALECT_EMBEDDINGS, AV_DIALECT_RESPONSES,
+       AV_DIALECT_ANTHROPIC };
 
 /* Where a route's sticky key comes from; the first present one is used. */
 enum { AV_STICKY_HEADER = 1, AV_STICKY_COOKIE, AV_STICKY_BODY, AV_STICKY_API_KEY, AV_STICKY_CLIENT_IP };
@@ -83,6 +105,8 @@ typedef struct av_route_s {
     av_sticky_src_t *sticky;
     size_t nsticky, nsticky_body;
     const char *salt;                    /* hashed with sticky keys; default: the route's name */
+    const char *dialect_name;
+    int dialect;                         /* AV_DIALECT_* */
     int override_enabled;                /* x-aviary-variant is obeyed */
     const char *override_token_env;
     const char *override_token;          /* secret: never logged */

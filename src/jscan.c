@@ -234,6 +234,55 @@ bad:
     return -1;
 }
 
+int av_jscan_array(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off)
+{
+    scan_t c = {text, len, 0};
+    int stopped = 0;
+    skip_ws(&c);
+    if (c.i >= len || text[c.i] != '[')
+        goto bad;
+    c.i++;
+    skip_ws(&c);
+    if (c.i < len && text[c.i] == ']') {
+        c.i++;
+        goto end;
+    }
+    for (;;) {
+        av_jmember_t m = {0};
+        skip_ws(&c);
+        if (c.i >= len)
+            goto bad;
+        size_t vstart = c.i;
+        char first = text[c.i];
+        if (skip_value(&c) != 0)
+            goto bad;
+        m.val = text + vstart;
+        m.val_len = c.i - vstart;
+        m.type = (first == '-' || (first >= '0' && first <= '9')) ? '0' : first;
+        if (!stopped && fn != NULL && fn(arg, &m) != 0)
+            stopped = 1;
+        skip_ws(&c);
+        if (c.i >= len)
+            goto bad;
+        if (text[c.i] == ',') {
+            c.i++;
+            continue;
+        }
+        if (text[c.i] != ']')
+            goto bad;
+        c.i++;
+        break;
+    }
+end:
+    skip_ws(&c);
+    if (c.i == len)
+        return 0;
+bad:
+    if (err_off != NULL)
+        *err_off = c.i;
+    return -1;
+}
+
 static int hexval(char ch)
 {
     if (ch >= '0' && ch <= '9')

@@ -29,6 +29,11 @@ typedef int (*av_jscan_fn)(void *arg, const av_jmember_t *m);
  * error. */
 int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off);
 
+/* Scans text (an array value, e.g. a member's val) calling fn for each
+ * element in order; the element's key is NULL. Returns 0, or -1 with the
+ * offset of the first bad byte in *err_off. */
+int av_jscan_array(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off);
+
 /* Decodes the JSON string escapes in s (len bytes, no quotes) into out, which
  * has room for len + 1 bytes (decoding never grows the text); NUL-terminates.
  * Returns the decoded length, or -1 on a bad escape or an escaped NUL. */

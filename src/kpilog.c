@@ -50,11 +50,12 @@ static size_t cstrlen(const char *s)
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
 {
-    size_t lens[8] = {cstrlen(r->request_id), cstrlen(r->route), cstrlen(r->variant), cstrlen(r->backend),
-                      cstrlen(r->model),      cstrlen(r->error), cstrlen(r->client_model), cstrlen(r->assign)};
+    size_t lens[9] = {cstrlen(r->request_id), cstrlen(r->route),        cstrlen(r->variant),
+                      cstrlen(r->backend),    cstrlen(r->model),        cstrlen(r->error),
+                      cstrlen(r->client_model), cstrlen(r->assign),     cstrlen(r->prompt_hash)};
     size_t mlen = cstrlen(r->method);
     size_t room = 600 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
-    for (size_t i = 0; i < 8; i++)
+    for (size_t i = 0; i < 9; i++)
         room += AV_JW_STR_MAX(lens[i]);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
@@ -76,6 +77,7 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     p = KEY_STR(p, "backend", r->backend, lens[3]);
     p = KEY_STR(p, "client_model", r->client_model, lens[6]);
     p = KEY_STR(p, "model", r->model, lens[4]);
+    p = KEY_STR(p, "prompt_hash", r->prompt_hash, lens[8]);
     p = KEY_STR(p, "method", r->method, mlen);
     p = KEY_STR(p, "path", r->path, r->path_len);
     p = av_jw_i64(AV_PUT_LIT(p, ",\"status\":"), r->status);

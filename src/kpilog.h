@@ -16,6 +16,7 @@ typedef struct av_kpi_rec_s {
     const char *request_id, *route, *variant, *backend, *model;
     const char *client_model;    /* the model the client asked for */
     const char *assign;          /* how the variant was chosen: override, sticky, weight */
+    const char *prompt_hash;     /* the system prompt put in, or NULL */
     uint64_t generation;
     const char *method, *path;
     size_t path_len;

@@ -16,6 +16,7 @@
 #include "jsonw.h"
 #include "kpilog.h"
 #include "log.h"
+#include "reqbody.h"
 #include "router.h"
 #include "split.h"
 #include "upstream.h"
@@ -89,6 +90,7 @@ static void kpi_write(av_req_t *req)
         .model = req->model,
         .client_model = req->client_model,
         .assign = req->assign,
+        .prompt_hash = req->prompt_hash,
         .method = req->method_str,
         .path = req->target,
         .path_len = path_len,
@@ -182,163 +184,6 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     req->client->respond_end(req); /* may free req */
 }
 
-typedef struct {
-    const char *text;      /* the body, contiguous; NULL when it is not a JSON object */
-    size_t len, first;     /* first: offset of its opening brace */
-    av_jmember_t model[4]; /* every top-level "model": duplicates are all replaced */
-    size_t n_model, n_members;
-    int too_many;
-    const av_route_t *route;
-    /* the route's body sticky sources: the top-level member each starts from */
-    av_jmember_t sticky_top[AV_STICKY_MAX];
-    int sticky_found[AV_STICKY_MAX];
-} body_scan_t;
-
-static int on_member(void *arg, const av_jmember_t *m)
-{
-    body_scan_t *b = arg;
-    b->n_members++;
-    const av_route_t *rt = b->route;
-    for (size_t i = 0, k = 0; i < rt->nsticky; i++) {
-        if (rt->sticky[i].kind != AV_STICKY_BODY)
-            continue;
-        if (av_jscan_key_is(m, rt->sticky[i].path[0])) {
-            b->sticky_top[k] = *m; /* the last one wins, as with most parsers */
-            b->sticky_found[k] = 1;
-        }
-        k++;
-    }
-    if (!av_jscan_key_is(m, "model"))
-        return 0;
-    if (b->n_model == sizeof(b->model) / sizeof(b->model[0])) {
-        b->too_many = 1;
-        return 1;
-    }
-    b->model[b->n_model++] = *m;
-    return 0;
-}
-
-/* Scans a JSON object body once: its models and the route's body sticky
- * fields. Keyed on the body, not its label: clients often send JSON as form
- * data (curl -d). Returns 0, or -1 after answering 400 for a body that
- * starts as a JSON object and is not one. */
-static int scan_body(av_req_t *req, body_scan_t *b)
-{
-    size_t len = evbuffer_get_length(req->body);
-    b->route = req->route;
-    if (len == 0)
-        return 0;
-    const char *text = (const char *)evbuffer_pullup(req->body, -1);
-    size_t first = 0;
-    while (first < len && (text[first] == ' ' || text[first] == '\t' || text[first] == '\r' || text[first] == '\n'))
-        first++;
-    if (first == len || text[first] != '{')
-        return 0;
-    size_t err_off = 0;
-    if (av_jscan_object(text, len, on_member, b, &err_off) != 0) {
-        req->error = AV_ERR_INVALID_JSON;
-        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
-                             "request body is not valid JSON (error at byte %zu)", err_off);
-        return -1;
-    }
-    if (b->too_many) {
-        req->error = AV_ERR_INVALID_JSON;
-        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
-                             "request body repeats \"model\" too often");
-        return -1;
-    }
-    b->text = text;
-    b->len = len;
-    b->first = first;
-    if (b->n_model > 0) {
-        const av_jmember_t *m = &b->model[b->n_model - 1]; /* the one most parsers keep */
-        if (m->type == '"') {
-            char *s = av_arena_alloc(req->arena, m->val_len);
-            if (av_jscan_unescape(m->val + 1, m->val_len - 2, s) >= 0)
-                req->client_model = s;
-        }
-    }
-    req->model = req->client_model;
-    return 0;
-}
-
-typedef struct {
-    const char *name;
-    av_jmember_t found;
-    int hit;
-} find_t;
-
-static int on_find(void *arg, const av_jmember_t *m)
-{
-    find_t *f = arg;
-    if (av_jscan_key_is(m, f->name)) {
-        f->found = *m;
-        f->hit = 1;
-    }
-    return 0;
-}
-
-/* A sticky key from the body: a string (decoded) or a number, found by
- * walking src's path down from its top-level member. */
-static const char *body_key(av_req_t *req, const av_sticky_src_t *src, const av_jmember_t *top, size_t *len)
-{
-    av_jmember_t m = *top;
-    for (size_t d = 1; d < src->npath; d++) {
-        if (m.type != '{')
-            return NULL;
-        find_t f = {.name = src->path[d]};
-        size_t err_off;
-        if (av_jscan_object(m.val, m.val_len, on_find, &f, &err_off) != 0 || !f.hit)
-            return NULL;
-        m = f.found;
-    }
-    if (m.type == '0') {
-        *len = m.val_len;
-        return m.val;
-    }
-    if (m.type != '"')
-        return NULL;
-    char *s = av_arena_alloc(req->arena, m.val_len);
-    long n = av_jscan_unescape(m.val + 1, m.val_len - 2, s);
-    if (n <= 0)
-        return NULL;
-    *len = (size_t)n;
-    return s;
-}
-
-/* Puts the variant's model in the scanned JSON body, in place. */
-static void rewrite_model(av_req_t *req, const body_scan_t *b)
-{
-    const char *want = req->variant->model;
-    if (b->text == NULL || want == NULL ||
-        (req->client_model != NULL && strcmp(want, req->client_model) == 0 && b->n_model == 1))
-        return;
-    const char *text = b->text;
-    struct evbuffer *nb = evbuffer_new();
-    if (nb == NULL)
-        av_oom();
-    size_t at = 0;
-    if (b->n_model == 0) {
-        at = b->first + 1;
-        evbuffer_add(nb, text, at);
-        evbuffer_add(nb, "\"model\":", 8);
-        av_json_str(nb, want, strlen(want));
-        if (b->n_members > 0)
-            evbuffer_add(nb, ",", 1);
-    }
-    for (size_t i = 0; i < b->n_model; i++) {
-        size_t vat = (size_t)(b->model[i].val - text);
-        evbuffer_add(nb, text + at, vat - at);
-        av_json_str(nb, want, strlen(want));
-        at = vat + b->model[i].val_len;
-    }
-    evbuffer_add(nb, text + at, b->len - at);
-    evbuffer_drain(req->body, b->len);
-    evbuffer_add_buffer(req->body, nb);
-    evbuffer_free(nb);
-    req->model = want;
-}
-
 void av_req_run(av_req_t *req)
 {
     req->ran = 1;
@@ -352,18 +197,13 @@ void av_req_run(av_req_t *req)
         return;
     }
     req->route = route;
-    body_scan_t b = {0};
-    if (scan_body(req, &b) != 0)
+    av_body_t b = {0};
+    if (av_body_scan(req, &b) != 0)
         return;
     const char *keys[AV_STICKY_MAX] = {0};
     size_t key_lens[AV_STICKY_MAX] = {0};
-    for (size_t i = 0, k = 0; i < route->nsticky; i++) {
-        if (route->sticky[i].kind != AV_STICKY_BODY)
-            continue;
-        if (b.sticky_found[k])
-            keys[k] = body_key(req, &route->sticky[i], &b.sticky_top[k], &key_lens[k]);
-        k++;
-    }
+    for (size_t k = 0; k < route->nsticky_body; k++)
+        keys[k] = av_body_sticky_key(req, &b, k, &key_lens[k]);
     char why[512];
     int status = av_split_choose(req, keys, key_lens, why, sizeof(why));
     if (status != 0) {
@@ -371,7 +211,7 @@ void av_req_run(av_req_t *req)
                              status == 403 ? "override_forbidden" : "unknown_variant", "%s", why);
         return;
     }
-    rewrite_model(req, &b);
+    av_body_rewrite(req, &b);
     if (req->variant->backend->protocol == AV_PROTO_HTTP1) { /* HTTP/2 sends fields and req->body */
         req->backend_out = evbuffer_new();
         av_arena_on_free(req->arena, free_evbuffer, req->backend_out);

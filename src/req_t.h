@@ -64,6 +64,7 @@ struct av_req_s {
     int tls;
     const char *client_model;            /* the model the client asked for, if any */
     const char *model;                   /* the model sent to the backend */
+    const char *prompt_hash;             /* the variant's system prompt, when one was put in */
 
     /* client side */
     const av_client_ops_t *client;

@@ -311,6 +311,10 @@ void sim_req_handle(sim_req_t *r)
         send_stats(r);
         return;
     }
+    if (r->knobs.echo) { /* any path: tests see exactly what reached the backend */
+        send_echo(r);
+        return;
+    }
     if (strcmp(path, "/v1/models") == 0 && strcmp(r->method, "GET") == 0) {
         send_models(r);
         return;
@@ -328,10 +332,6 @@ void sim_req_handle(sim_req_t *r)
     }
     if (!post) {
         send_error(r, 405, "use POST");
-        return;
-    }
-    if (r->knobs.echo) {
-        send_echo(r);
         return;
     }
     if (r->knobs.status != 0 && r->knobs.status != 200) {

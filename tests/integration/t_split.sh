@@ -79,7 +79,7 @@ check "KPI: sticky requests say so" wait_until 5 grep -q '"request_id":"sticky-1
 
 # the monotone ramp: 5 % -> 25 % keeps every unit of the first 5 % on the canary
 out=$(admin -XPOST "http://$ADMIN/routes/chat/weights" -d '{"weights": {"stable": 95, "canary": 5}}')
-like "admin: weights set to 95/5" "$out" '"name":"canary","baseline":false,"backend":"sim","model":"new","weight":5,'
+like "admin: weights set to 95/5" "$out" '"name":"canary","baseline":false,"backend":"sim","model":"new","prompt_hash":null,"weight":5,'
 users r 400 "$T/at5"
 grep ' canary$' "$T/at5" | cut -d' ' -f1 >"$T/canary5"
 admin -XPOST "http://$ADMIN/routes/chat/weights" -d '{"weights": {"stable": 75, "canary": 25}}' >/dev/null

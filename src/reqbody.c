@@ -1,0 +1,407 @@
+/* reqbody.c: the request body's JSON as the variant wants it. The scan
+ * notes where things are; the rewrite is a list of edits (replace a value,
+ * add members after the opening brace) applied in one pass, so a body the
+ * variant does not change is not copied at all. */
+#include "reqbody.h"
+
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "arena.h"
+#include "av.h"
+#include "jsonw.h"
+#include "req.h"
+
+#define ADD_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
+
+static int on_member(void *arg, const av_jmember_t *m)
+{
+    av_body_t *b = arg;
+    b->n_members++;
+    const av_route_t *rt = b->route;
+    for (size_t i = 0, k = 0; i < rt->nsticky; i++) {
+        if (rt->sticky[i].kind != AV_STICKY_BODY)
+            continue;
+        if (av_jscan_key_is(m, rt->sticky[i].path[0])) {
+            b->sticky_top[k] = *m; /* the last one wins, as with most parsers */
+            b->sticky_found[k] = 1;
+        }
+        k++;
+    }
+    if (av_jscan_key_is(m, "messages")) {
+        b->messages = *m;
+        b->has_messages = 1;
+    } else if (av_jscan_key_is(m, "instructions")) {
+        b->instructions = *m;
+        b->has_instructions = 1;
+    } else if (av_jscan_key_is(m, "system")) {
+        b->system = *m;
+        b->has_system = 1;
+    }
+    if (!av_jscan_key_is(m, "model"))
+        return 0;
+    if (b->n_model == sizeof(b->model) / sizeof(b->model[0])) {
+        b->too_many = 1;
+        return 1;
+    }
+    b->model[b->n_model++] = *m;
+    return 0;
+}
+
+/* Keyed on the body, not its label: clients often send JSON as form data (curl -d). */
+int av_body_scan(av_req_t *req, av_body_t *b)
+{
+    size_t len = evbuffer_get_length(req->body);
+    b->route = req->route;
+    if (len == 0)
+        return 0;
+    const char *text = (const char *)evbuffer_pullup(req->body, -1);
+    size_t first = 0;
+    while (first < len && (text[first] == ' ' || text[first] == '\t' || text[first] == '\r' || text[first] == '\n'))
+        first++;
+    if (first == len || text[first] != '{')
+        return 0;
+    size_t err_off = 0;
+    if (av_jscan_object(text, len, on_member, b, &err_off) != 0) {
+        req->error = AV_ERR_INVALID_JSON;
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
+                             "request body is not valid JSON (error at byte %zu)", err_off);
+        return -1;
+    }
+    if (b->too_many) {
+        req->error = AV_ERR_INVALID_JSON;
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
+                             "request body repeats \"model\" too often");
+        return -1;
+    }
+    b->text = text;
+    b->len = len;
+    b->first = first;
+    if (b->n_model > 0) {
+        const av_jmember_t *m = &b->model[b->n_model - 1]; /* the one most parsers keep */
+        if (m->type == '"') {
+            char *s = av_arena_alloc(req->arena, m->val_len);
+            if (av_jscan_unescape(m->val + 1, m->val_len - 2, s) >= 0)
+                req->client_model = s;
+        }
+    }
+    req->model = req->client_model;
+    return 0;
+}
+
+typedef struct {
+    const char *name;
+    av_jmember_t found;
+    int hit;
+} find_t;
+
+static int on_find(void *arg, const av_jmember_t *m)
+{
+    find_t *f = arg;
+    if (av_jscan_key_is(m, f->name)) {
+        f->found = *m;
+        f->hit = 1;
+    }
+    return 0;
+}
+
+/* A member of an object value, by name. */
+static int find_member(const av_jmember_t *obj, const char *name, av_jmember_t *out)
+{
+    if (obj->type != '{')
+        return 0;
+    find_t f = {.name = name};
+    size_t err_off;
+    if (av_jscan_object(obj->val, obj->val_len, on_find, &f, &err_off) != 0 || !f.hit)
+        return 0;
+    *out = f.found;
+    return 1;
+}
+
+/* A string member's value, decoded into the arena. */
+static const char *decode(av_req_t *req, const av_jmember_t *m, size_t *len)
+{
+    if (m->type != '"')
+        return NULL;
+    char *s = av_arena_alloc(req->arena, m->val_len);
+    long n = av_jscan_unescape(m->val + 1, m->val_len - 2, s);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return s;
+}
+
+const char *av_body_sticky_key(av_req_t *req, const av_body_t *b, size_t k, size_t *len)
+{
+    if (b->text == NULL || !b->sticky_found[k])
+        return NULL;
+    const av_sticky_src_t *src = NULL;
+    for (size_t i = 0, j = 0; i < req->route->nsticky; i++)
+        if (req->route->sticky[i].kind == AV_STICKY_BODY && j++ == k)
+            src = &req->route->sticky[i];
+    av_jmember_t m = b->sticky_top[k];
+    for (size_t d = 1; d < src->npath; d++)
+        if (!find_member(&m, src->path[d], &m))
+            return NULL;
+    if (m.type == '0') {
+        *len = m.val_len;
+        return m.val;
+    }
+    const char *s = decode(req, &m, len);
+    return s != NULL && *len > 0 ? s : NULL;
+}
+
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+int av_body_dialect(const av_req_t *req)
+{
+    if (req->route->dialect != AV_DIALECT_AUTO)
+        return req->route->dialect;
+    size_t n = strcspn(req->target, "?");
+    if (n > req->target_len)
+        n = req->target_len;
+    while (n > 1 && req->target[n - 1] == '/')
+        n--;
+    if (ends_with(req->target, n, "/chat/completions"))
+        return AV_DIALECT_CHAT;
+    if (ends_with(req->target, n, "/completions"))
+        return AV_DIALECT_COMPLETIONS;
+    if (ends_with(req->target, n, "/embeddings"))
+        return AV_DIALECT_EMBEDDINGS;
+    if (ends_with(req->target, n, "/responses"))
+        return AV_DIALECT_RESPONSES;
+    if (ends_with(req->target, n, "/messages"))
+        return AV_DIALECT_ANTHROPIC;
+    return AV_DIALECT_AUTO;
+}
+
+/* ---- edits ---- */
+
+typedef struct {
+    size_t at, del;         /* replace del bytes at offset at ... */
+    struct evbuffer *ins;   /* ... with these */
+} edit_t;
+
+typedef struct {
+    edit_t e[AV_BODY_MAX_PARAMS + 8];
+    size_t n;
+    struct evbuffer *prefix; /* members added after the opening brace */
+} edits_t;
+
+static struct evbuffer *replace(edits_t *ed, const av_jmember_t *m, const char *text)
+{
+    if (ed->n == AV_NELEMS(ed->e))
+        return NULL;
+    edit_t *e = &ed->e[ed->n++];
+    e->at = (size_t)(m->val - text);
+    e->del = m->val_len;
+    e->ins = evbuffer_new();
+    return e->ins;
+}
+
+static void add_member(edits_t *ed, const char *name, const char *json, size_t json_len)
+{
+    if (evbuffer_get_length(ed->prefix) > 0)
+        evbuffer_add(ed->prefix, ",", 1);
+    av_json_str(ed->prefix, name, strlen(name));
+    evbuffer_add(ed->prefix, ":", 1);
+    evbuffer_add(ed->prefix, json, json_len);
+}
+
+typedef struct {
+    const av_variant_t *v;
+    av_jmember_t hits[AV_BODY_MAX_PARAMS];
+    size_t nhits;
+    int present[AV_BODY_MAX_PARAMS];
+    size_t which[AV_BODY_MAX_PARAMS];
+} params_scan_t;
+
+static int on_param(void *arg, const av_jmember_t *m)
+{
+    params_scan_t *p = arg;
+    for (size_t i = 0; i < p->v->nparams && i < AV_BODY_MAX_PARAMS; i++)
+        if (av_jscan_key_is(m, p->v->params[i].name) && p->nhits < AV_BODY_MAX_PARAMS) {
+            p->which[p->nhits] = i;
+            p->hits[p->nhits++] = *m;
+            p->present[i] = 1;
+        }
+    return 0;
+}
+
+/* The variant's params: every member of that name gets the value; absent ones are added. */
+static void edit_params(const av_body_t *b, const av_variant_t *v, edits_t *ed)
+{
+    params_scan_t p = {.v = v};
+    size_t err_off;
+    av_jscan_object(b->text, b->len, on_param, &p, &err_off); /* scanned whole before: cannot fail */
+    for (size_t h = 0; h < p.nhits; h++) {
+        const av_param_t *pa = &v->params[p.which[h]];
+        struct evbuffer *out = replace(ed, &p.hits[h], b->text);
+        if (out != NULL)
+            evbuffer_add(out, pa->json, pa->json_len);
+    }
+    for (size_t i = 0; i < v->nparams && i < AV_BODY_MAX_PARAMS; i++)
+        if (!p.present[i])
+            add_member(ed, v->params[i].name, v->params[i].json, v->params[i].json_len);
+}
+
+typedef struct {
+    struct evbuffer *out;
+    int replace;
+} msgs_t;
+
+static int is_system_message(const av_jmember_t *e)
+{
+    av_jmember_t role;
+    if (!find_member(e, "role", &role) || role.type != '"')
+        return 0;
+    return (role.val_len == 8 && memcmp(role.val, "\"system\"", 8) == 0) ||
+           (role.val_len == 11 && memcmp(role.val, "\"developer\"", 11) == 0);
+}
+
+static int on_message(void *arg, const av_jmember_t *e)
+{
+    msgs_t *m = arg;
+    if (m->replace && is_system_message(e))
+        return 0;
+    evbuffer_add(m->out, ",", 1);
+    evbuffer_add(m->out, e->val, e->val_len);
+    return 0;
+}
+
+/* "prompt\n\n" + the client's own string, as a JSON string. */
+static void prepend_text(av_req_t *req, struct evbuffer *out, const av_prompt_t *p, const av_jmember_t *m)
+{
+    size_t len = 0;
+    const char *theirs = decode(req, m, &len);
+    if (theirs == NULL || len == 0) {
+        evbuffer_add(out, p->json, p->json_len);
+        return;
+    }
+    char *both = av_arena_alloc(req->arena, p->len + 2 + len);
+    memcpy(both, p->text, p->len);
+    memcpy(both + p->len, "\n\n", 2);
+    memcpy(both + p->len + 2, theirs, len);
+    av_json_str(out, both, p->len + 2 + len);
+}
+
+static void edit_prompt(av_req_t *req, const av_body_t *b, const av_variant_t *v, int dialect, edits_t *ed)
+{
+    const av_prompt_t *p = &v->prompt;
+    if (dialect == AV_DIALECT_AUTO && b->has_messages)
+        dialect = AV_DIALECT_CHAT;
+    if (dialect == AV_DIALECT_CHAT) {
+        struct evbuffer *out = b->has_messages && b->messages.type == '[' ? replace(ed, &b->messages, b->text)
+                                                                           : NULL;
+        struct evbuffer *elem = evbuffer_new();
+        ADD_LIT(elem, "[{\"role\":\"system\",\"content\":");
+        evbuffer_add(elem, p->json, p->json_len);
+        evbuffer_add(elem, "}", 1);
+        if (out != NULL) {
+            evbuffer_add_buffer(out, elem);
+            msgs_t m = {.out = out, .replace = v->prompt_replace};
+            size_t err_off;
+            av_jscan_array(b->messages.val, b->messages.val_len, on_message, &m, &err_off);
+            evbuffer_add(out, "]", 1);
+        } else if (!b->has_messages) {
+            evbuffer_add(elem, "]", 1);
+            size_t n = evbuffer_get_length(elem);
+            add_member(ed, "messages", (const char *)evbuffer_pullup(elem, -1), n);
+        }
+        evbuffer_free(elem);
+        return;
+    }
+    const char *field = dialect == AV_DIALECT_RESPONSES ? "instructions" : dialect == AV_DIALECT_ANTHROPIC ? "system"
+                                                                                                         : NULL;
+    if (field == NULL)
+        return; /* completions and embeddings have no system message */
+    int has = dialect == AV_DIALECT_RESPONSES ? b->has_instructions : b->has_system;
+    const av_jmember_t *m = dialect == AV_DIALECT_RESPONSES ? &b->instructions : &b->system;
+    if (!has) {
+        add_member(ed, field, p->json, p->json_len);
+        return;
+    }
+    struct evbuffer *out = replace(ed, m, b->text);
+    if (out == NULL)
+        return;
+    if (v->prompt_replace || m->type == 'n') {
+        evbuffer_add(out, p->json, p->json_len);
+    } else if (m->type == '[') { /* Anthropic's list of content blocks: ours first */
+        ADD_LIT(out, "[{\"type\":\"text\",\"text\":");
+        evbuffer_add(out, p->json, p->json_len);
+        evbuffer_add(out, "}", 1);
+        const char *inner = m->val + 1;
+        size_t inner_len = m->val_len - 2;
+        size_t k = 0;
+        while (k < inner_len && (inner[k] == ' ' || inner[k] == '\n' || inner[k] == '\r' || inner[k] == '\t'))
+            k++;
+        if (k < inner_len)
+            evbuffer_add(out, ",", 1);
+        evbuffer_add(out, inner, inner_len);
+        evbuffer_add(out, "]", 1);
+    } else {
+        prepend_text(req, out, p, m);
+    }
+}
+
+void av_body_rewrite(av_req_t *req, const av_body_t *b)
+{
+    const av_variant_t *v = req->variant;
+    const char *want = v->model;
+    int model_same = want == NULL || (req->client_model != NULL && strcmp(want, req->client_model) == 0 &&
+                                      b->n_model == 1);
+    if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL))
+        return;
+    edits_t ed = {.prefix = evbuffer_new()};
+    if (!model_same) {
+        for (size_t i = 0; i < b->n_model; i++) {
+            struct evbuffer *out = replace(&ed, &b->model[i], b->text);
+            if (out != NULL)
+                av_json_str(out, want, strlen(want));
+        }
+        if (b->n_model == 0) {
+            struct evbuffer *tmp = evbuffer_new();
+            av_json_str(tmp, want, strlen(want));
+            size_t n = evbuffer_get_length(tmp);
+            add_member(&ed, "model", (const char *)evbuffer_pullup(tmp, -1), n);
+            evbuffer_free(tmp);
+        }
+        req->model = want;
+    }
+    if (v->nparams > 0)
+        edit_params(b, v, &ed);
+    if (v->prompt.text != NULL)
+        edit_prompt(req, b, v, av_body_dialect(req), &ed);
+    /* edits in body order; none overlap (each is a different member) */
+    for (size_t i = 1; i < ed.n; i++)
+        for (size_t j = i; j > 0 && ed.e[j].at < ed.e[j - 1].at; j--) {
+            edit_t t = ed.e[j];
+            ed.e[j] = ed.e[j - 1];
+            ed.e[j - 1] = t;
+        }
+    struct evbuffer *nb = evbuffer_new();
+    size_t at = b->first + 1;
+    evbuffer_add(nb, b->text, at);
+    if (evbuffer_get_length(ed.prefix) > 0) {
+        evbuffer_add_buffer(nb, ed.prefix);
+        if (b->n_members > 0)
+            evbuffer_add(nb, ",", 1);
+    }
+    for (size_t i = 0; i < ed.n; i++) {
+        evbuffer_add(nb, b->text + at, ed.e[i].at - at);
+        evbuffer_add_buffer(nb, ed.e[i].ins);
+        evbuffer_free(ed.e[i].ins);
+        at = ed.e[i].at + ed.e[i].del;
+    }
+    evbuffer_add(nb, b->text + at, b->len - at);
+    evbuffer_free(ed.prefix);
+    evbuffer_drain(req->body, b->len);
+    evbuffer_add_buffer(req->body, nb);
+    evbuffer_free(nb);
+    if (v->prompt.text != NULL)
+        req->prompt_hash = v->prompt.hash;
+}
