@@ -17,6 +17,7 @@
 
 #include "av.h"
 #include "jsonc.h"
+#include "geo.h"
 #include "log.h"
 #include "split.h"
 #include "tls.h"
@@ -693,6 +694,79 @@ static int c_sticky_keys(ctx_t *x, const cJSON *v, void *base)
     return 0;
 }
 
+/* A string or an array of strings, each of exactly two letters (upper case). */
+static int codes(ctx_t *x, const cJSON *v, const char (**out)[3], size_t *n)
+{
+    size_t cnt = cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 1;
+    char (*c)[3] = av_arena_calloc(x->cfg->arena, cnt * sizeof(*c));
+    const cJSON *e = cJSON_IsArray(v) ? v->child : v;
+    for (size_t i = 0; i < cnt; i++, e = e->next) {
+        if (!cJSON_IsString(e) || strlen(e->valuestring) != 2 || e->valuestring[0] < 'A' || e->valuestring[0] > 'Z' ||
+            e->valuestring[1] < 'A' || e->valuestring[1] > 'Z')
+            return fail(x, "expected two upper-case letters (e.g. \"DE\", \"EU\"), or an array of them");
+        memcpy(c[i], e->valuestring, 3);
+    }
+    *out = (const char (*)[3])c;
+    *n = cnt;
+    return 0;
+}
+
+static int c_geo_rules(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    if (!cJSON_IsArray(v))
+        return fail(x, "expected an array of rules like {\"country\": [\"DE\", \"FR\"], \"variant\": \"eu\"}");
+    r->ngeo = (size_t)cJSON_GetArraySize(v);
+    r->geo = av_arena_calloc(x->cfg->arena, (r->ngeo ? r->ngeo : 1) * sizeof(*r->geo));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        av_geo_rule_t *g = &r->geo[i];
+        push_index(x, i);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object like {\"continent\": \"EU\", \"variant\": \"eu\"}");
+        int conditions = 0;
+        for (const cJSON *m = e->child; m != NULL; m = m->next) {
+            push_key(x, m->string);
+            int rc = 0;
+            if (strcmp(m->string, "country") == 0) {
+                rc = codes(x, m, &g->countries, &g->ncountries);
+                conditions++;
+            } else if (strcmp(m->string, "continent") == 0) {
+                rc = codes(x, m, &g->continents, &g->ncontinents);
+                conditions++;
+            } else if (strcmp(m->string, "asn") == 0) {
+                size_t cnt = cJSON_IsArray(m) ? (size_t)cJSON_GetArraySize(m) : 1;
+                int64_t *a = av_arena_calloc(x->cfg->arena, cnt * sizeof(*a));
+                const cJSON *n = cJSON_IsArray(m) ? m->child : m;
+                for (size_t k = 0; k < cnt; k++, n = n->next) {
+                    if (!cJSON_IsNumber(n) || n->valuedouble < 1 || n->valuedouble > 4294967295.0 ||
+                        n->valuedouble != floor(n->valuedouble))
+                        return fail(x, "expected an AS number (e.g. 15169), or an array of them");
+                    a[k] = (int64_t)n->valuedouble;
+                }
+                g->asns = a;
+                g->nasns = cnt;
+                conditions++;
+            } else if (strcmp(m->string, "variant") == 0) {
+                if (!cJSON_IsString(m))
+                    return fail(x, "expected a variant's name");
+                g->variant_name = dup_str(x, m->valuestring);
+            } else {
+                return fail(x, "unknown key (known keys: country, continent, asn, variant)");
+            }
+            if (rc != 0)
+                return rc;
+            pop(x);
+        }
+        if (g->variant_name == NULL)
+            return fail(x, "a rule needs \"variant\"");
+        if (conditions == 0)
+            return fail(x, "a rule needs \"country\", \"continent\" or \"asn\"");
+        pop(x);
+    }
+    return 0;
+}
+
 static const kspec_t sticky_spec[] = {
     {"keys", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_sticky_keys},
     {"salt", K_STR, offsetof(av_route_t, salt), 1, 0, 0, NULL, 0, NULL, NULL},
@@ -712,6 +786,7 @@ static const kspec_t route_spec[] = {
     {"sticky", K_OBJ, 0, 0, 0, 0, NULL, 0, sticky_spec, NULL},
     {"override", K_OBJ, 0, 0, 0, 0, NULL, 0, override_spec, NULL},
     {"dialect", K_STR, offsetof(av_route_t, dialect_name), 1, 0, 0, "auto", 0, NULL, NULL},
+    {"geo", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geo_rules},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -759,6 +834,23 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
         }
         if (r->salt == NULL)
             r->salt = r->name;
+        for (size_t k = 0; k < r->ngeo; k++) {
+            av_geo_rule_t *g = &r->geo[k];
+            g->variant = r->nvariants;
+            for (size_t j = 0; j < r->nvariants; j++)
+                if (strcmp(r->variants[j].name, g->variant_name) == 0)
+                    g->variant = j;
+            if (g->variant == r->nvariants) {
+                push_key(x, "geo");
+                push_index(x, k);
+                push_key(x, "variant");
+                return fail(x, "no variant \"%s\" in this route", g->variant_name);
+            }
+            if (c->geo == NULL) {
+                push_key(x, "geo");
+                return fail(x, "geo rules need databases: set \"geoip\": {\"databases\": [\"GeoLite2-Country.mmdb\"]}");
+            }
+        }
         static const char *const dialects[] = {"auto", "openai_chat", "openai_completions", "openai_embeddings",
                                                "openai_responses", "anthropic"};
         r->dialect = -1;
@@ -817,6 +909,53 @@ static const kspec_t client_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static void free_geo(void *p)
+{
+    av_geo_close(p);
+}
+
+static int c_geoip(ctx_t *x, const cJSON *v, void *base)
+{
+    av_config_t *c = base;
+    if (c->geo != NULL)
+        return 0; /* loaded first, before routes refer to it */
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected {\"databases\": [\"GeoLite2-Country.mmdb\"], \"trusted_proxies\": [\"10.0.0.0/8\"]}");
+    const char *dbs[8], *proxies[256];
+    size_t ndbs = 0, nproxies = 0;
+    for (const cJSON *m = v->child; m != NULL; m = m->next) {
+        push_key(x, m->string);
+        int is_db = strcmp(m->string, "databases") == 0;
+        if (!is_db && strcmp(m->string, "trusted_proxies") != 0)
+            return fail(x, "unknown key (known keys: databases, trusted_proxies)");
+        if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) > (is_db ? 4 : 256))
+            return fail(x, "expected an array of at most %d strings", is_db ? 4 : 256);
+        size_t i = 0;
+        for (const cJSON *e = m->child; e != NULL; e = e->next, i++) {
+            push_index(x, i);
+            if (!cJSON_IsString(e))
+                return fail(x, "expected a string, got %s", type_name(e));
+            if (is_db) {
+                dbs[ndbs++] = relative_to(x, x->cfg->dir, e->valuestring);
+            } else {
+                if (!av_geo_cidr_valid(e->valuestring))
+                    return fail(x, "\"%s\" is not an address or CIDR block", e->valuestring);
+                proxies[nproxies++] = e->valuestring;
+            }
+            pop(x);
+        }
+        pop(x);
+    }
+    char why[512];
+    c->geo = av_geo_open(dbs, ndbs, proxies, nproxies, why, sizeof(why));
+    if (c->geo == NULL) {
+        push_key(x, "databases");
+        return fail(x, "%s", why);
+    }
+    av_arena_on_free(c->arena, free_geo, c->geo);
+    return 0;
+}
+
 static const kspec_t top_spec[] = {
     {"workers", K_INT, offsetof(av_config_t, workers), 0, 256, 0, NULL, K_RESTART, NULL, NULL},
     {"listen", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED | K_RESTART, NULL, c_listen},
@@ -826,6 +965,7 @@ static const kspec_t top_spec[] = {
     {"backends", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_backends},
     {"routes", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_routes},
     {"variant_header", K_STR, offsetof(av_config_t, variant_header), 0, 0, 0, "x-aviary-variant", 0, NULL, NULL},
+    {"geoip", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geoip},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -876,7 +1016,15 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
     const char *slash = strrchr(name, '/');
     c->path = dup_str(&x, name);
     c->dir = slash ? av_arena_strndup(c->arena, name, (size_t)(slash - name)) : ".";
-    /* backends before routes, whatever order the file has them in */
+    /* geoip and backends before routes, whatever order the file has them in */
+    cJSON *geoip = cJSON_GetObjectItemCaseSensitive(root, "geoip");
+    if (geoip != NULL) {
+        push_key(&x, "geoip");
+        rc = c_geoip(&x, geoip, c);
+        if (rc != 0)
+            goto fail;
+        pop(&x);
+    }
     cJSON *backends = cJSON_GetObjectItemCaseSensitive(root, "backends");
     if (backends != NULL) {
         push_key(&x, "backends");

@@ -94,6 +94,18 @@ typedef struct {
     size_t npath;
 } av_sticky_src_t;
 
+/* A geo rule: every condition given must hold (each list: any of it). */
+typedef struct {
+    const char (*countries)[3];
+    size_t ncountries;
+    const char (*continents)[3];
+    size_t ncontinents;
+    const int64_t *asns;
+    size_t nasns;
+    const char *variant_name;
+    size_t variant;                      /* index in the route's variants */
+} av_geo_rule_t;
+
 struct av_split_state_s;
 typedef struct av_route_s {
     const char *name;
@@ -107,6 +119,8 @@ typedef struct av_route_s {
     const char *salt;                    /* hashed with sticky keys; default: the route's name */
     const char *dialect_name;
     int dialect;                         /* AV_DIALECT_* */
+    av_geo_rule_t *geo;
+    size_t ngeo;
     int override_enabled;                /* x-aviary-variant is obeyed */
     const char *override_token_env;
     const char *override_token;          /* secret: never logged */
@@ -135,6 +149,7 @@ typedef struct av_config_s {
     av_route_t *routes;
     size_t nroutes;
     const char *variant_header;          /* response header naming the variant; "" = none */
+    struct av_geo_s *geo;                /* this generation's databases and trusted proxies; NULL: none */
 } av_config_t;
 
 /* Loads and validates a file. On failure returns NULL and writes

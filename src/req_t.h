@@ -60,7 +60,10 @@ struct av_req_s {
     int http_major, http_minor;
     av_headers_t headers;
     struct evbuffer *body;
-    char client_ip[48];
+    char client_ip[48];                  /* the peer */
+    char real_ip[48];                    /* the client behind trusted proxies (split.c fills it when needed) */
+    char geo_country[3], geo_continent[3];
+    uint32_t geo_asn;
     int tls;
     const char *client_model;            /* the model the client asked for, if any */
     const char *model;                   /* the model sent to the backend */

@@ -13,10 +13,12 @@
 
 #include "av.h"
 #include "config.h"
+#include "geo.h"
 #include "headers.h"
 #include "worker.h"
 
 const char AV_ASSIGN_OVERRIDE[] = "override";
+const char AV_ASSIGN_GEO[] = "geo";
 const char AV_ASSIGN_STICKY[] = "sticky";
 const char AV_ASSIGN_WEIGHT[] = "weight";
 
@@ -281,6 +283,35 @@ static const char *api_key(const av_req_t *req, size_t *len)
 }
 
 /* The first sticky source that the request carries. */
+static int has_code(const char (*list)[3], size_t n, const char *code)
+{
+    for (size_t i = 0; i < n; i++)
+        if (code[0] != '\0' && memcmp(list[i], code, 2) == 0)
+            return 1;
+    return 0;
+}
+
+/* The first geo rule the client's location meets, or -1. */
+static long geo_rule(const av_req_t *req, const av_route_t *rt)
+{
+    for (size_t i = 0; i < rt->ngeo; i++) {
+        const av_geo_rule_t *g = &rt->geo[i];
+        if (g->ncountries && !has_code(g->countries, g->ncountries, req->geo_country))
+            continue;
+        if (g->ncontinents && !has_code(g->continents, g->ncontinents, req->geo_continent))
+            continue;
+        if (g->nasns) {
+            size_t k = 0;
+            while (k < g->nasns && (uint64_t)g->asns[k] != req->geo_asn)
+                k++;
+            if (k == g->nasns)
+                continue;
+        }
+        return (long)i;
+    }
+    return -1;
+}
+
 static const char *sticky_key(const av_req_t *req, const av_route_t *rt, const char *const *body_keys,
                               const size_t *body_key_lens, size_t *len)
 {
@@ -310,7 +341,7 @@ static const char *sticky_key(const av_req_t *req, const av_route_t *rt, const c
             v = api_key(req, len);
             break;
         case AV_STICKY_CLIENT_IP:
-            v = req->client_ip;
+            v = req->real_ip;
             *len = strlen(v);
             break;
         }
@@ -369,6 +400,22 @@ int av_split_choose(av_req_t *req, const char *const *body_keys, const size_t *b
             for (size_t i = 0; i < rt->nvariants && at < whylen; i++)
                 at += (size_t)snprintf(why + at, whylen - at, "%s \"%s\"", i ? "," : "", rt->variants[i].name);
             return 400;
+        }
+    }
+    const av_geo_t *geo = req->cfg->geo;
+    av_geo_client_ip(geo, req, req->real_ip, sizeof(req->real_ip));
+    if (rt->ngeo > 0) {
+        av_geo_info_t info;
+        av_geo_lookup(geo, req->real_ip, &info);
+        memcpy(req->geo_country, info.country, 3);
+        memcpy(req->geo_continent, info.continent, 3);
+        req->geo_asn = info.asn;
+        long g = geo_rule(req, rt);
+        if (g >= 0) {
+            req->variant = &rt->variants[rt->geo[g].variant];
+            req->assign = AV_ASSIGN_GEO;
+            count(s, rt->geo[g].variant, req->assign);
+            return 0;
         }
     }
     if (rt->nvariants == 1) {

@@ -1,5 +1,5 @@
 /* split.h: which variant of a route serves a request: the override header,
- * then the sticky key, then the weights. Weights live in a split state per
+ * then a geo rule, then the sticky key, then the weights. Weights live in a split state per
  * route name that outlives config generations, so an admin call changes
  * them for every worker at once, and a reload keeps them unless the config's
  * own weights changed. */
@@ -20,6 +20,7 @@ typedef struct av_split_state_s av_split_state_t;
 
 /* How the variant was chosen, in the KPI log. */
 extern const char AV_ASSIGN_OVERRIDE[]; /* "override": x-aviary-variant */
+extern const char AV_ASSIGN_GEO[];      /* "geo": a geo rule of the route */
 extern const char AV_ASSIGN_STICKY[];   /* "sticky": the sticky key's bucket */
 extern const char AV_ASSIGN_WEIGHT[];   /* "weight": no sticky key; a random bucket, by weight */
 
