@@ -85,7 +85,21 @@ static void route_json(struct evbuffer *b, const av_route_t *rt)
             evbuffer_add(b, ",", 1);
         av_json_str(b, rt->sticky[i].spec, strlen(rt->sticky[i].spec));
     }
-    evbuffer_add_printf(b, "],\"override\":%s,\"variants\":[", rt->override_enabled ? "true" : "false");
+    evbuffer_add_printf(b, "],\"override\":%s,", rt->override_enabled ? "true" : "false");
+    if (rt->shadow_variant_name != NULL) {
+        uint64_t sent = 0, dropped = 0;
+        int64_t in_flight = 0;
+        if (rt->split != NULL)
+            av_split_shadow_counts(rt->split, &sent, &dropped, &in_flight);
+        evbuffer_add_printf(b, "\"shadow\":{\"variant\":");
+        av_json_str(b, rt->shadow_variant_name, strlen(rt->shadow_variant_name));
+        evbuffer_add_printf(b,
+                            ",\"percent\":%lld,\"max_in_flight\":%lld,\"sent\":%llu,\"dropped\":%llu,"
+                            "\"in_flight\":%lld},",
+                            (long long)rt->shadow_percent, (long long)rt->shadow_max_in_flight,
+                            (unsigned long long)sent, (unsigned long long)dropped, (long long)in_flight);
+    }
+    evbuffer_add_printf(b, "\"variants\":[");
     for (size_t i = 0; i < rt->nvariants; i++) {
         const av_variant_t *v = &rt->variants[i];
         av_split_counts_t n = {0};

@@ -432,6 +432,10 @@ static int parse_url(ctx_t *x, av_backend_t *b)
     char *key = av_arena_alloc(x->cfg->arena, klen);
     snprintf(key, klen, "%s@%s/%s%s", b->name, hostport, b->protocol_name, b->tls ? "+tls" : "");
     b->pool_key = key;
+    size_t slen = klen + 8;
+    char *skey = av_arena_alloc(x->cfg->arena, slen);
+    snprintf(skey, slen, "%s#shadow", key);
+    b->shadow_pool_key = skey;
     const char *path = slash ? slash : "";
     size_t plen = strlen(path);
     while (plen > 0 && path[plen - 1] == '/')
@@ -779,6 +783,14 @@ static const kspec_t override_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static const kspec_t shadow_spec[] = {
+    {"variant", K_STR, offsetof(av_route_t, shadow_variant_name), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"percent", K_INT, offsetof(av_route_t, shadow_percent), 0, 100, 100, NULL, 0, NULL, NULL},
+    {"max_in_flight", K_INT, offsetof(av_route_t, shadow_max_in_flight), 1, 100000, 64, NULL, 0, NULL, NULL},
+    {"compare", K_BOOL, offsetof(av_route_t, shadow_compare), 0, 1, 1, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
 static const kspec_t route_spec[] = {
     {"name", K_STR, offsetof(av_route_t, name), 1, 0, 0, NULL, K_REQUIRED, NULL, NULL},
     {"match", K_OBJ, 0, 0, 0, 0, NULL, 0, match_spec, NULL},
@@ -787,6 +799,7 @@ static const kspec_t route_spec[] = {
     {"override", K_OBJ, 0, 0, 0, 0, NULL, 0, override_spec, NULL},
     {"dialect", K_STR, offsetof(av_route_t, dialect_name), 1, 0, 0, "auto", 0, NULL, NULL},
     {"geo", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geo_rules},
+    {"shadow", K_OBJ, 0, 0, 0, 0, NULL, 0, shadow_spec, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -834,6 +847,17 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
         }
         if (r->salt == NULL)
             r->salt = r->name;
+        if (r->shadow_variant_name != NULL) {
+            r->shadow_variant = r->nvariants;
+            for (size_t j = 0; j < r->nvariants; j++)
+                if (strcmp(r->variants[j].name, r->shadow_variant_name) == 0)
+                    r->shadow_variant = j;
+            if (r->shadow_variant == r->nvariants) {
+                push_key(x, "shadow");
+                push_key(x, "variant");
+                return fail(x, "no variant \"%s\" in this route", r->shadow_variant_name);
+            }
+        }
         for (size_t k = 0; k < r->ngeo; k++) {
             av_geo_rule_t *g = &r->geo[k];
             g->variant = r->nvariants;

@@ -34,6 +34,7 @@ typedef struct av_backend_s {
     const char *host_header;             /* "host" or "host:port" as sent in Host */
     const char *base_path;               /* "" or "/prefix" without a trailing slash */
     const char *pool_key;                /* "name@host:port/protocol": one pool per backend, address and protocol */
+    const char *shadow_pool_key;         /* the same + "#shadow": shadow copies never share connections */
     int tls;                             /* https:// */
     const char *tls_name;                /* the URL's host: SNI and the name the certificate must carry */
     int tls_verify;                      /* 0 only when the config says "tls_verify": false */
@@ -121,6 +122,11 @@ typedef struct av_route_s {
     int dialect;                         /* AV_DIALECT_* */
     av_geo_rule_t *geo;
     size_t ngeo;
+    const char *shadow_variant_name;     /* NULL: no shadow traffic */
+    size_t shadow_variant;
+    int64_t shadow_percent;              /* of the route's requests, 0-100 */
+    int64_t shadow_max_in_flight;        /* per route, split across workers */
+    int shadow_compare;                  /* a comparison line per pair */
     int override_enabled;                /* x-aviary-variant is obeyed */
     const char *override_token_env;
     const char *override_token;          /* secret: never logged */

@@ -121,7 +121,7 @@ void av_headers_backend_request(struct evbuffer *out, const av_req_t *req, const
     /* one reservation sized for everything, then plain stores: no printf */
     size_t method_len = strlen(req->method_str), base_len = strlen(b->base_path);
     size_t host_len = strlen(b->host_header), ip_len = strlen(req->client_ip), id_len = strlen(req->id);
-    size_t room = 256 + method_len + base_len + req->target_len + host_len + ip_len + id_len;
+    size_t room = 288 + method_len + base_len + req->target_len + host_len + ip_len + id_len;
     const av_header_t *xff = NULL;
     for (size_t i = 0; i < req->headers.n; i++)
         room += req->headers.v[i].name_len + req->headers.v[i].value_len + 4;
@@ -175,6 +175,8 @@ void av_headers_backend_request(struct evbuffer *out, const av_req_t *req, const
         p = av_put_u64(p, body_len);
         p = AV_PUT_LIT(p, "\r\n");
     }
+    if (req->shadow)
+        p = AV_PUT_LIT(p, "X-Aviary-Shadow: 1\r\n");
     p = AV_PUT_LIT(p, "Connection: keep-alive\r\n\r\n");
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     evbuffer_commit_space(out, &v, 1);
@@ -192,7 +194,7 @@ static char *lower_dup(av_arena_t *a, const char *s, size_t n)
 size_t av_headers_backend_nv(const av_req_t *req, const av_backend_t *b, size_t body_len, nghttp2_nv **out)
 {
     av_arena_t *a = req->arena;
-    size_t cap = req->headers.n + b->nheaders + 12, n = 0;
+    size_t cap = req->headers.n + b->nheaders + 13, n = 0;
     nghttp2_nv *nv = av_arena_alloc(a, cap * sizeof(*nv));
 #define NV(nm, nl, val, vl) \
     nv[n++] = (nghttp2_nv){(uint8_t *)(nm), (uint8_t *)(val), (nl), (vl), NGHTTP2_NV_FLAG_NONE}
@@ -239,6 +241,8 @@ size_t av_headers_backend_nv(const av_req_t *req, const av_backend_t *b, size_t 
         size_t hl = strlen(b->headers[i].name);
         NV(lower_dup(a, b->headers[i].name, hl), hl, b->headers[i].value, strlen(b->headers[i].value));
     }
+    if (req->shadow)
+        NV("x-aviary-shadow", 15, "1", 1);
     if (body_len > 0 || req->method == HTTP_POST || req->method == HTTP_PUT || req->method == HTTP_PATCH) {
         char *cl = av_arena_alloc(a, AV_PUT_NUM_MAX);
         NV("content-length", 14, cl, (size_t)(av_put_u64(cl, body_len) - cl));

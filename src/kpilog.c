@@ -73,6 +73,7 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     p = KEY_STR(p, "route", r->route, lens[1]);
     p = KEY_STR(p, "variant", r->variant, lens[2]);
     p = KEY_STR(p, "assign", r->assign, lens[7]);
+    p = r->shadow ? AV_PUT_LIT(p, ",\"shadow\":true") : AV_PUT_LIT(p, ",\"shadow\":false");
     p = av_put_u64(AV_PUT_LIT(p, ",\"generation\":"), r->generation);
     p = KEY_STR(p, "backend", r->backend, lens[3]);
     p = KEY_STR(p, "client_model", r->client_model, lens[6]);

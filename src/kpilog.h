@@ -17,6 +17,7 @@ typedef struct av_kpi_rec_s {
     const char *client_model;    /* the model the client asked for */
     const char *assign;          /* how the variant was chosen: override, sticky, weight */
     const char *prompt_hash;     /* the system prompt put in, or NULL */
+    int shadow;                  /* a shadow copy, answered to nobody */
     uint64_t generation;
     const char *method, *path;
     size_t path_len;

@@ -16,7 +16,9 @@
 #include "jsonw.h"
 #include "kpilog.h"
 #include "log.h"
+#include "output.h"
 #include "reqbody.h"
+#include "shadow.h"
 #include "router.h"
 #include "split.h"
 #include "upstream.h"
@@ -36,6 +38,11 @@ const char AV_ERR_INVALID_JSON[] = "invalid_json";
 static void free_evbuffer(void *p)
 {
     evbuffer_free(p);
+}
+
+static void free_output(void *p)
+{
+    av_output_free(p);
 }
 
 av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx)
@@ -91,6 +98,7 @@ static void kpi_write(av_req_t *req)
         .client_model = req->client_model,
         .assign = req->assign,
         .prompt_hash = req->prompt_hash,
+        .shadow = req->shadow,
         .method = req->method_str,
         .path = req->target,
         .path_len = path_len,
@@ -114,6 +122,8 @@ void av_req_free(av_req_t *req)
         req->status = req->status ? req->status : 499;
     }
     kpi_write(req);
+    if (req->pair != NULL)
+        av_shadow_done(req);
     if (req->ran)
         req->worker->stats.active_requests--;
     av_config_unref(req->cfg);
@@ -184,6 +194,20 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     req->client->respond_end(req); /* may free req */
 }
 
+/* The variant's edits to the body, the backend request, and off it goes. */
+static void send_to_backend(av_req_t *req, const av_body_t *b)
+{
+    av_body_rewrite(req, b);
+    if (req->variant->backend->protocol == AV_PROTO_HTTP1) { /* HTTP/2 sends fields and req->body */
+        req->backend_out = evbuffer_new();
+        av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
+        size_t blen = evbuffer_get_length(req->body);
+        av_headers_backend_request(req->backend_out, req, req->variant->backend, blen);
+        evbuffer_add_buffer(req->backend_out, req->body);
+    }
+    av_upstream_send(req);
+}
+
 void av_req_run(av_req_t *req)
 {
     req->ran = 1;
@@ -211,15 +235,20 @@ void av_req_run(av_req_t *req)
                              status == 403 ? "override_forbidden" : "unknown_variant", "%s", why);
         return;
     }
-    av_body_rewrite(req, &b);
-    if (req->variant->backend->protocol == AV_PROTO_HTTP1) { /* HTTP/2 sends fields and req->body */
-        req->backend_out = evbuffer_new();
-        av_arena_on_free(req->arena, free_evbuffer, req->backend_out);
-        size_t blen = evbuffer_get_length(req->body);
-        av_headers_backend_request(req->backend_out, req, req->variant->backend, blen);
-        evbuffer_add_buffer(req->backend_out, req->body);
-    }
-    av_upstream_send(req);
+    av_shadow_maybe(req); /* copies the body as the client sent it */
+    send_to_backend(req, &b);
+}
+
+void av_req_run_shadow(av_req_t *req)
+{
+    req->ran = 1;
+    req->worker->stats.requests++;
+    req->worker->stats.active_requests++;
+    req->bytes_in = evbuffer_get_length(req->body);
+    av_body_t b = {0};
+    if (av_body_scan(req, &b) != 0)
+        return;
+    send_to_backend(req, &b);
 }
 
 void av_req_client_gone(av_req_t *req)
@@ -257,11 +286,18 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     }
     add_variant_header(req, &out);
     req->head_sent = 1;
+    if (req->pair != NULL) { /* a shadow pair compares answers: read this one's text */
+        req->out = av_arena_calloc(req->arena, sizeof(*req->out));
+        av_output_init(req->out, req->stream);
+        av_arena_on_free(req->arena, free_output, req->out);
+    }
     req->client->respond_head(req, status, &out, req->stream ? -1 : content_length);
 }
 
 void av_req_backend_body(av_req_t *req, const char *data, size_t len)
 {
+    if (req->out != NULL)
+        av_output_feed(req->out, data, len);
     if (req->t_first_byte_us == 0)
         req->t_first_byte_us = av_now_us();
     req->bytes_out += len;

@@ -27,6 +27,8 @@ void av_req_set_id(av_req_t *req);
 
 /* The request is fully read: route it and send it to its backend. */
 void av_req_run(av_req_t *req);
+/* A shadow copy (route, variant and body set): sent like any request. */
+void av_req_run_shadow(av_req_t *req);
 /* The client is gone: cancel the backend exchange. */
 void av_req_client_gone(av_req_t *req);
 /* The client side has written its queue down: resume a paused backend. */

@@ -11,6 +11,8 @@ typedef struct av_worker_s av_worker_t;
 typedef struct av_req_s av_req_t;
 typedef struct av_upconn_s av_upconn_t;
 typedef struct av_up2_stream_s av_up2_stream_t;
+typedef struct av_shadow_pair_s av_shadow_pair_t;
+struct av_output_s;
 typedef struct av_config_s av_config_t;
 typedef struct av_arena_s av_arena_t;
 struct evbuffer;
@@ -49,7 +51,7 @@ struct av_req_s {
     const struct av_route_s *route;
     const struct av_variant_s *variant;
     const char *assign;                  /* how the variant was chosen (split.h) */
-    char id[72];
+    char id[144];                        /* up to 128 from the client, and room for ":shadow" */
 
     /* request, as the client sent it */
     int method;                          /* enum http_method */
@@ -81,6 +83,12 @@ struct av_req_s {
     TAILQ_ENTRY(av_req_s) wait_link;     /* waiting for a pooled connection */
     struct event *wait_timer;
     int waiting;
+
+    /* shadow traffic: a copy (shadow) or the original (pair set, shadow 0) */
+    int shadow;
+    av_shadow_pair_t *pair;
+    struct av_output_s *out;             /* the answer's text, read when a pair compares */
+    TAILQ_ENTRY(av_req_s) shadow_link;   /* the worker's copies in flight */
 
     /* response */
     int status;

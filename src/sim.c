@@ -143,7 +143,8 @@ static void send_event(sim_req_t *r, struct evbuffer *ev)
     r->sent_events++;
 }
 
-static void send_echo(sim_req_t *r)
+/* The request as received: method, path, headers and body, as JSON. */
+static struct evbuffer *echo_json(sim_req_t *r)
 {
     struct evbuffer *b = evbuffer_new();
     evbuffer_add_printf(b, "{\"object\":\"sim.echo\",\"method\":\"%s\",\"path\":", r->method);
@@ -160,7 +161,12 @@ static void send_echo(sim_req_t *r)
     size_t n = evbuffer_get_length(r->body);
     av_json_str(b, (const char *)evbuffer_pullup(r->body, -1), n);
     evbuffer_add(b, "}\n", 2);
-    send_full(r, 200, "application/json", b);
+    return b;
+}
+
+static void send_echo(sim_req_t *r)
+{
+    send_full(r, 200, "application/json", echo_json(r));
 }
 
 static void stream_step(sim_req_t *r);
@@ -285,6 +291,12 @@ static void send_models(sim_req_t *r)
 void sim_req_handle(sim_req_t *r)
 {
     sim_t *s = r->sim;
+    if (s->log != NULL) {
+        struct evbuffer *b = echo_json(r);
+        fwrite(evbuffer_pullup(b, -1), 1, evbuffer_get_length(b), s->log);
+        fflush(s->log);
+        evbuffer_free(b);
+    }
     s->stats.requests_total++;
     s->stats.requests_in_flight++;
     r->phase = SIM_HEAD_WAIT;
@@ -484,6 +496,8 @@ static void usage(FILE *f)
             "      --rate-429 R         share of requests answered 429 (x-sim-429-rate)\n"
             "      --seed N             output text seed (x-sim-seed)\n"
             "      --echo               answer with the request received (x-sim-echo: 1)\n"
+            "      --log FILE           append each request received (method, path, headers, body) as a\n"
+            "                           JSON line, the way --echo answers it\n"
             "      --models LIST        comma-separated names for GET /v1/models (default sim-1)\n"
             "      --tls-cert FILE      serve TLS with this certificate chain (PEM)...\n"
             "      --tls-key FILE       ...and this key; ALPN offers h2 and http/1.1\n"
@@ -520,7 +534,7 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:8000", *port_file = NULL, *cert = NULL, *key = NULL;
     enum {
         O_PORTFILE = 256, O_LAT, O_TTFT, O_TPS, O_TOK, O_ERR, O_429, O_SEED, O_ECHO, O_MODELS, O_VER,
-        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY
+        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY, O_LOG
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'}, {"port-file", required_argument, NULL, O_PORTFILE},
@@ -531,6 +545,7 @@ int main(int argc, char **argv)
         {"models", required_argument, NULL, O_MODELS}, {"tls-cert", required_argument, NULL, O_CERT},
         {"tls-key", required_argument, NULL, O_KEY}, {"no-h2", no_argument, NULL, O_NOH2},
         {"h2-max-streams", required_argument, NULL, O_H2MAX}, {"h2-goaway-after", required_argument, NULL, O_GOAWAY},
+        {"log", required_argument, NULL, O_LOG},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, O_VER}, {NULL, 0, NULL, 0},
     };
     static const char *const knob_headers[] = {
@@ -550,6 +565,12 @@ int main(int argc, char **argv)
         case O_CERT: cert = optarg; break;
         case O_KEY: key = optarg; break;
         case O_NOH2: s.h2 = 0; break;
+        case O_LOG:
+            if ((s.log = fopen(optarg, "a")) == NULL) {
+                fprintf(stderr, "aviary-sim: --log %s: %s\n", optarg, strerror(errno));
+                return 2;
+            }
+            break;
         case O_H2MAX:
             if (parse_u64(optarg, UINT32_MAX, &v) != 0 || v == 0) {
                 fprintf(stderr, "aviary-sim: --h2-max-streams wants a number from 1 to %u: %s\n", UINT32_MAX, optarg);
@@ -626,5 +647,7 @@ int main(int argc, char **argv)
     evconnlistener_free(l);
     event_base_free(s.base);
     SSL_CTX_free(s.tls);
+    if (s.log != NULL)
+        fclose(s.log);
     return 0;
 }

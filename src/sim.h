@@ -5,6 +5,7 @@
 #define AV_SIM_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "sim_gen.h"
 
@@ -32,6 +33,7 @@ typedef struct {
     sim_stats_t stats;
     uint64_t rng, next_id;
     const char *models;
+    FILE *log;                 /* --log: each request as received, a JSON line */
     SSL_CTX *tls;              /* NULL: cleartext (HTTP/1.1, or h2c by its preface) */
     int h2;                    /* offer h2 (ALPN, or accept the h2c preface) */
     uint32_t h2_max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS */

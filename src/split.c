@@ -19,6 +19,7 @@
 
 const char AV_ASSIGN_OVERRIDE[] = "override";
 const char AV_ASSIGN_GEO[] = "geo";
+const char AV_ASSIGN_SHADOW[] = "shadow";
 const char AV_ASSIGN_STICKY[] = "sticky";
 const char AV_ASSIGN_WEIGHT[] = "weight";
 
@@ -39,6 +40,8 @@ struct av_split_state_s {
     _Atomic uint64_t lo[AV_SPLIT_MAX_VARIANTS], hi[AV_SPLIT_MAX_VARIANTS];
     pthread_mutex_t write_lock; /* writers among themselves */
     split_counter_t counts[AV_SPLIT_MAX_VARIANTS];
+    _Atomic int64_t shadow_in_flight;
+    _Atomic uint64_t shadow_sent, shadow_dropped;
 };
 
 struct av_split_reg_s {
@@ -154,6 +157,32 @@ void av_split_counts(av_split_state_t *s, size_t i, av_split_counts_t *out)
     out->requests = atomic_load_explicit(&s->counts[i].requests, memory_order_relaxed);
     out->unkeyed = atomic_load_explicit(&s->counts[i].unkeyed, memory_order_relaxed);
     out->overridden = atomic_load_explicit(&s->counts[i].overridden, memory_order_relaxed);
+}
+
+int av_split_shadow_acquire(av_split_state_t *s, int64_t max)
+{
+    int64_t n = atomic_load_explicit(&s->shadow_in_flight, memory_order_relaxed);
+    do {
+        if (n >= max) {
+            atomic_fetch_add_explicit(&s->shadow_dropped, 1, memory_order_relaxed);
+            return 0;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&s->shadow_in_flight, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    atomic_fetch_add_explicit(&s->shadow_sent, 1, memory_order_relaxed);
+    return 1;
+}
+
+void av_split_shadow_release(av_split_state_t *s)
+{
+    atomic_fetch_sub_explicit(&s->shadow_in_flight, 1, memory_order_relaxed);
+}
+
+void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight)
+{
+    *sent = atomic_load_explicit(&s->shadow_sent, memory_order_relaxed);
+    *dropped = atomic_load_explicit(&s->shadow_dropped, memory_order_relaxed);
+    *in_flight = atomic_load_explicit(&s->shadow_in_flight, memory_order_relaxed);
 }
 
 av_split_reg_t *av_split_reg_new(void)

@@ -22,6 +22,7 @@ typedef struct av_split_state_s av_split_state_t;
 extern const char AV_ASSIGN_OVERRIDE[]; /* "override": x-aviary-variant */
 extern const char AV_ASSIGN_GEO[];      /* "geo": a geo rule of the route */
 extern const char AV_ASSIGN_STICKY[];   /* "sticky": the sticky key's bucket */
+extern const char AV_ASSIGN_SHADOW[];   /* "shadow": a copy for the route's shadow variant */
 extern const char AV_ASSIGN_WEIGHT[];   /* "weight": no sticky key; a random bucket, by weight */
 
 /* The bucket of a sticky key: a 64-bit hash of salt and key, its top 32 bits. */
@@ -54,6 +55,12 @@ typedef struct {
     uint64_t requests, unkeyed, overridden;
 } av_split_counts_t;
 void av_split_counts(av_split_state_t *s, size_t i, av_split_counts_t *out);
+
+/* Shadow copies of a route: takes one of max in-flight places (0: none
+ * free, counted as dropped), gives it back, and the counters. */
+int av_split_shadow_acquire(av_split_state_t *s, int64_t max);
+void av_split_shadow_release(av_split_state_t *s);
+void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight);
 
 /* Chooses req->variant for req->route, from what the client sent (headers
  * and, for a body sticky key, the JSON fields in keys: key[i] is the value

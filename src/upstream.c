@@ -69,14 +69,15 @@ static int per_worker_max(const av_req_t *req)
     return m < 1 ? 1 : (int)m;
 }
 
-static av_upstream_t *pool_get(av_worker_t *w, const av_backend_t *b)
+static av_upstream_t *pool_get(av_worker_t *w, const av_backend_t *b, int shadow)
 {
+    const char *key = shadow ? b->shadow_pool_key : b->pool_key;
     for (av_upstream_t *p = w->pools; p != NULL; p = p->next)
-        if (strcmp(p->key, b->pool_key) == 0)
+        if (strcmp(p->key, key) == 0)
             return p;
     av_upstream_t *p = av_calloc(1, sizeof(*p));
     p->w = w;
-    p->key = av_strdup(b->pool_key);
+    p->key = av_strdup(key);
     memcpy(&p->addr, &b->addr, b->addrlen);
     p->addrlen = b->addrlen;
     TAILQ_INIT(&p->idle);
@@ -383,7 +384,7 @@ static av_upconn_t *conn_open(av_upstream_t *pool, const av_backend_t *b)
 static void wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     av_req_t *req = arg;
-    av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+    av_upstream_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
     TAILQ_REMOVE(&pool->waiters, req, wait_link);
     pool->nwaiters--;
     req->waiting = 0;
@@ -427,7 +428,7 @@ void av_upstream_send(av_req_t *req)
         av_up2_send(req);
         return;
     }
-    av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+    av_upstream_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
     av_upconn_t *u = TAILQ_FIRST(&pool->idle);
     if (u != NULL && TAILQ_EMPTY(&pool->waiters)) {
         TAILQ_REMOVE(&pool->idle, u, link);
@@ -466,7 +467,7 @@ void av_upstream_cancel(av_req_t *req)
         return;
     }
     if (req->waiting) {
-        av_upstream_t *pool = pool_get(req->worker, req->variant->backend);
+        av_upstream_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
         TAILQ_REMOVE(&pool->waiters, req, wait_link);
         pool->nwaiters--;
         req->waiting = 0;

@@ -101,14 +101,15 @@ static int per_worker_max(const av_req_t *req)
     return m < 1 ? 1 : (int)m;
 }
 
-static av_h2pool_t *pool_get(av_worker_t *w, const av_backend_t *b)
+static av_h2pool_t *pool_get(av_worker_t *w, const av_backend_t *b, int shadow)
 {
+    const char *key = shadow ? b->shadow_pool_key : b->pool_key;
     for (av_h2pool_t *p = w->h2pools; p != NULL; p = p->next)
-        if (strcmp(p->key, b->pool_key) == 0)
+        if (strcmp(p->key, key) == 0)
             return p;
     av_h2pool_t *p = av_calloc(1, sizeof(*p));
     p->w = w;
-    p->key = av_strdup(b->pool_key);
+    p->key = av_strdup(key);
     memcpy(&p->addr, &b->addr, b->addrlen);
     p->addrlen = b->addrlen;
     TAILQ_INIT(&p->conns);
@@ -709,7 +710,7 @@ static void wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     av_req_t *req = arg;
-    av_h2pool_t *pool = pool_get(req->worker, req->variant->backend);
+    av_h2pool_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
     TAILQ_REMOVE(&pool->waiters, req, wait_link);
     pool->nwaiters--;
     req->waiting = 0;
@@ -745,7 +746,7 @@ void av_up2_send(av_req_t *req)
  * head of the queue rather than behind requests that came after it */
 static void send_req(av_req_t *req, int again)
 {
-    av_h2pool_t *pool = pool_get(req->worker, req->variant->backend);
+    av_h2pool_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
     if (again || TAILQ_EMPTY(&pool->waiters)) {
         up2_conn_t *c = conn_for(pool, req);
         if (c != NULL) {
@@ -774,7 +775,7 @@ static void send_req(av_req_t *req, int again)
 void av_up2_cancel(av_req_t *req)
 {
     if (req->waiting) {
-        av_h2pool_t *pool = pool_get(req->worker, req->variant->backend);
+        av_h2pool_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
         TAILQ_REMOVE(&pool->waiters, req, wait_link);
         pool->nwaiters--;
         req->waiting = 0;

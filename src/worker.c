@@ -15,6 +15,7 @@
 #include "h1_server.h"
 #include "h2_server.h"
 #include "kpilog.h"
+#include "shadow.h"
 #include "log.h"
 #include "upstream.h"
 
@@ -123,6 +124,14 @@ uint64_t av_worker_random(av_worker_t *w)
     return w->rng[1] + s0;
 }
 
+void av_worker_kpi_raw(av_worker_t *w, const char *line, size_t len)
+{
+    evbuffer_add(w->kpi_batch, line, len);
+    w->kpi_batch_lines++;
+    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
+        kpi_flush(w);
+}
+
 av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *kpilog, const int *fds,
                            size_t nfds)
 {
@@ -139,6 +148,7 @@ av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *
     TAILQ_INIT(&w->fronts);
     TAILQ_INIT(&w->h1conns);
     TAILQ_INIT(&w->h2conns);
+    TAILQ_INIT(&w->shadows);
     pthread_mutex_init(&w->lock, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng[0] = av_wall_us() ^ (uint64_t)id;
@@ -215,6 +225,7 @@ void av_worker_join_free(av_worker_t *w)
     av_front_close_all(w);
     av_h1_close_all(w);
     av_h2_close_all(w);
+    av_shadow_close_all(w);
     av_upstream_free_all(w);
     for (size_t i = 0; i < w->nlisteners; i++)
         if (w->listeners[i] != NULL)

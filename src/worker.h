@@ -38,6 +38,7 @@ struct av_worker_s {
     TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     TAILQ_HEAD(, av_h2conn_s) h2conns;
+    TAILQ_HEAD(, av_req_s) shadows;        /* shadow copies in flight (each counts as a client connection) */
     av_worker_stats_t stats;
     uint64_t rng[2];
     struct evbuffer *kpi_batch;            /* KPI lines not yet handed to the writer */
@@ -77,5 +78,7 @@ uint64_t av_worker_random(av_worker_t *w);
  * (at 64 KiB or every 100 ms), so no request waits on the writer's lock. */
 struct av_kpi_rec_s;
 void av_worker_kpi_line(av_worker_t *w, const struct av_kpi_rec_s *r);
+/* Queues one preformatted line (newline included). */
+void av_worker_kpi_raw(av_worker_t *w, const char *line, size_t len);
 
 #endif

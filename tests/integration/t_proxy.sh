@@ -14,6 +14,9 @@ is "JSON completion: 200" "$(head -1 "$T/h1" | tr -d '\r')" "HTTP/1.1 200 OK"
 like "JSON completion: a chat.completion with usage" "$resp" '"object":"chat.completion".*"usage":\{"prompt_tokens"'
 like "JSON completion: the variant's model was sent" "$resp" '"model":"sim-large"'
 like "x-request-id from the client comes back" "$(cat "$T/h1")" 'X-Request-Id: req-json-1'
+long_id=$(printf 'r%.0s' $(seq 128))
+hdr=$(curl -s --max-time 10 -o /dev/null -D - -H "x-request-id: $long_id" "http://$AV/v1/chat/completions" -d '{"messages":[]}')
+like "a 128-character x-request-id (the longest kept) comes back whole" "$hdr" "X-Request-Id: $long_id"
 
 resp=$(curl -s --max-time 10 -N -D "$T/h2" "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 5' \
        -d '{"model":"gpt-x","stream":true,"messages":[{"role":"user","content":"hi"}]}')
@@ -59,13 +62,13 @@ stop_pid "$AV_PID"
 is "aviary exits 0 on SIGTERM" "$?" 0
 kpi=$(cat "$T/kpi.log")
 line=$(grep '"request_id":"req-json-1"' "$T/kpi.log")
-like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","assign":"weight","generation":1,"backend":"sim","client_model":"gpt-x","model":"sim-large","prompt_hash":null,"method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"ttft_ms":[0-9.]+,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"error":null'
+like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","assign":"weight","shadow":false,"generation":1,"backend":"sim","client_model":"gpt-x","model":"sim-large","prompt_hash":null,"method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"ttft_ms":[0-9.]+,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"error":null'
 like "KPI line for the stream" "$kpi" '"status":200,"stream":true'
 like "KPI line for the 404" "$kpi" '"route":null.*"status":404'
 like "KPI line keeps the client's model name" "$kpi" '"model":"sim-large".*"status":200'
 like "KPI line for the invalid body" "$kpi" '"status":400.*"error":"invalid_json"'
-is "one KPI line per request" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 8
-like "exit message counts the lines written" "$(cat "$T/aviary.err")" 'stopped; 8 KPI lines written'
+is "one KPI line per request" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 9
+like "exit message counts the lines written" "$(cat "$T/aviary.err")" 'stopped; 9 KPI lines written'
 unlike "backend key in no log" "$kpi$(cat "$T/aviary.err")" 'sk-backend-SECRET'
 unlike "client token in no log" "$kpi$(cat "$T/aviary.err")" 'client-token-77'
 done_testing

@@ -32,7 +32,7 @@ static void test_format_exact(void)
     };
     char *s = format(&r);
     CHECK_STR(s, "{\"time\":\"2026-11-25T01:25:29.123Z\",\"request_id\":\"abc\",\"route\":\"chat\","
-                 "\"variant\":\"stable\",\"assign\":\"sticky\",\"generation\":3,\"backend\":\"prod\","
+                 "\"variant\":\"stable\",\"assign\":\"sticky\",\"shadow\":false,\"generation\":3,\"backend\":\"prod\","
                  "\"client_model\":\"gpt\",\"model\":\"m\\\"1\",\"prompt_hash\":null,"
                  "\"method\":\"POST\",\"path\":\"/v1/chat/completions\",\"status\":200,\"stream\":true,"
                  "\"latency_ms\":12.345,\"ttft_ms\":0.999,\"bytes_in\":10,\"bytes_out\":20,\"error\":null}\n");
