@@ -1,0 +1,531 @@
+/* usage.c: reading usage, timing and text out of responses. Event data is
+ * JSON read with the top-level scanner (no tree), looking only at the few
+ * members each dialect puts its numbers in; an event costs one pass over its
+ * bytes plus a short pass over the members that matter. */
+#include "usage.h"
+
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "av.h"
+#include "config.h"
+#include "jscan.h"
+
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+void av_usage_init(av_usage_t *u, int dialect, int stream, int strip)
+{
+    memset(u, 0, sizeof(*u));
+    u->dialect = dialect;
+    u->stream = stream;
+    u->strip = strip && stream;
+    u->input = u->output = u->cached = u->cache_write = u->reasoning = -1;
+    u->hash = FNV_OFFSET;
+    if (u->strip)
+        u->held = evbuffer_new();
+}
+
+void av_usage_free(av_usage_t *u)
+{
+    free(u->buf);
+    free(u->data);
+    if (u->held != NULL)
+        evbuffer_free(u->held);
+    u->buf = u->data = NULL;
+    u->held = NULL;
+}
+
+/* ---- members ---- */
+
+typedef struct {
+    const char *name;
+    av_jmember_t m;
+    int hit;
+} find_t;
+
+static int on_find(void *arg, const av_jmember_t *m)
+{
+    find_t *f = arg;
+    if (av_jscan_key_is(m, f->name)) {
+        f->m = *m;
+        f->hit = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A member of an object value, by name. */
+static int get(const av_jmember_t *obj, const char *name, av_jmember_t *out)
+{
+    if (obj == NULL || obj->type != '{')
+        return 0;
+    find_t f = {.name = name};
+    size_t off;
+    av_jscan_object(obj->val, obj->val_len, on_find, &f, &off);
+    if (!f.hit)
+        return 0;
+    *out = f.m;
+    return 1;
+}
+
+static int first_elem(void *arg, const av_jmember_t *m)
+{
+    *(av_jmember_t *)arg = *m;
+    return 1;
+}
+
+/* The first element of an array value. */
+static int elem0(const av_jmember_t *arr, av_jmember_t *out)
+{
+    if (arr->type != '[')
+        return 0;
+    out->val = NULL;
+    size_t off;
+    av_jscan_array(arr->val, arr->val_len, first_elem, out, &off);
+    return out->val != NULL;
+}
+
+static int64_t num(const av_jmember_t *m)
+{
+    if (m->type != '0')
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < m->val_len && m->val[i] >= '0' && m->val[i] <= '9'; i++)
+        v = v * 10 + (m->val[i] - '0');
+    return v;
+}
+
+static int is_str(const av_jmember_t *m, const char *s)
+{
+    size_t n = strlen(s);
+    return m->type == '"' && m->val_len == n + 2 && memcmp(m->val + 1, s, n) == 0;
+}
+
+/* ---- what the answer says ---- */
+
+typedef struct {
+    av_usage_t *u;
+} usage_scan_t;
+
+static int on_usage_detail(void *arg, const av_jmember_t *m)
+{
+    av_usage_t *u = arg;
+    int64_t v = num(m);
+    if (v < 0)
+        return 0;
+    if (av_jscan_key_is(m, "cached_tokens"))
+        u->cached = v;
+    else if (av_jscan_key_is(m, "reasoning_tokens"))
+        u->reasoning = v;
+    return 0;
+}
+
+/* Every dialect's names, assigned (never added): a later report replaces an
+ * earlier one, which is what Anthropic's cumulative message_delta needs. */
+static int on_usage(void *arg, const av_jmember_t *m)
+{
+    av_usage_t *u = arg;
+    size_t off;
+    if (m->type == '{') {
+        if (av_jscan_key_is(m, "prompt_tokens_details") || av_jscan_key_is(m, "input_tokens_details") ||
+            av_jscan_key_is(m, "completion_tokens_details") || av_jscan_key_is(m, "output_tokens_details"))
+            av_jscan_object(m->val, m->val_len, on_usage_detail, u, &off);
+        return 0;
+    }
+    int64_t v = num(m);
+    if (v < 0)
+        return 0;
+    if (av_jscan_key_is(m, "prompt_tokens") || av_jscan_key_is(m, "input_tokens"))
+        u->input = v;
+    else if (av_jscan_key_is(m, "completion_tokens") || av_jscan_key_is(m, "output_tokens"))
+        u->output = v;
+    else if (av_jscan_key_is(m, "cache_read_input_tokens"))
+        u->cached = v;
+    else if (av_jscan_key_is(m, "cache_creation_input_tokens"))
+        u->cache_write = v;
+    else
+        return 0;
+    u->reported = 1;
+    return 0;
+}
+
+static void read_usage(av_usage_t *u, const av_jmember_t *m)
+{
+    size_t off;
+    if (m->type == '{')
+        av_jscan_object(m->val, m->val_len, on_usage, u, &off);
+}
+
+static void set_finish(av_usage_t *u, const av_jmember_t *m)
+{
+    if (m->type != '"' || m->val_len < 3)
+        return;
+    size_t n = m->val_len - 2 < sizeof(u->finish) - 1 ? m->val_len - 2 : sizeof(u->finish) - 1;
+    memcpy(u->finish, m->val + 1, n);
+    u->finish[n] = '\0';
+}
+
+/* Quarter-octave buckets: 0-3 hold 0-3 us; then four per power of two
+ * (about 19 % wide), up to the last, which holds everything longer. */
+static unsigned gap_bucket(uint64_t gap)
+{
+    if (gap < 4)
+        return (unsigned)gap;
+    unsigned b = 63 - (unsigned)__builtin_clzll(gap); /* 2^b <= gap < 2^(b+1), b >= 2 */
+    unsigned i = 4 * (b - 1) + (unsigned)((gap >> (b - 2)) & 3);
+    return i < AV_USAGE_GAP_BUCKETS ? i : AV_USAGE_GAP_BUCKETS - 1;
+}
+
+static uint64_t bucket_mid(unsigned i)
+{
+    if (i < 4)
+        return i;
+    unsigned b = i / 4 + 1, q = i % 4;
+    uint64_t lo = (uint64_t)(4 + q) << (b - 2), width = 1ull << (b - 2);
+    return lo + width / 2;
+}
+
+/* A piece of the answer's text arrived at now_us. */
+static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
+{
+    if (m->type != '"' || m->val_len <= 2)
+        return;
+    char small[1024];
+    char *buf = m->val_len <= sizeof(small) ? small : av_malloc(m->val_len);
+    long n = av_jscan_unescape(m->val + 1, m->val_len - 2, buf);
+    for (long i = 0; i < n; i++)
+        u->hash = (u->hash ^ (unsigned char)buf[i]) * FNV_PRIME;
+    if (buf != small)
+        free(buf);
+    if (n <= 0)
+        return;
+    u->chars += (size_t)n;
+    if (u->first_token_us == 0) {
+        u->first_token_us = now_us;
+    } else {
+        uint64_t gap = now_us - u->last_token_us;
+        u->gaps[gap_bucket(gap)]++;
+    }
+    u->last_token_us = now_us;
+    u->token_events++;
+}
+
+static int count_tool_call(void *arg, const av_jmember_t *e)
+{
+    av_jmember_t id;
+    if (get(e, "id", &id) && id.type == '"') /* a new call carries its id; its argument pieces do not */
+        ((av_usage_t *)arg)->tool_calls++;
+    return 0;
+}
+
+/* One OpenAI choice (chat delta or message, or completions text). */
+static void openai_choice(av_usage_t *u, const av_jmember_t *c, uint64_t now_us)
+{
+    av_jmember_t m, x;
+    if (get(c, "delta", &m) || get(c, "message", &m)) {
+        if (get(&m, "content", &x))
+            text(u, &x, now_us);
+        if (get(&m, "tool_calls", &x) && x.type == '[') {
+            size_t off;
+            av_jscan_array(x.val, x.val_len, count_tool_call, u, &off);
+        }
+    } else if (get(c, "text", &x)) {
+        text(u, &x, now_us);
+    }
+    if (get(c, "finish_reason", &x))
+        set_finish(u, &x);
+}
+
+typedef struct {
+    av_jmember_t usage, choices, type, message, delta, response, content_block, item, content, output, status,
+        stop_reason;
+    unsigned has;
+} top_t;
+
+enum {
+    H_USAGE = 1, H_CHOICES = 2, H_TYPE = 4, H_MESSAGE = 8, H_DELTA = 16, H_RESPONSE = 32, H_BLOCK = 64,
+    H_ITEM = 128, H_CONTENT = 256, H_OUTPUT = 512, H_STATUS = 1024, H_STOP = 2048
+};
+
+static int on_top(void *arg, const av_jmember_t *m)
+{
+    top_t *t = arg;
+    static const struct {
+        const char *name;
+        size_t off;
+        unsigned bit;
+    } keys[] = {
+        {"usage", offsetof(top_t, usage), H_USAGE},
+        {"choices", offsetof(top_t, choices), H_CHOICES},
+        {"type", offsetof(top_t, type), H_TYPE},
+        {"message", offsetof(top_t, message), H_MESSAGE},
+        {"delta", offsetof(top_t, delta), H_DELTA},
+        {"response", offsetof(top_t, response), H_RESPONSE},
+        {"content_block", offsetof(top_t, content_block), H_BLOCK},
+        {"item", offsetof(top_t, item), H_ITEM},
+        {"content", offsetof(top_t, content), H_CONTENT},
+        {"output", offsetof(top_t, output), H_OUTPUT},
+        {"status", offsetof(top_t, status), H_STATUS},
+        {"stop_reason", offsetof(top_t, stop_reason), H_STOP},
+    };
+    for (size_t i = 0; i < AV_NELEMS(keys); i++)
+        if (av_jscan_key_is(m, keys[i].name)) {
+            *(av_jmember_t *)(void *)((char *)t + keys[i].off) = *m;
+            t->has |= keys[i].bit;
+            return 0;
+        }
+    return 0;
+}
+
+static int anthropic_block(void *arg, const av_jmember_t *b)
+{
+    av_usage_t *u = arg;
+    av_jmember_t x;
+    if (get(b, "type", &x) && is_str(&x, "tool_use"))
+        u->tool_calls++;
+    else if (get(b, "text", &x))
+        text(u, &x, u->body_us);
+    return 0;
+}
+
+typedef struct {
+    av_usage_t *u;
+    uint64_t now;
+} resp_out_t;
+
+/* Responses API output items: messages' output_text parts, function calls. */
+static int response_part(void *arg, const av_jmember_t *p)
+{
+    resp_out_t *r = arg;
+    av_jmember_t x;
+    if (get(p, "type", &x) && is_str(&x, "output_text") && get(p, "text", &x))
+        text(r->u, &x, r->now);
+    return 0;
+}
+
+static int response_item(void *arg, const av_jmember_t *it)
+{
+    resp_out_t *r = arg;
+    av_jmember_t x, c;
+    if (get(it, "type", &x) && is_str(&x, "function_call"))
+        r->u->tool_calls++;
+    else if (get(it, "content", &c) && c.type == '[') {
+        size_t off;
+        av_jscan_array(c.val, c.val_len, response_part, r, &off);
+    }
+    return 0;
+}
+
+/* One JSON object: a stream event's data, or a whole response. Returns 1
+ * when it is OpenAI's usage-only chunk (no choices, a usage). */
+static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    top_t t = {0};
+    size_t off;
+    if (av_jscan_object(s, n, on_top, &t, &off) != 0)
+        return 0;
+    av_jmember_t x, y;
+    if (t.has & H_USAGE)
+        read_usage(u, &t.usage);
+    if (t.has & H_CHOICES) {
+        if (elem0(&t.choices, &x))
+            openai_choice(u, &x, now_us);
+        else if ((t.has & H_USAGE) && t.usage.type == '{')
+            return 1;
+        return 0;
+    }
+    if (!(t.has & H_TYPE))
+        return 0;
+    if (is_str(&t.type, "message_start")) { /* Anthropic: input and cache counts */
+        if (get(&t.message, "usage", &x))
+            read_usage(u, &x);
+    } else if (is_str(&t.type, "content_block_start")) {
+        if (get(&t.content_block, "type", &x) && is_str(&x, "tool_use"))
+            u->tool_calls++;
+    } else if (is_str(&t.type, "content_block_delta")) {
+        if (get(&t.delta, "text", &x))
+            text(u, &x, now_us);
+    } else if (is_str(&t.type, "message_delta")) { /* usage (cumulative) read above */
+        if (get(&t.delta, "stop_reason", &x))
+            set_finish(u, &x);
+    } else if (is_str(&t.type, "message")) { /* Anthropic, whole */
+        if (t.has & H_CONTENT)
+            av_jscan_array(t.content.val, t.content.val_len, anthropic_block, u, &off);
+        if (t.has & H_STOP)
+            set_finish(u, &t.stop_reason);
+    } else if (is_str(&t.type, "response.output_text.delta")) {
+        text(u, &t.delta, now_us);
+    } else if (is_str(&t.type, "response.output_item.added")) {
+        if (get(&t.item, "type", &x) && is_str(&x, "function_call"))
+            u->tool_calls++;
+    } else if (is_str(&t.type, "response.completed") || is_str(&t.type, "response.incomplete") ||
+               is_str(&t.type, "response.failed")) {
+        if (get(&t.response, "usage", &x))
+            read_usage(u, &x);
+        if (get(&t.response, "status", &y))
+            set_finish(u, &y);
+    }
+    return 0;
+}
+
+/* A whole Responses API object ("object": "response"). */
+static void read_response_object(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    top_t t = {0};
+    size_t off;
+    if (av_jscan_object(s, n, on_top, &t, &off) != 0 || !(t.has & H_OUTPUT))
+        return;
+    resp_out_t r = {u, now_us};
+    av_jscan_array(t.output.val, t.output.val_len, response_item, &r, &off);
+    if (t.has & H_STATUS)
+        set_finish(u, &t.status);
+}
+
+/* ---- streams ---- */
+
+static void grow(char **p, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return;
+    size_t c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    *p = av_realloc(*p, c);
+    *cap = c;
+}
+
+/* The end of an event (its blank line): returns 1 to drop it (strip). */
+static int dispatch(av_usage_t *u, uint64_t now_us)
+{
+    if (u->data_len == 0)
+        return 0;
+    int drop = 0;
+    if (!(u->data_len == 6 && memcmp(u->data, "[DONE]", 6) == 0))
+        drop = read_json(u, u->data, u->data_len, now_us) && u->strip;
+    u->data_len = 0;
+    return drop;
+}
+
+/* One line, without its newline. Returns 1 at an event's end that must be dropped. */
+static int line(av_usage_t *u, const char *s, size_t n, uint64_t now_us, int *ended)
+{
+    if (n > 0 && s[n - 1] == '\r')
+        n--;
+    *ended = n == 0;
+    if (n == 0)
+        return dispatch(u, now_us);
+    if (n < 5 || memcmp(s, "data:", 5) != 0)
+        return 0; /* event:, id:, retry: and comments say nothing we count */
+    s += 5;
+    n -= 5;
+    if (n > 0 && *s == ' ')
+        s++, n--;
+    if (u->data_len + n + 1 > AV_USAGE_MAX_EVENT) {
+        u->incomplete = 1;
+        return 0;
+    }
+    grow(&u->data, &u->data_cap, u->data_len + n + 1);
+    if (u->data_len > 0)
+        u->data[u->data_len++] = '\n'; /* data lines of one event are joined */
+    memcpy(u->data + u->data_len, s, n);
+    u->data_len += n;
+    return 0;
+}
+
+void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, struct evbuffer *out)
+{
+    if (u->body_us == 0)
+        u->body_us = now_us;
+    if (!u->stream) {
+        if (u->len + len > AV_USAGE_MAX_EVENT) {
+            u->incomplete = 1;
+            return;
+        }
+        grow(&u->buf, &u->cap, u->len + len);
+        memcpy(u->buf + u->len, data, len);
+        u->len += len;
+        return;
+    }
+    while (len > 0) {
+        const char *nl = memchr(data, '\n', len);
+        size_t n = nl ? (size_t)(nl - data) : len;
+        if (u->strip)
+            evbuffer_add(u->held, data, nl ? n + 1 : n);
+        if (nl == NULL) { /* a line continued in the next read */
+            if (!u->skip_line && u->len + n <= AV_USAGE_MAX_EVENT) {
+                grow(&u->buf, &u->cap, u->len + n);
+                memcpy(u->buf + u->len, data, n);
+                u->len += n;
+            } else {
+                u->skip_line = 1;
+                u->incomplete = 1;
+            }
+            return;
+        }
+        int ended = 0, drop;
+        if (u->len > 0 || u->skip_line) {
+            if (!u->skip_line && u->len + n <= AV_USAGE_MAX_EVENT) {
+                grow(&u->buf, &u->cap, u->len + n);
+                memcpy(u->buf + u->len, data, n);
+                drop = line(u, u->buf, u->len + n, now_us, &ended);
+            } else {
+                u->incomplete = 1;
+                drop = 0;
+            }
+            u->len = 0;
+            u->skip_line = 0;
+        } else {
+            drop = line(u, data, n, now_us, &ended);
+        }
+        if (u->strip && ended) { /* the event is whole: on to the client, or gone */
+            if (drop)
+                evbuffer_drain(u->held, evbuffer_get_length(u->held));
+            else
+                evbuffer_add_buffer(out, u->held);
+        }
+        data = nl + 1;
+        len -= n + 1;
+    }
+}
+
+void av_usage_end(av_usage_t *u, uint64_t now_us, struct evbuffer *out)
+{
+    if (u->stream) {
+        int ended;
+        if (u->len > 0 && !u->skip_line)
+            line(u, u->buf, u->len, now_us, &ended);
+        u->len = 0;
+        dispatch(u, now_us); /* a last event without its blank line still counts */
+        if (u->strip && out != NULL)
+            evbuffer_add_buffer(out, u->held);
+        return;
+    }
+    if (u->len == 0 || u->incomplete)
+        return;
+    size_t i = 0;
+    while (i < u->len && (u->buf[i] == ' ' || u->buf[i] == '\n' || u->buf[i] == '\r' || u->buf[i] == '\t'))
+        i++;
+    if (i < u->len && u->buf[i] == '{') { /* a whole answer: its text came with the body's first byte */
+        read_json(u, u->buf, u->len, u->body_us ? u->body_us : now_us);
+        if (u->dialect == AV_DIALECT_RESPONSES)
+            read_response_object(u, u->buf, u->len, u->body_us ? u->body_us : now_us);
+    }
+    u->len = 0;
+}
+
+int64_t av_usage_gap_p50_us(const av_usage_t *u)
+{
+    uint64_t total = 0, seen = 0;
+    for (int b = 0; b < AV_USAGE_GAP_BUCKETS; b++)
+        total += u->gaps[b];
+    if (total == 0)
+        return -1;
+    for (int b = 0; b < AV_USAGE_GAP_BUCKETS; b++) {
+        seen += u->gaps[b];
+        if (seen * 2 >= total)
+            return (int64_t)bucket_mid((unsigned)b);
+    }
+    return -1;
+}

@@ -1,0 +1,59 @@
+/* usage.h: what a model's answer cost and how it flowed, read from the
+ * response as it passes: token usage in each dialect (OpenAI chat,
+ * completions, embeddings, Responses; Anthropic messages), streamed or not;
+ * the time of the first content token and the gaps between tokens; the
+ * finish reason, tool calls, and the answer's text as a length and hash.
+ * Server-sent events are reassembled across reads. Optionally it holds back
+ * the usage chunk the gateway asked for on the client's behalf. */
+#ifndef AV_USAGE_H
+#define AV_USAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+#define AV_USAGE_MAX_EVENT (1u << 20)  /* an event or JSON body longer than this is not read */
+#define AV_USAGE_GAP_BUCKETS 96        /* inter-token gaps: quarter-octave buckets of microseconds, to ~67 s */
+
+typedef struct av_usage_s {
+    int dialect;           /* AV_DIALECT_* (config.h) */
+    int stream;            /* text/event-stream */
+    int strip;             /* drop the usage-only chunk from what the client gets */
+    /* token counts; -1 until the backend reports them */
+    int64_t input, output, cached, cache_write, reasoning;
+    int reported;          /* some usage came from the backend */
+    char finish[32];
+    int tool_calls;
+    /* timing of content tokens */
+    uint64_t body_us;      /* the body's first byte */
+    uint64_t first_token_us, last_token_us;
+    uint64_t token_events;
+    uint32_t gaps[AV_USAGE_GAP_BUCKETS];
+    /* the answer's text */
+    size_t chars;
+    uint64_t hash;
+    int incomplete;        /* an event or body too long to read: counts and text may be short */
+    /* reading */
+    char *buf;             /* the line being read (stream) or the body (JSON) */
+    size_t len, cap;
+    int skip_line;         /* the current line is too long: ignored to its end */
+    char *data;            /* the event's data lines, joined */
+    size_t data_len, data_cap;
+    struct evbuffer *held; /* strip: the raw bytes of the event being read */
+} av_usage_t;
+
+void av_usage_init(av_usage_t *u, int dialect, int stream, int strip);
+void av_usage_free(av_usage_t *u);
+/* Reads a piece of the response body that arrived at now_us. With strip,
+ * what the client should get is added to out (everything but the usage
+ * chunk, byte for byte); without, out is not touched. */
+void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, struct evbuffer *out);
+/* The body is complete (or cut): reads a last event without its blank line
+ * or the JSON body; with strip, hands what it held to out. */
+void av_usage_end(av_usage_t *u, uint64_t now_us, struct evbuffer *out);
+/* The median inter-token gap in microseconds (the middle of its bucket,
+ * within about 10 %), or -1 with fewer than two content events. */
+int64_t av_usage_gap_p50_us(const av_usage_t *u);
+
+#endif

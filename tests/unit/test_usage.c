@@ -1,0 +1,232 @@
+/* test_usage.c: usage, text and timing read from fixture transcripts of each
+ * dialect, streamed and not, fed split at every byte boundary (and a byte at
+ * a time): every figure counted exactly once; the usage chunk held back from
+ * the client leaves its bytes exactly those of the stream without it. */
+#include <event2/buffer.h>
+#include <stdlib.h>
+
+#include "config.h"
+#include "test.h"
+#include "usage.h"
+
+typedef struct {
+    int64_t input, output, cached, cache_write, reasoning;
+    const char *finish;
+    int tool_calls;
+    size_t chars;
+    uint64_t token_events;
+} want_t;
+
+static const char chat_stream[] =
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo \\u00e9\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"!\"},\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+static const char chat_usage_event[] =
+    "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":3,\"total_tokens\":23,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":5},\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n";
+static const char done_event[] = "data: [DONE]\n\n";
+static const want_t chat_want = {20, 3, 5, -1, 1, "stop", 0, 9, 3}; /* bytes: the e-acute is two */
+
+/* the same in CRLF, "data:" without its space, the last event without its blank line */
+static const char chat_crlf[] =
+    "data:{\"choices\":[{\"delta\":{\"content\":\"ab\"}}]}\r\n\r\n"
+    ": a comment\r\n"
+    "data:{\"choices\":[{\"delta\":{\"content\":\"c\"},\"finish_reason\":\"length\"}]}\r\n\r\n"
+    "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}";
+static const want_t crlf_want = {7, 2, -1, -1, -1, "length", 0, 3, 2};
+
+static const char chat_json[] =
+    "{\"id\":\"c2\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+    "\"content\":null,\"tool_calls\":[{\"id\":\"t1\",\"type\":\"function\",\"function\":{\"name\":\"a\",\"arguments\":\"{}\"}},"
+    "{\"id\":\"t2\",\"type\":\"function\",\"function\":{\"name\":\"b\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],"
+    "\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":12,\"total_tokens\":42}}";
+static const want_t chat_json_want = {30, 12, -1, -1, -1, "tool_calls", 2, 0, 0};
+
+static const char embeddings_json[] =
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[0.1,0.2]}],\"model\":\"e\","
+    "\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}";
+static const want_t embeddings_want = {8, -1, -1, -1, -1, "", 0, 0, 0};
+
+static const char anthropic_stream[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\",\"type\":\"message\",\"usage\":{\"input_tokens\":10,"
+    "\"cache_read_input_tokens\":4,\"cache_creation_input_tokens\":2,\"output_tokens\":1}}}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" there\"}}\n\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"tu\",\"name\":\"f\",\"input\":{}}}\n\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":15}}\n\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n\n";
+static const want_t anthropic_want = {10, 15, 4, 2, -1, "tool_use", 1, 8, 2};
+
+static const char anthropic_json[] =
+    "{\"id\":\"m2\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Yes.\"},"
+    "{\"type\":\"tool_use\",\"id\":\"x\",\"name\":\"g\",\"input\":{}}],\"stop_reason\":\"end_turn\","
+    "\"usage\":{\"input_tokens\":5,\"output_tokens\":3,\"cache_read_input_tokens\":0}}";
+static const want_t anthropic_json_want = {5, 3, 0, -1, -1, "end_turn", 1, 4, 1};
+
+static const char responses_stream[] =
+    "event: response.created\n"
+    "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r1\",\"status\":\"in_progress\"}}\n\n"
+    "event: response.output_text.delta\n"
+    "data: {\"type\":\"response.output_text.delta\",\"item_id\":\"i\",\"delta\":\"One\"}\n\n"
+    "event: response.output_text.delta\n"
+    "data: {\"type\":\"response.output_text.delta\",\"item_id\":\"i\",\"delta\":\" two\"}\n\n"
+    "event: response.completed\n"
+    "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":12,"
+    "\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":0},"
+    "\"total_tokens\":14}}}\n\n";
+static const want_t responses_want = {12, 2, 3, -1, 0, "completed", 0, 7, 2};
+
+static const char responses_json[] =
+    "{\"id\":\"r2\",\"object\":\"response\",\"status\":\"incomplete\",\"output\":[{\"type\":\"function_call\",\"name\":\"f\"},"
+    "{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":\"Done\"}]}],"
+    "\"usage\":{\"input_tokens\":9,\"output_tokens\":4}}";
+static const want_t responses_json_want = {9, 4, -1, -1, -1, "incomplete", 1, 4, 1};
+
+static int same(const av_usage_t *u, const want_t *w)
+{
+    return u->input == w->input && u->output == w->output && u->cached == w->cached &&
+           u->cache_write == w->cache_write && u->reasoning == w->reasoning && strcmp(u->finish, w->finish) == 0 &&
+           u->tool_calls == w->tool_calls && u->chars == w->chars && u->token_events == w->token_events;
+}
+
+static void show(const av_usage_t *u, const want_t *w)
+{
+    printf("# got  in %lld out %lld cached %lld write %lld reasoning %lld finish %s tools %d chars %zu events %llu\n",
+           (long long)u->input, (long long)u->output, (long long)u->cached, (long long)u->cache_write,
+           (long long)u->reasoning, u->finish, u->tool_calls, u->chars, (unsigned long long)u->token_events);
+    printf("# want in %lld out %lld cached %lld write %lld reasoning %lld finish %s tools %d chars %zu events %llu\n",
+           (long long)w->input, (long long)w->output, (long long)w->cached, (long long)w->cache_write,
+           (long long)w->reasoning, w->finish, w->tool_calls, w->chars, (unsigned long long)w->token_events);
+}
+
+/* Feeds text split at every byte boundary (two pieces), then a byte at a time. */
+static void every_split(const char *text, int dialect, int stream, const want_t *w)
+{
+    size_t n = strlen(text);
+    for (size_t k = 0; k <= n + 1; k++) {
+        av_usage_t u;
+        av_usage_init(&u, dialect, stream, 0);
+        if (k <= n) {
+            av_usage_feed(&u, text, k, 1000 + k, NULL);
+            av_usage_feed(&u, text + k, n - k, 2000 + k, NULL);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                av_usage_feed(&u, text + i, 1, 1000 + i, NULL);
+        }
+        av_usage_end(&u, 5000, NULL);
+        int ok = same(&u, w);
+        CHECK(ok);
+        if (!ok) {
+            printf("# split at %zu of %zu\n", k, n);
+            show(&u, w);
+            av_usage_free(&u);
+            return;
+        }
+        av_usage_free(&u);
+    }
+}
+
+static void test_openai(void)
+{
+    char all[4096];
+    snprintf(all, sizeof(all), "%s%s%s", chat_stream, chat_usage_event, done_event);
+    every_split(all, AV_DIALECT_CHAT, 1, &chat_want);
+    every_split(chat_crlf, AV_DIALECT_CHAT, 1, &crlf_want);
+    every_split(chat_json, AV_DIALECT_CHAT, 0, &chat_json_want);
+    every_split(embeddings_json, AV_DIALECT_EMBEDDINGS, 0, &embeddings_want);
+}
+
+static void test_anthropic(void)
+{
+    every_split(anthropic_stream, AV_DIALECT_ANTHROPIC, 1, &anthropic_want);
+    every_split(anthropic_json, AV_DIALECT_ANTHROPIC, 0, &anthropic_json_want);
+}
+
+static void test_responses(void)
+{
+    every_split(responses_stream, AV_DIALECT_RESPONSES, 1, &responses_want);
+    every_split(responses_json, AV_DIALECT_RESPONSES, 0, &responses_json_want);
+}
+
+/* strip: the client's bytes are the stream without the usage event, at every split */
+static void test_strip_usage_chunk(void)
+{
+    char all[4096], want[4096];
+    snprintf(all, sizeof(all), "%s%s%s", chat_stream, chat_usage_event, done_event);
+    snprintf(want, sizeof(want), "%s%s", chat_stream, done_event);
+    size_t n = strlen(all);
+    for (size_t k = 0; k <= n; k++) {
+        av_usage_t u;
+        av_usage_init(&u, AV_DIALECT_CHAT, 1, 1);
+        struct evbuffer *out = evbuffer_new();
+        av_usage_feed(&u, all, k, 1, out);
+        av_usage_feed(&u, all + k, n - k, 2, out);
+        av_usage_end(&u, 3, out);
+        size_t got = evbuffer_get_length(out);
+        int ok = got == strlen(want) && memcmp(evbuffer_pullup(out, -1), want, got) == 0 && same(&u, &chat_want);
+        CHECK(ok);
+        evbuffer_free(out);
+        av_usage_free(&u);
+        if (!ok) {
+            printf("# split at %zu\n", k);
+            return;
+        }
+    }
+}
+
+static void feed_str(av_usage_t *u, const char *s, uint64_t now)
+{
+    av_usage_feed(u, s, strlen(s), now, NULL);
+}
+
+static void test_timing(void)
+{
+    av_usage_t u;
+    av_usage_init(&u, AV_DIALECT_CHAT, 1, 0);
+    /* the role-only chunk does not start the clock; gaps of 1000 us then 3000 us */
+    feed_str(&u, "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n", 100);
+    feed_str(&u, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n", 500);
+    feed_str(&u, "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n", 1500);
+    feed_str(&u, "data: {\"choices\":[{\"delta\":{\"content\":\"c\"}}]}\n\n", 2500);
+    feed_str(&u, "data: {\"choices\":[{\"delta\":{\"content\":\"d\"}}]}\n\n", 5500);
+    CHECK_INT(u.first_token_us, 500);
+    CHECK_INT(u.last_token_us, 5500);
+    int64_t p50 = av_usage_gap_p50_us(&u);
+    CHECK(p50 >= 900 && p50 <= 1100); /* gaps 1000, 1000, 3000 */
+    av_usage_free(&u);
+    /* an event too long to read is skipped and marks the counts incomplete */
+    av_usage_init(&u, AV_DIALECT_CHAT, 1, 0);
+    char *big = malloc(AV_USAGE_MAX_EVENT + 64);
+    memset(big, 'x', AV_USAGE_MAX_EVENT + 64);
+    memcpy(big, "data: ", 6);
+    av_usage_feed(&u, big, AV_USAGE_MAX_EVENT + 64, 1, NULL);
+    feed_str(&u, "\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n", 2);
+    CHECK(u.incomplete);
+    CHECK_INT(u.chars, 2);
+    free(big);
+    av_usage_free(&u);
+}
+
+int main(void)
+{
+    RUN(test_openai);
+    RUN(test_anthropic);
+    RUN(test_responses);
+    RUN(test_strip_usage_chunk);
+    RUN(test_timing);
+    TEST_DONE();
+}
