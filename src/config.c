@@ -353,6 +353,7 @@ static const kspec_t backend_spec[] = {
     {"forward_authorization", K_BOOL, offsetof(av_backend_t, forward_authorization), 0, 1, 0, NULL, 0, NULL, NULL},
     {"headers", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_headers},
     {"tls_verify", K_BOOL, offsetof(av_backend_t, tls_verify), 0, 1, 1, NULL, 0, NULL, NULL},
+    {"stream_usage", K_BOOL, offsetof(av_backend_t, stream_usage), 0, 1, 1, NULL, 0, NULL, NULL},
     {"tls_ca_file", K_STR, offsetof(av_backend_t, tls_ca_file), 1, 0, 0, NULL, 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
@@ -933,6 +934,60 @@ static const kspec_t client_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+/* "pricing": {"MODEL": {"input": 2.5, "output": 10, ...}}: USD per million tokens */
+static int c_pricing(ctx_t *x, const cJSON *v, void *base)
+{
+    av_config_t *c = base;
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected {\"MODEL\": {\"input\": USD_PER_MILLION, \"output\": USD_PER_MILLION}, ...}");
+    c->nprices = (size_t)cJSON_GetArraySize(v);
+    c->prices = av_arena_calloc(c->arena, (c->nprices ? c->nprices : 1) * sizeof(*c->prices));
+    size_t i = 0;
+    for (const cJSON *m = v->child; m != NULL; m = m->next, i++) {
+        av_price_t *p = &c->prices[i];
+        push_key(x, m->string);
+        if (!cJSON_IsObject(m))
+            return fail(x, "expected {\"input\": USD_PER_MILLION, \"output\": USD_PER_MILLION}");
+        p->model = dup_str(x, m->string);
+        p->input = p->output = p->cached_input = p->cache_write = p->reasoning = -1;
+        for (const cJSON *f = m->child; f != NULL; f = f->next) {
+            push_key(x, f->string);
+            int64_t *slot = strcmp(f->string, "input") == 0          ? &p->input
+                            : strcmp(f->string, "output") == 0       ? &p->output
+                            : strcmp(f->string, "cached_input") == 0 ? &p->cached_input
+                            : strcmp(f->string, "cache_write") == 0  ? &p->cache_write
+                            : strcmp(f->string, "reasoning") == 0    ? &p->reasoning
+                                                                     : NULL;
+            if (slot == NULL)
+                return fail(x, "unknown key (known keys: input, output, cached_input, cache_write, reasoning)");
+            if (!cJSON_IsNumber(f) || f->valuedouble < 0 || f->valuedouble > 1000000)
+                return fail(x, "expected USD per million tokens, a number from 0 to 1000000");
+            *slot = (int64_t)llround(f->valuedouble * 1e6); /* picodollars per token */
+            pop(x);
+        }
+        if (p->input < 0 || p->output < 0)
+            return fail(x, "a price needs \"input\" and \"output\"");
+        if (p->cached_input < 0)
+            p->cached_input = p->input;
+        if (p->cache_write < 0)
+            p->cache_write = p->input;
+        if (p->reasoning < 0)
+            p->reasoning = p->output;
+        pop(x);
+    }
+    return 0;
+}
+
+const av_price_t *av_config_price(const av_config_t *c, const char *model)
+{
+    if (model == NULL)
+        return NULL;
+    for (size_t i = 0; i < c->nprices; i++)
+        if (strcmp(c->prices[i].model, model) == 0)
+            return &c->prices[i];
+    return NULL;
+}
+
 static void free_geo(void *p)
 {
     av_geo_close(p);
@@ -990,6 +1045,7 @@ static const kspec_t top_spec[] = {
     {"routes", K_CUSTOM, 0, 0, 0, 0, NULL, K_REQUIRED, NULL, c_routes},
     {"variant_header", K_STR, offsetof(av_config_t, variant_header), 0, 0, 0, "x-aviary-variant", 0, NULL, NULL},
     {"geoip", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geoip},
+    {"pricing", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_pricing},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 

@@ -49,9 +49,16 @@ typedef struct av_backend_s {
     const char *api_key;                 /* secret: never logged */
     const char *api_key_header;          /* "authorization" sends "Bearer KEY" */
     int forward_authorization;
+    int stream_usage;                    /* ask OpenAI-style backends for the usage chunk of streams */
     av_kv_t *headers;
     size_t nheaders;
 } av_backend_t;
+
+/* A model's prices, in picodollars per token (USD per million tokens x 10^6). */
+typedef struct av_price_s {
+    const char *model;
+    int64_t input, output, cached_input, cache_write, reasoning;
+} av_price_t;
 
 /* A request field a variant sets: its name and value as JSON text. */
 typedef struct {
@@ -156,6 +163,8 @@ typedef struct av_config_s {
     size_t nroutes;
     const char *variant_header;          /* response header naming the variant; "" = none */
     struct av_geo_s *geo;                /* this generation's databases and trusted proxies; NULL: none */
+    av_price_t *prices;                  /* by model name */
+    size_t nprices;
 } av_config_t;
 
 /* Loads and validates a file. On failure returns NULL and writes
@@ -172,5 +181,7 @@ void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
                             void (*warn)(const char *key, void *arg), void *arg);
 
 const av_backend_t *av_config_backend(const av_config_t *c, const char *name);
+/* The prices of a model, or NULL. */
+const av_price_t *av_config_price(const av_config_t *c, const char *model);
 
 #endif

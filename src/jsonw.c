@@ -44,17 +44,31 @@ char *av_jw_i64(char *p, int64_t v)
     return av_put_u64(p, (uint64_t)0 - (uint64_t)v);
 }
 
+char *av_jw_fixed(char *p, int64_t v, unsigned decimals)
+{
+    if (v < 0)
+        return AV_PUT_LIT(p, "null");
+    uint64_t scale = 1;
+    for (unsigned i = 0; i < decimals; i++)
+        scale *= 10;
+    p = av_put_u64(p, (uint64_t)v / scale);
+    uint64_t frac = (uint64_t)v % scale;
+    *p++ = '.';
+    for (unsigned i = decimals; i-- > 0;) {
+        p[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    return p + decimals;
+}
+
 char *av_jw_ms(char *p, int64_t us)
 {
-    if (us < 0)
-        return AV_PUT_LIT(p, "null");
-    p = av_put_u64(p, (uint64_t)us / 1000);
-    unsigned frac = (unsigned)((uint64_t)us % 1000);
-    *p++ = '.';
-    *p++ = (char)('0' + frac / 100);
-    *p++ = (char)('0' + frac / 10 % 10);
-    *p++ = (char)('0' + frac % 10);
-    return p;
+    return av_jw_fixed(p, us, 3);
+}
+
+char *av_jw_count(char *p, int64_t v)
+{
+    return v < 0 ? AV_PUT_LIT(p, "null") : av_put_u64(p, (uint64_t)v);
 }
 
 void av_json_str(struct evbuffer *out, const char *s, size_t len)

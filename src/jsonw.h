@@ -21,6 +21,10 @@ char *av_jw_str(char *p, const char *s, size_t len);
 char *av_jw_i64(char *p, int64_t v);
 /* Microseconds as milliseconds with three decimals; negative writes null. */
 char *av_jw_ms(char *p, int64_t us);
+/* v / 10^decimals with that many decimals (1 to 9); negative writes null. */
+char *av_jw_fixed(char *p, int64_t v, unsigned decimals);
+/* A count; negative writes null. */
+char *av_jw_count(char *p, int64_t v);
 
 void av_json_str(struct evbuffer *out, const char *s, size_t len);
 

@@ -50,12 +50,13 @@ static size_t cstrlen(const char *s)
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
 {
-    size_t lens[9] = {cstrlen(r->request_id), cstrlen(r->route),        cstrlen(r->variant),
-                      cstrlen(r->backend),    cstrlen(r->model),        cstrlen(r->error),
-                      cstrlen(r->client_model), cstrlen(r->assign),     cstrlen(r->prompt_hash)};
+    size_t lens[10] = {cstrlen(r->request_id),   cstrlen(r->route),  cstrlen(r->variant),
+                       cstrlen(r->backend),      cstrlen(r->model),  cstrlen(r->error),
+                       cstrlen(r->client_model), cstrlen(r->assign), cstrlen(r->prompt_hash),
+                       cstrlen(r->finish_reason)};
     size_t mlen = cstrlen(r->method);
-    size_t room = 600 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
-    for (size_t i = 0; i < 9; i++)
+    size_t room = 1024 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
+    for (size_t i = 0; i < 10; i++)
         room += AV_JW_STR_MAX(lens[i]);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
@@ -84,7 +85,19 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     p = av_jw_i64(AV_PUT_LIT(p, ",\"status\":"), r->status);
     p = r->stream ? AV_PUT_LIT(p, ",\"stream\":true") : AV_PUT_LIT(p, ",\"stream\":false");
     p = av_jw_ms(AV_PUT_LIT(p, ",\"latency_ms\":"), r->latency_us);
+    p = av_jw_ms(AV_PUT_LIT(p, ",\"first_byte_ms\":"), r->first_byte_us);
     p = av_jw_ms(AV_PUT_LIT(p, ",\"ttft_ms\":"), r->ttft_us);
+    p = av_jw_ms(AV_PUT_LIT(p, ",\"inter_token_p50_ms\":"), r->inter_token_p50_us);
+    p = av_jw_fixed(AV_PUT_LIT(p, ",\"output_tokens_per_s\":"), r->output_tps_milli, 3);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"input_tokens\":"), r->input_tokens);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"output_tokens\":"), r->output_tokens);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"cached_input_tokens\":"), r->cached_tokens);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"cache_write_tokens\":"), r->cache_write_tokens);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"reasoning_tokens\":"), r->reasoning_tokens);
+    p = r->usage_estimated ? AV_PUT_LIT(p, ",\"usage_estimated\":true") : AV_PUT_LIT(p, ",\"usage_estimated\":false");
+    p = av_jw_fixed(AV_PUT_LIT(p, ",\"cost_usd\":"), r->cost_nano, 9);
+    p = KEY_STR(p, "finish_reason", r->finish_reason, lens[9]);
+    p = av_jw_count(AV_PUT_LIT(p, ",\"tool_calls\":"), r->tool_calls);
     p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_in\":"), r->bytes_in);
     p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_out\":"), r->bytes_out);
     p = KEY_STR(p, "error", r->error, lens[5]);

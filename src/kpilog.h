@@ -23,7 +23,16 @@ typedef struct av_kpi_rec_s {
     size_t path_len;
     int status;
     int stream;
-    int64_t latency_us, ttft_us;
+    int64_t latency_us, first_byte_us;
+    int64_t ttft_us;             /* to the first content token; < 0: none */
+    /* usage: < 0 writes null */
+    int64_t input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens;
+    int usage_estimated;
+    int64_t cost_nano;           /* nanodollars */
+    int64_t inter_token_p50_us;
+    int64_t output_tps_milli;    /* output tokens per second x 1000 */
+    const char *finish_reason;
+    int tool_calls;
     uint64_t bytes_in, bytes_out;
     const char *error;
 } av_kpi_rec_t;

@@ -16,9 +16,9 @@
 #include "jsonw.h"
 #include "kpilog.h"
 #include "log.h"
-#include "output.h"
 #include "reqbody.h"
 #include "shadow.h"
+#include "usage.h"
 #include "router.h"
 #include "split.h"
 #include "upstream.h"
@@ -40,9 +40,9 @@ static void free_evbuffer(void *p)
     evbuffer_free(p);
 }
 
-static void free_output(void *p)
+static void free_usage(void *p)
 {
-    av_output_free(p);
+    av_usage_free(p);
 }
 
 av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx)
@@ -87,6 +87,24 @@ static void kpi_write(av_req_t *req)
     size_t path_len = strcspn(req->target, "?"); /* the query stays out of the log */
     if (path_len > req->target_len)
         path_len = req->target_len;
+    av_tokens_t tok = {-1, -1, -1, -1, -1, 0};
+    int64_t cost = -1, ttft = -1, gap = -1, tps = -1;
+    const av_usage_t *u = req->usage;
+    if (u != NULL) {
+        av_usage_end(req->usage, end, NULL); /* counted up to here, if the answer was cut */
+        av_usage_tokens(u, req->bytes_in, &tok);
+        const av_price_t *price = av_config_price(req->cfg, req->model);
+        if (price != NULL)
+            cost = (av_usage_cost_pico(&tok, price) + 500) / 1000; /* nanodollars */
+        else if (!req->shadow && tok.input + tok.output > 0)
+            req->worker->stats.unpriced++;
+        if (u->first_token_us)
+            ttft = (int64_t)(u->first_token_us - req->t_start_us);
+        gap = av_usage_gap_p50_us(u);
+        uint64_t span = u->last_token_us - u->first_token_us;
+        if (u->token_events > 1 && span > 0)
+            tps = (int64_t)((double)tok.output * 1e6 * 1000.0 / (double)span); /* thousandths of a token per second */
+    }
     av_kpi_rec_t r = {
         .time_us = req->t_wall_us,
         .request_id = req->id,
@@ -105,7 +123,19 @@ static void kpi_write(av_req_t *req)
         .status = req->status,
         .stream = req->stream,
         .latency_us = (int64_t)(end - req->t_start_us),
-        .ttft_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1,
+        .first_byte_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1,
+        .ttft_us = ttft,
+        .input_tokens = u ? tok.input : -1,
+        .output_tokens = u ? tok.output : -1,
+        .cached_tokens = u ? tok.cached : -1,
+        .cache_write_tokens = u ? tok.cache_write : -1,
+        .reasoning_tokens = u ? tok.reasoning : -1,
+        .usage_estimated = u ? tok.estimated : 0,
+        .cost_nano = cost,
+        .inter_token_p50_us = gap,
+        .output_tps_milli = tps,
+        .finish_reason = u && u->finish[0] ? u->finish : NULL,
+        .tool_calls = u ? u->tool_calls : -1,
         .bytes_in = req->bytes_in,
         .bytes_out = req->bytes_out,
         .error = req->error,
@@ -286,20 +316,38 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     }
     add_variant_header(req, &out);
     req->head_sent = 1;
-    if (req->pair != NULL) { /* a shadow pair compares answers: read this one's text */
-        req->out = av_arena_calloc(req->arena, sizeof(*req->out));
-        av_output_init(req->out, req->stream);
-        av_arena_on_free(req->arena, free_output, req->out);
+    req->usage = av_arena_calloc(req->arena, sizeof(*req->usage));
+    av_usage_init(req->usage, av_body_dialect(req), req->stream, req->strip_usage);
+    av_arena_on_free(req->arena, free_usage, req->usage);
+    if (req->usage->strip) {
+        req->held = evbuffer_new();
+        av_arena_on_free(req->arena, free_evbuffer, req->held);
     }
-    req->client->respond_head(req, status, &out, req->stream ? -1 : content_length);
+    /* a stripped usage chunk changes the length: the client side frames it */
+    req->client->respond_head(req, status, &out, req->stream || req->usage->strip ? -1 : content_length);
+}
+
+/* Hands what the usage reader passed on (strip) to the client. */
+static void pass_held(av_req_t *req)
+{
+    size_t n = evbuffer_get_length(req->held);
+    if (n == 0)
+        return;
+    req->bytes_out += n;
+    req->client->respond_body(req, (const char *)evbuffer_pullup(req->held, -1), n);
+    evbuffer_drain(req->held, n);
 }
 
 void av_req_backend_body(av_req_t *req, const char *data, size_t len)
 {
-    if (req->out != NULL)
-        av_output_feed(req->out, data, len);
+    uint64_t now = av_now_us();
     if (req->t_first_byte_us == 0)
-        req->t_first_byte_us = av_now_us();
+        req->t_first_byte_us = now;
+    av_usage_feed(req->usage, data, len, now, req->held);
+    if (req->held != NULL) {
+        pass_held(req);
+        return;
+    }
     req->bytes_out += len;
     req->client->respond_body(req, data, len);
 }
@@ -308,6 +356,11 @@ void av_req_backend_end(av_req_t *req)
 {
     req->finished = 1;
     req->t_end_us = av_now_us();
+    if (req->usage != NULL) {
+        av_usage_end(req->usage, req->t_end_us, req->held);
+        if (req->held != NULL)
+            pass_held(req);
+    }
     kpi_write(req);
     req->client->respond_end(req); /* may free req */
 }
@@ -337,6 +390,6 @@ void av_req_backend_error(av_req_t *req, const char *err)
     }
     req->finished = 1;
     req->t_end_us = av_now_us();
-    kpi_write(req);
+    kpi_write(req); /* with what was counted up to the cut */
     req->client->respond_abort(req); /* may free req */
 }

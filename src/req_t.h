@@ -12,7 +12,6 @@ typedef struct av_req_s av_req_t;
 typedef struct av_upconn_s av_upconn_t;
 typedef struct av_up2_stream_s av_up2_stream_t;
 typedef struct av_shadow_pair_s av_shadow_pair_t;
-struct av_output_s;
 typedef struct av_config_s av_config_t;
 typedef struct av_arena_s av_arena_t;
 struct evbuffer;
@@ -87,7 +86,9 @@ struct av_req_s {
     /* shadow traffic: a copy (shadow) or the original (pair set, shadow 0) */
     int shadow;
     av_shadow_pair_t *pair;
-    struct av_output_s *out;             /* the answer's text, read when a pair compares */
+    struct av_usage_s *usage;            /* tokens, timing and text of the answer */
+    struct evbuffer *held;               /* strip_usage: what the usage reader passes on to the client */
+    int strip_usage;                     /* the usage chunk was asked for by us: the client does not get it */
     TAILQ_ENTRY(av_req_s) shadow_link;   /* the worker's copies in flight */
 
     /* response */

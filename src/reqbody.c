@@ -37,6 +37,11 @@ static int on_member(void *arg, const av_jmember_t *m)
     } else if (av_jscan_key_is(m, "system")) {
         b->system = *m;
         b->has_system = 1;
+    } else if (av_jscan_key_is(m, "stream")) {
+        b->stream = m->type == 't';
+    } else if (av_jscan_key_is(m, "stream_options")) {
+        b->stream_options = *m;
+        b->has_stream_options = 1;
     }
     if (!av_jscan_key_is(m, "model"))
         return 0;
@@ -348,13 +353,72 @@ static void edit_prompt(av_req_t *req, const av_body_t *b, const av_variant_t *v
     }
 }
 
+typedef struct {
+    struct evbuffer *out;
+    int asked;
+} stream_opts_t;
+
+static int on_stream_opt(void *arg, const av_jmember_t *m)
+{
+    stream_opts_t *o = arg;
+    if (av_jscan_key_is(m, "include_usage")) {
+        o->asked = m->type == 't';
+        return 0; /* ours replaces it */
+    }
+    evbuffer_add(o->out, ",\"", 2);
+    evbuffer_add(o->out, m->key, m->key_len);
+    evbuffer_add(o->out, "\":", 2);
+    evbuffer_add(o->out, m->val, m->val_len);
+    return 0;
+}
+
+/* Whether this request should ask for the usage chunk on the client's behalf. */
+static int wants_stream_usage(const av_req_t *req, const av_body_t *b)
+{
+    if (!b->stream || !req->variant->backend->stream_usage)
+        return 0;
+    int d = av_body_dialect(req);
+    if (d == AV_DIALECT_AUTO && b->has_messages)
+        d = AV_DIALECT_CHAT;
+    if (d != AV_DIALECT_CHAT && d != AV_DIALECT_COMPLETIONS)
+        return 0;
+    if (b->has_stream_options && b->stream_options.type == '{') {
+        stream_opts_t o = {0};
+        size_t off;
+        av_jscan_object(b->stream_options.val, b->stream_options.val_len, on_stream_opt, &o, &off);
+        return !o.asked; /* the client asked: its stream has the chunk, as it wants */
+    }
+    return !b->has_stream_options || b->stream_options.type == 'n';
+}
+
+/* stream_options with include_usage true, the client's other options kept. */
+static void edit_stream_usage(const av_body_t *b, edits_t *ed)
+{
+    if (!b->has_stream_options) {
+        static const char opt[] = "{\"include_usage\":true}";
+        add_member(ed, "stream_options", opt, sizeof(opt) - 1);
+        return;
+    }
+    struct evbuffer *out = replace(ed, &b->stream_options, b->text);
+    if (out == NULL)
+        return;
+    ADD_LIT(out, "{\"include_usage\":true");
+    if (b->stream_options.type == '{') {
+        stream_opts_t o = {.out = out};
+        size_t off;
+        av_jscan_object(b->stream_options.val, b->stream_options.val_len, on_stream_opt, &o, &off);
+    }
+    ADD_LIT(out, "}");
+}
+
 void av_body_rewrite(av_req_t *req, const av_body_t *b)
 {
     const av_variant_t *v = req->variant;
     const char *want = v->model;
     int model_same = want == NULL || (req->client_model != NULL && strcmp(want, req->client_model) == 0 &&
                                       b->n_model == 1);
-    if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL))
+    int stream_usage = b->text != NULL && wants_stream_usage(req, b);
+    if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL && !stream_usage))
         return;
     edits_t ed = {.prefix = evbuffer_new()};
     if (!model_same) {
@@ -376,6 +440,10 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
         edit_params(b, v, &ed);
     if (v->prompt.text != NULL)
         edit_prompt(req, b, v, av_body_dialect(req), &ed);
+    if (stream_usage) {
+        edit_stream_usage(b, &ed);
+        req->strip_usage = 1;
+    }
     /* edits in body order; none overlap (each is a different member) */
     for (size_t i = 1; i < ed.n; i++)
         for (size_t j = i; j > 0 && ed.e[j].at < ed.e[j - 1].at; j--) {

@@ -24,6 +24,9 @@ typedef struct {
     /* members a system prompt goes into: messages, instructions, system */
     av_jmember_t messages, instructions, system;
     int has_messages, has_instructions, has_system;
+    /* streaming: whether usage is asked for */
+    av_jmember_t stream_options;
+    int stream, has_stream_options;
 } av_body_t;
 
 /* Scans req->body when it is a JSON object; sets req->client_model.
@@ -35,7 +38,10 @@ const char *av_body_sticky_key(av_req_t *req, const av_body_t *b, size_t k, size
 /* The dialect the request speaks: the route's, or by its path. */
 int av_body_dialect(const av_req_t *req);
 /* Writes req->variant's model, params and system prompt into the body
- * (req->body is replaced when anything changes); sets req->model. */
+ * (req->body is replaced when anything changes); sets req->model. For an
+ * OpenAI-style stream that does not ask for usage, asks for it (unless the
+ * backend's stream_usage is off) and sets req->strip_usage, so the usage
+ * chunk is read and not passed on. */
 void av_body_rewrite(av_req_t *req, const av_body_t *b);
 
 #endif

@@ -17,7 +17,7 @@
 #include "headers.h"
 #include "jsonw.h"
 #include "log.h"
-#include "output.h"
+#include "usage.h"
 #include "req.h"
 #include "split.h"
 #include "worker.h"
@@ -163,7 +163,7 @@ static void side_json(struct evbuffer *b, const side_t *sd)
         evbuffer_add_printf(b, "%.3f", sd->ttft_us / 1000.0);
     else
         evbuffer_add(b, "null", 4);
-    evbuffer_add_printf(b, ",\"output_chars\":");
+    evbuffer_add_printf(b, ",\"output_bytes\":");
     if (sd->known)
         evbuffer_add_printf(b, "%zu", sd->chars);
     else
@@ -218,11 +218,11 @@ void av_shadow_done(av_req_t *req)
     sd->latency_us = (int64_t)(end - req->t_start_us);
     sd->ttft_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1;
     sd->error = req->error;
-    if (req->out != NULL) {
-        av_output_end(req->out);
-        sd->known = !req->out->incomplete && req->finished;
-        sd->chars = req->out->chars;
-        sd->hash = req->out->hash;
+    if (req->usage != NULL) {
+        av_usage_end(req->usage, av_now_us(), NULL);
+        sd->known = !req->usage->incomplete && req->finished;
+        sd->chars = req->usage->chars;
+        sd->hash = req->usage->hash;
     }
     av_worker_t *w = req->worker;
     if (req->shadow) {

@@ -529,3 +529,31 @@ int64_t av_usage_gap_p50_us(const av_usage_t *u)
     }
     return -1;
 }
+
+void av_usage_tokens(const av_usage_t *u, size_t request_bytes, av_tokens_t *t)
+{
+    int64_t cached = u->cached > 0 ? u->cached : 0, write = u->cache_write > 0 ? u->cache_write : 0;
+    t->cached = cached;
+    t->cache_write = write;
+    t->reasoning = u->reasoning > 0 ? u->reasoning : 0;
+    t->estimated = !u->reported;
+    if (u->reported) {
+        int64_t in = u->input > 0 ? u->input : 0;
+        /* Anthropic's input_tokens leaves out cache reads and writes; OpenAI's prompt_tokens has them */
+        t->input = u->dialect == AV_DIALECT_ANTHROPIC ? in + cached + write : in;
+        t->output = u->output > 0 ? u->output : 0;
+        return;
+    }
+    t->input = (int64_t)((request_bytes + 3) / 4);
+    t->output = u->chars > 0 ? (int64_t)((u->chars + 3) / 4) : (int64_t)u->token_events;
+}
+
+int64_t av_usage_cost_pico(const av_tokens_t *t, const av_price_t *p)
+{
+    int64_t uncached = t->input - t->cached - t->cache_write;
+    if (uncached < 0)
+        uncached = 0;
+    int64_t reasoning = t->reasoning < t->output ? t->reasoning : t->output;
+    return uncached * p->input + t->cached * p->cached_input + t->cache_write * p->cache_write +
+           (t->output - reasoning) * p->output + reasoning * p->reasoning;
+}

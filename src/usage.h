@@ -52,6 +52,21 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
 /* The body is complete (or cut): reads a last event without its blank line
  * or the JSON body; with strip, hands what it held to out. */
 void av_usage_end(av_usage_t *u, uint64_t now_us, struct evbuffer *out);
+/* What a request used, as logged: input counts every input token (cached
+ * and cache writes included, whatever the dialect's own split); without a
+ * report from the backend, input is estimated from the request body's bytes
+ * and output from the answer's text, at four bytes a token. */
+typedef struct {
+    int64_t input, output, cached, cache_write, reasoning;
+    int estimated;
+} av_tokens_t;
+void av_usage_tokens(const av_usage_t *u, size_t request_bytes, av_tokens_t *t);
+/* The cost in picodollars at prices given in picodollars per token: the
+ * uncached input, the cached input, the cache writes, output and reasoning
+ * each at its own price. */
+typedef struct av_price_s av_price_t;
+int64_t av_usage_cost_pico(const av_tokens_t *t, const av_price_t *p);
+
 /* The median inter-token gap in microseconds (the middle of its bucket,
  * within about 10 %), or -1 with fewer than two content events. */
 int64_t av_usage_gap_p50_us(const av_usage_t *u);

@@ -21,6 +21,7 @@ typedef struct av_h2conn_s av_h2conn_t;
 
 typedef struct {
     uint64_t requests, active_requests, client_conns;
+    uint64_t unpriced;                     /* requests with tokens but no price for their model */
 } av_worker_stats_t;
 
 struct av_worker_s {

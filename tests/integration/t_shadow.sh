@@ -59,7 +59,7 @@ check "KPI: a comparison line per pair" wait_until 5 sh -c \
     "[ \$(grep -c '\"type\":\"shadow_compare\",\"route\":\"slow\"' '$T/kpi.log') -eq 15 ]"
 like "comparison: the same text from the same seed is the same output" \
     "$(grep '"type":"shadow_compare","route":"slow"' "$T/kpi.log" | head -1)" \
-    '"primary":\{"request_id":"[0-9a-f]+","variant":"stable","status":200,.*"output_chars":[0-9]+,"error":null\},"shadow":\{"request_id":"[0-9a-f]+:shadow","variant":"cand","status":200,.*"same_output":true\}'
+    '"primary":\{"request_id":"[0-9a-f]+","variant":"stable","status":200,.*"output_bytes":[0-9]+,"error":null\},"shadow":\{"request_id":"[0-9a-f]+:shadow","variant":"cand","status":200,.*"same_output":true\}'
 curl -s -o /dev/null -H 'x-route: other' "http://$AV/v1/chat/completions" -d "$BODY"
 check "comparison: another seed's text is a different output" wait_until 5 grep -q \
     '"type":"shadow_compare","route":"other".*"same_output":false' "$T/kpi.log"

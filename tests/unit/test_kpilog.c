@@ -28,21 +28,29 @@ static void test_format_exact(void)
         .generation = 3, .backend = "prod", .model = "m\"1", .client_model = "gpt", .assign = "sticky",
         .method = "POST",
         .path = "/v1/chat/completions?x=1", .path_len = 20, .status = 200, .stream = 1,
-        .latency_us = 12345, .ttft_us = 999, .bytes_in = 10, .bytes_out = 20, .error = NULL,
+        .latency_us = 12345, .first_byte_us = 999, .ttft_us = 1999, .bytes_in = 10, .bytes_out = 20, .error = NULL,
+        .input_tokens = 30, .output_tokens = 7, .cached_tokens = 5, .cache_write_tokens = 0, .reasoning_tokens = -1,
+        .usage_estimated = 1, .cost_nano = 1234567, .inter_token_p50_us = 25000, .output_tps_milli = 41500,
+        .finish_reason = "stop", .tool_calls = 2,
     };
     char *s = format(&r);
     CHECK_STR(s, "{\"time\":\"2026-11-25T01:25:29.123Z\",\"request_id\":\"abc\",\"route\":\"chat\","
                  "\"variant\":\"stable\",\"assign\":\"sticky\",\"shadow\":false,\"generation\":3,\"backend\":\"prod\","
                  "\"client_model\":\"gpt\",\"model\":\"m\\\"1\",\"prompt_hash\":null,"
                  "\"method\":\"POST\",\"path\":\"/v1/chat/completions\",\"status\":200,\"stream\":true,"
-                 "\"latency_ms\":12.345,\"ttft_ms\":0.999,\"bytes_in\":10,\"bytes_out\":20,\"error\":null}\n");
+                 "\"latency_ms\":12.345,\"first_byte_ms\":0.999,\"ttft_ms\":1.999,\"inter_token_p50_ms\":25.000,"
+                 "\"output_tokens_per_s\":41.500,\"input_tokens\":30,\"output_tokens\":7,\"cached_input_tokens\":5,"
+                 "\"cache_write_tokens\":0,\"reasoning_tokens\":null,\"usage_estimated\":true,\"cost_usd\":0.001234567,"
+                 "\"finish_reason\":\"stop\",\"tool_calls\":2,\"bytes_in\":10,\"bytes_out\":20,\"error\":null}\n");
     free(s);
 }
 
 static void test_format_nulls_and_control_chars(void)
 {
-    av_kpi_rec_t r = {.request_id = "x", .method = "GET", .path = "/a\nb\x01", .path_len = 5,
-                      .status = 499, .latency_us = 5, .ttft_us = -1, .error = "client_abort"};
+    av_kpi_rec_t r = {.request_id = "x", .method = "GET", .path = "/a\nb\x01", .path_len = 5, .status = 499,
+                      .latency_us = 5, .first_byte_us = -1, .ttft_us = -1, .input_tokens = -1, .output_tokens = -1,
+                      .cached_tokens = -1, .cache_write_tokens = -1, .reasoning_tokens = -1, .cost_nano = -1,
+                      .inter_token_p50_us = -1, .output_tps_milli = -1, .tool_calls = -1, .error = "client_abort"};
     char *s = format(&r);
     cJSON *j = cJSON_Parse(s);
     CHECK(j != NULL);
