@@ -225,13 +225,13 @@ static void stream_step(sim_req_t *r)
             }
             continue;
         }
-        av_sim_event_finish(ev, &r->req);
+        av_sim_event_finish(ev, &r->req, &r->knobs);
         send_event(r, ev);
         if (r->req.include_usage) {
             av_sim_event_usage(ev, &r->req);
             send_event(r, ev);
         }
-        av_sim_event_done(ev);
+        av_sim_event_done(ev, &r->req);
         send_event(r, ev);
         evbuffer_free(ev);
         finish(r);
@@ -338,6 +338,10 @@ void sim_req_handle(sim_req_t *r)
         kind = AV_SIM_COMPLETIONS;
     else if (strcmp(path, "/v1/embeddings") == 0)
         kind = AV_SIM_EMBEDDINGS;
+    else if (strcmp(path, "/v1/responses") == 0)
+        kind = AV_SIM_RESPONSES;
+    else if (strcmp(path, "/v1/messages") == 0)
+        kind = AV_SIM_ANTHROPIC;
     if (kind == 0) {
         send_error(r, 404, "no such endpoint on aviary-sim");
         return;

@@ -4,6 +4,8 @@
 
 #include "jsonw.h"
 
+#define ADD_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +64,8 @@ int av_sim_knob_header(av_sim_knobs_t *k, const char *name, const char *v)
         return parse_rate(v, &k->rate_429);
     if (strcmp(name, "x-sim-drop-after") == 0)
         return parse_i64(v, -1, 1000000, &k->drop_after);
+    if (strcmp(name, "x-sim-cached-tokens") == 0)
+        return parse_i64(v, 0, 1000000, &k->cached);
     if (strcmp(name, "x-sim-no-usage") == 0)
         return parse_i64(v, 0, 1, &k->usage_off);
     if (strcmp(name, "x-sim-seed") == 0) {
@@ -114,25 +118,30 @@ int av_sim_parse(av_sim_req_t *r, av_sim_kind_t kind, const char *body, size_t l
         return -1;
     }
     snprintf(r->model, sizeof(r->model), "%s", model->valuestring);
-    const char *input_key = kind == AV_SIM_CHAT ? "messages" : kind == AV_SIM_COMPLETIONS ? "prompt" : "input";
+    const char *input_key = kind == AV_SIM_CHAT || kind == AV_SIM_ANTHROPIC ? "messages"
+                            : kind == AV_SIM_COMPLETIONS                  ? "prompt"
+                                                                          : "input";
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(j, input_key);
     if (input == NULL) {
         snprintf(err, errlen, "'%s' is a required property", input_key);
         cJSON_Delete(j);
         return -1;
     }
-    r->prompt_tokens = text_tokens(input) + (kind == AV_SIM_CHAT ? 7 : 1);
+    r->prompt_tokens = text_tokens(input) + (kind == AV_SIM_CHAT || kind == AV_SIM_ANTHROPIC ? 7 : 1);
+    r->prompt_tokens += text_tokens(cJSON_GetObjectItemCaseSensitive(j, kind == AV_SIM_ANTHROPIC ? "system" : "instructions"));
+    r->usage_off = (int)k->usage_off;
+    r->cached_tokens = k->cached < r->prompt_tokens ? k->cached : r->prompt_tokens;
     r->stream = kind != AV_SIM_EMBEDDINGS && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(j, "stream_options");
     r->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage")) && !k->usage_off;
     r->completion_tokens = kind == AV_SIM_EMBEDDINGS ? 0 : k->tokens;
-    r->finish_reason = "stop";
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens");
+    r->finish_reason = kind == AV_SIM_ANTHROPIC ? "end_turn" : kind == AV_SIM_RESPONSES ? "completed" : "stop";
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, kind == AV_SIM_RESPONSES ? "max_output_tokens" : "max_tokens");
     if (mt == NULL)
         mt = cJSON_GetObjectItemCaseSensitive(j, "max_completion_tokens");
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 0 && mt->valuedouble < (double)r->completion_tokens) {
         r->completion_tokens = (int64_t)mt->valuedouble;
-        r->finish_reason = "length";
+        r->finish_reason = kind == AV_SIM_ANTHROPIC ? "max_tokens" : kind == AV_SIM_RESPONSES ? "incomplete" : "length";
     }
     cJSON_Delete(j);
     return 0;
@@ -157,9 +166,43 @@ static void head(struct evbuffer *out, const av_sim_req_t *r, const char *object
 
 static void usage(struct evbuffer *out, const av_sim_req_t *r)
 {
-    evbuffer_add_printf(out, "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}",
+    evbuffer_add_printf(out, "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld,"
+                             "\"prompt_tokens_details\":{\"cached_tokens\":%lld}}",
                         (long long)r->prompt_tokens, (long long)r->completion_tokens,
-                        (long long)(r->prompt_tokens + r->completion_tokens));
+                        (long long)(r->prompt_tokens + r->completion_tokens), (long long)r->cached_tokens);
+}
+
+static void answer_text(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k)
+{
+    for (int64_t i = 0; i < r->completion_tokens; i++) {
+        const char *w = av_sim_token(k->seed, i);
+        evbuffer_add(out, w, strlen(w));
+    }
+}
+
+/* A Responses API object; with text (k not NULL) or without (in progress). */
+static void responses_object(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k, const char *status)
+{
+    evbuffer_add_printf(out, "{\"id\":\"resp_sim_%llu\",\"object\":\"response\",\"created_at\":%lld,\"status\":\"%s\","
+                             "\"model\":",
+                        (unsigned long long)r->id, (long long)r->created, status);
+    av_json_str(out, r->model, strlen(r->model));
+    ADD_LIT(out, ",\"output\":[");
+    if (k != NULL) {
+        evbuffer_add_printf(out, "{\"type\":\"message\",\"id\":\"msg_sim_%llu\",\"status\":\"completed\",\"role\":"
+                                 "\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"",
+                            (unsigned long long)r->id);
+        answer_text(out, r, k);
+        ADD_LIT(out, "\",\"annotations\":[]}]}");
+    }
+    evbuffer_add(out, "]", 1);
+    if (k != NULL && !r->usage_off)
+        evbuffer_add_printf(out, ",\"usage\":{\"input_tokens\":%lld,\"input_tokens_details\":{\"cached_tokens\":%lld},"
+                                 "\"output_tokens\":%lld,\"output_tokens_details\":{\"reasoning_tokens\":0},"
+                                 "\"total_tokens\":%lld}",
+                            (long long)r->prompt_tokens, (long long)r->cached_tokens, (long long)r->completion_tokens,
+                            (long long)(r->prompt_tokens + r->completion_tokens));
+    evbuffer_add(out, "}", 1);
 }
 
 void av_sim_body(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k)
@@ -173,6 +216,26 @@ void av_sim_body(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs
         av_json_str(out, r->model, strlen(r->model));
         evbuffer_add_printf(out, ",\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%lld}}\n",
                             (long long)r->prompt_tokens, (long long)r->prompt_tokens);
+        return;
+    }
+    if (r->kind == AV_SIM_RESPONSES) {
+        responses_object(out, r, k, r->finish_reason);
+        evbuffer_add(out, "\n", 1);
+        return;
+    }
+    if (r->kind == AV_SIM_ANTHROPIC) {
+        evbuffer_add_printf(out, "{\"id\":\"msg_sim_%llu\",\"type\":\"message\",\"role\":\"assistant\",\"model\":",
+                            (unsigned long long)r->id);
+        av_json_str(out, r->model, strlen(r->model));
+        ADD_LIT(out, ",\"content\":[{\"type\":\"text\",\"text\":\"");
+        answer_text(out, r, k);
+        evbuffer_add_printf(out, "\"}],\"stop_reason\":\"%s\",\"stop_sequence\":null", r->finish_reason);
+        if (!r->usage_off)
+            evbuffer_add_printf(out, ",\"usage\":{\"input_tokens\":%lld,\"cache_read_input_tokens\":%lld,"
+                                     "\"output_tokens\":%lld}",
+                                (long long)(r->prompt_tokens - r->cached_tokens), (long long)r->cached_tokens,
+                                (long long)r->completion_tokens);
+        evbuffer_add(out, "}\n", 2);
         return;
     }
     int chat = r->kind == AV_SIM_CHAT;
@@ -200,6 +263,25 @@ static void chunk_head(struct evbuffer *out, const av_sim_req_t *r)
 
 void av_sim_event_open(struct evbuffer *out, const av_sim_req_t *r)
 {
+    if (r->kind == AV_SIM_RESPONSES) {
+        evbuffer_add_printf(out, "event: response.created\ndata: {\"type\":\"response.created\",\"response\":");
+        responses_object(out, r, NULL, "in_progress");
+        evbuffer_add(out, "}\n\n", 3);
+        return;
+    }
+    if (r->kind == AV_SIM_ANTHROPIC) {
+        evbuffer_add_printf(out, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_sim_%llu\","
+                                 "\"type\":\"message\",\"role\":\"assistant\",\"model\":",
+                            (unsigned long long)r->id);
+        av_json_str(out, r->model, strlen(r->model));
+        evbuffer_add_printf(out, ",\"content\":[],\"stop_reason\":null");
+        if (!r->usage_off)
+            evbuffer_add_printf(out, ",\"usage\":{\"input_tokens\":%lld,\"cache_read_input_tokens\":%lld,\"output_tokens\":1}",
+                                (long long)(r->prompt_tokens - r->cached_tokens), (long long)r->cached_tokens);
+        evbuffer_add_printf(out, "}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+                                 "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+        return;
+    }
     if (r->kind != AV_SIM_CHAT)
         return;
     chunk_head(out, r);
@@ -209,6 +291,18 @@ void av_sim_event_open(struct evbuffer *out, const av_sim_req_t *r)
 
 void av_sim_event_token(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k, int64_t i)
 {
+    if (r->kind == AV_SIM_RESPONSES) {
+        evbuffer_add_printf(out, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+                                 "\"item_id\":\"msg_sim_%llu\",\"output_index\":0,\"content_index\":0,\"delta\":\"%s\"}\n\n",
+                            (unsigned long long)r->id, av_sim_token(k->seed, i));
+        return;
+    }
+    if (r->kind == AV_SIM_ANTHROPIC) {
+        evbuffer_add_printf(out, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                                 "\"delta\":{\"type\":\"text_delta\",\"text\":\"%s\"}}\n\n",
+                            av_sim_token(k->seed, i));
+        return;
+    }
     chunk_head(out, r);
     if (r->kind == AV_SIM_CHAT)
         evbuffer_add_printf(out, ",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%s\"},"
@@ -218,8 +312,25 @@ void av_sim_event_token(struct evbuffer *out, const av_sim_req_t *r, const av_si
                                  "\"finish_reason\":null}]}\n\n", av_sim_token(k->seed, i));
 }
 
-void av_sim_event_finish(struct evbuffer *out, const av_sim_req_t *r)
+void av_sim_event_finish(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k)
 {
+    if (r->kind == AV_SIM_RESPONSES) {
+        evbuffer_add_printf(out, "event: response.%s\ndata: {\"type\":\"response.%s\",\"response\":", r->finish_reason,
+                            r->finish_reason);
+        responses_object(out, r, k, r->finish_reason);
+        evbuffer_add(out, "}\n\n", 3);
+        return;
+    }
+    if (r->kind == AV_SIM_ANTHROPIC) {
+        evbuffer_add_printf(out, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+                                 "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"%s\","
+                                 "\"stop_sequence\":null}",
+                            r->finish_reason);
+        if (!r->usage_off)
+            evbuffer_add_printf(out, ",\"usage\":{\"output_tokens\":%lld}", (long long)r->completion_tokens);
+        evbuffer_add_printf(out, "}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        return;
+    }
     chunk_head(out, r);
     if (r->kind == AV_SIM_CHAT)
         evbuffer_add_printf(out, ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
@@ -237,9 +348,10 @@ void av_sim_event_usage(struct evbuffer *out, const av_sim_req_t *r)
     evbuffer_add(out, "}\n\n", 3);
 }
 
-void av_sim_event_done(struct evbuffer *out)
+void av_sim_event_done(struct evbuffer *out, const av_sim_req_t *r)
 {
-    evbuffer_add(out, "data: [DONE]\n\n", 14);
+    if (r->kind == AV_SIM_CHAT || r->kind == AV_SIM_COMPLETIONS)
+        evbuffer_add(out, "data: [DONE]\n\n", 14);
 }
 
 void av_sim_error_body(struct evbuffer *out, int status, const char *message)

@@ -18,16 +18,17 @@ typedef struct {
     int status;           /* force this status (0 = no) */
     int64_t drop_after;   /* stream: close the connection after this many events (-1 = never) */
     int64_t usage_off;    /* 1: never send usage (a server without it) */
+    int64_t cached;       /* prompt tokens reported as read from a prompt cache */
 } av_sim_knobs_t;
 
-typedef enum { AV_SIM_CHAT = 1, AV_SIM_COMPLETIONS, AV_SIM_EMBEDDINGS } av_sim_kind_t;
+typedef enum { AV_SIM_CHAT = 1, AV_SIM_COMPLETIONS, AV_SIM_EMBEDDINGS, AV_SIM_RESPONSES, AV_SIM_ANTHROPIC } av_sim_kind_t;
 
 /* A parsed request, enough to answer it. */
 typedef struct {
     av_sim_kind_t kind;
     char model[128];
-    int stream, include_usage;
-    int64_t prompt_tokens, completion_tokens;
+    int stream, include_usage, usage_off;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
     const char *finish_reason;
     uint64_t id;
     int64_t created;
@@ -45,13 +46,16 @@ int av_sim_parse(av_sim_req_t *r, av_sim_kind_t kind, const char *body, size_t l
 const char *av_sim_token(uint64_t seed, int64_t i);
 
 void av_sim_body(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k);
-/* Stream events, each "data: ...\n\n": the opening (role) event, the i-th
- * token, the closing event (finish reason), usage, and [DONE]. */
+/* Stream events in the kind's dialect, each ending in a blank line: the
+ * opening (a role chunk; response.created; message_start and the text
+ * block's start), the i-th token, the closing (finish chunk;
+ * response.completed with usage; the block's stop, message_delta with usage,
+ * message_stop), the OpenAI usage chunk, and [DONE] (OpenAI only). */
 void av_sim_event_open(struct evbuffer *out, const av_sim_req_t *r);
 void av_sim_event_token(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k, int64_t i);
-void av_sim_event_finish(struct evbuffer *out, const av_sim_req_t *r);
+void av_sim_event_finish(struct evbuffer *out, const av_sim_req_t *r, const av_sim_knobs_t *k);
 void av_sim_event_usage(struct evbuffer *out, const av_sim_req_t *r);
-void av_sim_event_done(struct evbuffer *out);
+void av_sim_event_done(struct evbuffer *out, const av_sim_req_t *r);
 void av_sim_error_body(struct evbuffer *out, int status, const char *message);
 
 #endif
