@@ -15,8 +15,10 @@ typedef struct {
     size_t len, i;
 } scan_t;
 
-static void skip_ws(scan_t *c)
+static inline void skip_ws(scan_t *c)
 {
+    if (c->i < c->len && (unsigned char)c->s[c->i] > ' ')
+        return; /* compact JSON: no whitespace at all, the common case */
     while (c->i < c->len) {
         char ch = c->s[c->i];
         if (ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t')
@@ -27,10 +29,39 @@ static void skip_ws(scan_t *c)
 
 /* At an opening quote: moves past the closing one. Sets *escaped when a
  * backslash was seen. Raw control bytes are not allowed in JSON strings. */
+/* Eight bytes at a time: nonzero when any is '"', '\\' or below 0x20. */
+static inline uint64_t special8(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    uint64_t has_q = (q - ones) & ~q & high, has_b = (b - ones) & ~b & high;
+    uint64_t has_ctl = (v - ones * 0x20) & ~v & high; /* a byte below 0x20 */
+    return has_q | has_b | has_ctl;
+}
+
 static int skip_string(scan_t *c, char *escaped)
 {
     c->i++;
-    while (c->i < c->len) {
+    for (;;) {
+        /* to the next quote, backslash or control byte, eight bytes at a time */
+        while (c->i + 8 <= c->len) {
+            uint64_t v;
+            memcpy(&v, c->s + c->i, 8);
+            uint64_t m = special8(v);
+            if (m != 0) {
+                c->i += (size_t)__builtin_ctzll(m) >> 3; /* the lowest flag is the first such byte */
+                goto special;
+            }
+            c->i += 8;
+        }
+        while (c->i < c->len) {
+            unsigned char ch = (unsigned char)c->s[c->i];
+            if (ch == '"' || ch == '\\' || ch < 0x20)
+                goto special;
+            c->i++;
+        }
+        return -1;
+    special:;
         unsigned char ch = (unsigned char)c->s[c->i];
         if (ch == '"') {
             c->i++;
@@ -38,21 +69,19 @@ static int skip_string(scan_t *c, char *escaped)
         }
         if (ch < 0x20)
             return -1;
-        if (ch == '\\') {
-            if (escaped != NULL)
-                *escaped = 1;
-            if (++c->i >= c->len || strchr("\"\\/bfnrtu", c->s[c->i]) == NULL || c->s[c->i] == '\0')
-                return -1;
-            if (c->s[c->i] == 'u') {
-                for (int k = 1; k <= 4; k++)
-                    if (c->i + (size_t)k >= c->len || !isxdigit((unsigned char)c->s[c->i + (size_t)k]))
-                        return -1;
-                c->i += 4;
-            }
+        /* a backslash */
+        if (escaped != NULL)
+            *escaped = 1;
+        if (++c->i >= c->len || strchr("\"\\/bfnrtu", c->s[c->i]) == NULL || c->s[c->i] == '\0')
+            return -1;
+        if (c->s[c->i] == 'u') {
+            for (int k = 1; k <= 4; k++)
+                if (c->i + (size_t)k >= c->len || !isxdigit((unsigned char)c->s[c->i + (size_t)k]))
+                    return -1;
+            c->i += 4;
         }
         c->i++;
     }
-    return -1;
 }
 
 static int is_token_byte(char ch)
@@ -173,65 +202,82 @@ static int skip_value(scan_t *c)
     }
 }
 
-int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off)
+/* One object at c->i ('{'), calling fn per member; leaves c->i after its '}'. */
+static int scan_object(scan_t *c, av_jscan_fn fn, void *arg)
 {
-    scan_t c = {text, len, 0};
+    const char *text = c->s;
+    size_t len = c->len;
     int stopped = 0;
-    skip_ws(&c);
-    if (c.i >= len || text[c.i] != '{')
-        goto bad;
-    c.i++;
-    skip_ws(&c);
-    if (c.i < len && text[c.i] == '}') {
-        c.i++;
-        goto end;
+    if (c->i >= len || text[c->i] != '{')
+        return -1;
+    c->i++;
+    skip_ws(c);
+    if (c->i < len && text[c->i] == '}') {
+        c->i++;
+        return 0;
     }
     for (;;) {
         av_jmember_t m = {0};
-        skip_ws(&c);
-        if (c.i >= len || text[c.i] != '"')
-            goto bad;
-        size_t kstart = c.i + 1;
-        if (skip_string(&c, &m.key_escaped) != 0)
-            goto bad;
+        skip_ws(c);
+        if (c->i >= len || text[c->i] != '"')
+            return -1;
+        size_t kstart = c->i + 1;
+        if (skip_string(c, &m.key_escaped) != 0)
+            return -1;
         m.key = text + kstart;
-        m.key_len = c.i - 1 - kstart;
-        skip_ws(&c);
-        if (c.i >= len || text[c.i] != ':')
-            goto bad;
-        c.i++;
-        skip_ws(&c);
-        if (c.i >= len)
-            goto bad;
-        size_t vstart = c.i;
-        char first = text[c.i];
-        if (skip_value(&c) != 0)
-            goto bad;
+        m.key_len = c->i - 1 - kstart;
+        skip_ws(c);
+        if (c->i >= len || text[c->i] != ':')
+            return -1;
+        c->i++;
+        skip_ws(c);
+        if (c->i >= len)
+            return -1;
+        size_t vstart = c->i;
+        char first = text[c->i];
+        if (skip_value(c) != 0)
+            return -1;
         m.val = text + vstart;
-        m.val_len = c.i - vstart;
+        m.val_len = c->i - vstart;
         m.type = (first == '-' || (first >= '0' && first <= '9')) ? '0' : first;
         if (!stopped && fn != NULL && fn(arg, &m) != 0)
             stopped = 1; /* keep going: the whole text must still be one object */
-        skip_ws(&c);
-        if (c.i >= len)
-            goto bad;
-        if (text[c.i] == ',') {
-            c.i++;
+        skip_ws(c);
+        if (c->i >= len)
+            return -1;
+        if (text[c->i] == ',') {
+            c->i++;
             continue;
         }
-        if (text[c.i] != '}')
-            goto bad;
-        c.i++;
-        break;
-    }
-end:
-    skip_ws(&c);
-    if (c.i == len)
+        if (text[c->i] != '}')
+            return -1;
+        c->i++;
         return 0;
-bad:
+    }
+}
+
+int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off)
+{
+    scan_t c = {text, len, 0};
+    skip_ws(&c);
+    if (scan_object(&c, fn, arg) == 0) {
+        skip_ws(&c);
+        if (c.i == len)
+            return 0;
+    }
     if (err_off != NULL)
         *err_off = c.i;
     return -1;
+}
+
+int av_jscan_object_at(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *end)
+{
+    scan_t c = {text, len, 0};
+    skip_ws(&c);
+    int rc = scan_object(&c, fn, arg);
+    if (end != NULL)
+        *end = c.i;
+    return rc;
 }
 
 int av_jscan_array(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off)

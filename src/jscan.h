@@ -29,6 +29,10 @@ typedef int (*av_jscan_fn)(void *arg, const av_jmember_t *m);
  * error. */
 int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off);
 
+/* Scans the one object text starts with (after whitespace), whatever
+ * follows it; *end is the offset after its closing brace. Returns 0 or -1. */
+int av_jscan_object_at(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *end);
+
 /* Scans text (an array value, e.g. a member's val) calling fn for each
  * element in order; the element's key is NULL. Returns 0, or -1 with the
  * offset of the first bad byte in *err_off. */

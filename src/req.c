@@ -91,7 +91,7 @@ static void kpi_write(av_req_t *req)
     int64_t cost = -1, ttft = -1, gap = -1, tps = -1;
     const av_usage_t *u = req->usage;
     if (u != NULL) {
-        av_usage_end(req->usage, end, NULL); /* counted up to here, if the answer was cut */
+        av_usage_end(req->usage, end, NULL, NULL); /* counted up to here, if the answer was cut */
         av_usage_tokens(u, req->bytes_in, &tok);
         const av_price_t *price = av_config_price(req->cfg, req->model);
         if (price != NULL)
@@ -319,23 +319,17 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     req->usage = av_arena_calloc(req->arena, sizeof(*req->usage));
     av_usage_init(req->usage, av_body_dialect(req), req->stream, req->strip_usage);
     av_arena_on_free(req->arena, free_usage, req->usage);
-    if (req->usage->strip) {
-        req->held = evbuffer_new();
-        av_arena_on_free(req->arena, free_evbuffer, req->held);
-    }
+    req->usage->want_text = req->pair != NULL; /* a shadow pair compares the answers' text */
     /* a stripped usage chunk changes the length: the client side frames it */
     req->client->respond_head(req, status, &out, req->stream || req->usage->strip ? -1 : content_length);
 }
 
-/* Hands what the usage reader passed on (strip) to the client. */
-static void pass_held(av_req_t *req)
+/* What the usage reader passes on (strip) goes to the client. */
+static void to_client(void *arg, const char *data, size_t len)
 {
-    size_t n = evbuffer_get_length(req->held);
-    if (n == 0)
-        return;
-    req->bytes_out += n;
-    req->client->respond_body(req, (const char *)evbuffer_pullup(req->held, -1), n);
-    evbuffer_drain(req->held, n);
+    av_req_t *req = arg;
+    req->bytes_out += len;
+    req->client->respond_body(req, data, len);
 }
 
 void av_req_backend_body(av_req_t *req, const char *data, size_t len)
@@ -343,24 +337,17 @@ void av_req_backend_body(av_req_t *req, const char *data, size_t len)
     uint64_t now = av_now_us();
     if (req->t_first_byte_us == 0)
         req->t_first_byte_us = now;
-    av_usage_feed(req->usage, data, len, now, req->held);
-    if (req->held != NULL) {
-        pass_held(req);
-        return;
-    }
-    req->bytes_out += len;
-    req->client->respond_body(req, data, len);
+    av_usage_feed(req->usage, data, len, now, to_client, req);
+    if (!req->usage->strip)
+        to_client(req, data, len);
 }
 
 void av_req_backend_end(av_req_t *req)
 {
     req->finished = 1;
     req->t_end_us = av_now_us();
-    if (req->usage != NULL) {
-        av_usage_end(req->usage, req->t_end_us, req->held);
-        if (req->held != NULL)
-            pass_held(req);
-    }
+    if (req->usage != NULL)
+        av_usage_end(req->usage, req->t_end_us, to_client, req);
     kpi_write(req);
     req->client->respond_end(req); /* may free req */
 }

@@ -87,7 +87,6 @@ struct av_req_s {
     int shadow;
     av_shadow_pair_t *pair;
     struct av_usage_s *usage;            /* tokens, timing and text of the answer */
-    struct evbuffer *held;               /* strip_usage: what the usage reader passes on to the client */
     int strip_usage;                     /* the usage chunk was asked for by us: the client does not get it */
     TAILQ_ENTRY(av_req_s) shadow_link;   /* the worker's copies in flight */
 

@@ -219,7 +219,7 @@ void av_shadow_done(av_req_t *req)
     sd->ttft_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1;
     sd->error = req->error;
     if (req->usage != NULL) {
-        av_usage_end(req->usage, av_now_us(), NULL);
+        av_usage_end(req->usage, av_now_us(), NULL, NULL);
         sd->known = !req->usage->incomplete && req->finished;
         sd->chars = req->usage->chars;
         sd->hash = req->usage->hash;

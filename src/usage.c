@@ -70,23 +70,6 @@ static int get(const av_jmember_t *obj, const char *name, av_jmember_t *out)
     return 1;
 }
 
-static int first_elem(void *arg, const av_jmember_t *m)
-{
-    *(av_jmember_t *)arg = *m;
-    return 1;
-}
-
-/* The first element of an array value. */
-static int elem0(const av_jmember_t *arr, av_jmember_t *out)
-{
-    if (arr->type != '[')
-        return 0;
-    out->val = NULL;
-    size_t off;
-    av_jscan_array(arr->val, arr->val_len, first_elem, out, &off);
-    return out->val != NULL;
-}
-
 static int64_t num(const av_jmember_t *m)
 {
     if (m->type != '0')
@@ -192,15 +175,18 @@ static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
 {
     if (m->type != '"' || m->val_len <= 2)
         return;
-    char small[1024];
-    char *buf = m->val_len <= sizeof(small) ? small : av_malloc(m->val_len);
-    long n = av_jscan_unescape(m->val + 1, m->val_len - 2, buf);
-    for (long i = 0; i < n; i++)
-        u->hash = (u->hash ^ (unsigned char)buf[i]) * FNV_PRIME;
-    if (buf != small)
-        free(buf);
-    if (n <= 0)
-        return;
+    long n = (long)m->val_len - 2;
+    if (u->want_text) {
+        char small[1024];
+        char *buf = m->val_len <= sizeof(small) ? small : av_malloc(m->val_len);
+        n = av_jscan_unescape(m->val + 1, m->val_len - 2, buf);
+        for (long i = 0; i < n; i++)
+            u->hash = (u->hash ^ (unsigned char)buf[i]) * FNV_PRIME;
+        if (buf != small)
+            free(buf);
+        if (n <= 0)
+            return;
+    }
     u->chars += (size_t)n;
     if (u->first_token_us == 0) {
         u->first_token_us = now_us;
@@ -220,22 +206,70 @@ static int count_tool_call(void *arg, const av_jmember_t *e)
     return 0;
 }
 
-/* One OpenAI choice (chat delta or message, or completions text). */
-static void openai_choice(av_usage_t *u, const av_jmember_t *c, uint64_t now_us)
+typedef struct {
+    av_jmember_t msg, text, finish, content, tools;
+    unsigned has;
+} choice_t;
+
+enum { C_MSG = 1, C_TEXT = 2, C_FINISH = 4, C_CONTENT = 8, C_TOOLS = 16 };
+
+static int on_choice(void *arg, const av_jmember_t *m)
 {
-    av_jmember_t m, x;
-    if (get(c, "delta", &m) || get(c, "message", &m)) {
-        if (get(&m, "content", &x))
-            text(u, &x, now_us);
-        if (get(&m, "tool_calls", &x) && x.type == '[') {
-            size_t off;
-            av_jscan_array(x.val, x.val_len, count_tool_call, u, &off);
-        }
-    } else if (get(c, "text", &x)) {
-        text(u, &x, now_us);
+    choice_t *c = arg;
+    if (m->key_len == 5 && av_jscan_key_is(m, "delta")) {
+        c->msg = *m;
+        c->has |= C_MSG;
+    } else if (m->key_len == 7 && av_jscan_key_is(m, "message")) {
+        c->msg = *m;
+        c->has |= C_MSG;
+    } else if (m->key_len == 4 && av_jscan_key_is(m, "text")) {
+        c->text = *m;
+        c->has |= C_TEXT;
+    } else if (m->key_len == 13 && av_jscan_key_is(m, "finish_reason")) {
+        c->finish = *m;
+        c->has |= C_FINISH;
     }
-    if (get(c, "finish_reason", &x))
-        set_finish(u, &x);
+    return 0;
+}
+
+static int on_msg(void *arg, const av_jmember_t *m)
+{
+    choice_t *c = arg;
+    if (m->key_len == 7 && av_jscan_key_is(m, "content")) {
+        c->content = *m;
+        c->has |= C_CONTENT;
+    } else if (m->key_len == 10 && av_jscan_key_is(m, "tool_calls")) {
+        c->tools = *m;
+        c->has |= C_TOOLS;
+    }
+    return 0;
+}
+
+/* One OpenAI choice (chat delta or message, or completions text): one pass
+ * over the choice, one over its delta or message. */
+static void openai_choice(av_usage_t *u, const av_jmember_t *choices, uint64_t now_us)
+{
+    choice_t c = {0};
+    size_t off;
+    /* the array's first element, read in the same pass that finds its end */
+    size_t i = 1;
+    while (i < choices->val_len && (choices->val[i] == ' ' || choices->val[i] == '\n' || choices->val[i] == '\r' ||
+                                    choices->val[i] == '\t'))
+        i++;
+    if (i >= choices->val_len || choices->val[i] != '{' ||
+        av_jscan_object_at(choices->val + i, choices->val_len - i, on_choice, &c, &off) != 0)
+        return;
+    if ((c.has & C_MSG) && c.msg.type == '{') {
+        av_jscan_object(c.msg.val, c.msg.val_len, on_msg, &c, &off);
+        if (c.has & C_CONTENT)
+            text(u, &c.content, now_us);
+        if ((c.has & C_TOOLS) && c.tools.type == '[')
+            av_jscan_array(c.tools.val, c.tools.val_len, count_tool_call, u, &off);
+    } else if (c.has & C_TEXT) {
+        text(u, &c.text, now_us);
+    }
+    if (c.has & C_FINISH)
+        set_finish(u, &c.finish);
 }
 
 typedef struct {
@@ -252,26 +286,29 @@ enum {
 static int on_top(void *arg, const av_jmember_t *m)
 {
     top_t *t = arg;
+#define K(n) n, sizeof(n) - 1
     static const struct {
         const char *name;
-        size_t off;
+        size_t len, off;
         unsigned bit;
     } keys[] = {
-        {"usage", offsetof(top_t, usage), H_USAGE},
-        {"choices", offsetof(top_t, choices), H_CHOICES},
-        {"type", offsetof(top_t, type), H_TYPE},
-        {"message", offsetof(top_t, message), H_MESSAGE},
-        {"delta", offsetof(top_t, delta), H_DELTA},
-        {"response", offsetof(top_t, response), H_RESPONSE},
-        {"content_block", offsetof(top_t, content_block), H_BLOCK},
-        {"item", offsetof(top_t, item), H_ITEM},
-        {"content", offsetof(top_t, content), H_CONTENT},
-        {"output", offsetof(top_t, output), H_OUTPUT},
-        {"status", offsetof(top_t, status), H_STATUS},
-        {"stop_reason", offsetof(top_t, stop_reason), H_STOP},
+        {K("usage"), offsetof(top_t, usage), H_USAGE},
+        {K("choices"), offsetof(top_t, choices), H_CHOICES},
+        {K("type"), offsetof(top_t, type), H_TYPE},
+        {K("message"), offsetof(top_t, message), H_MESSAGE},
+        {K("delta"), offsetof(top_t, delta), H_DELTA},
+        {K("response"), offsetof(top_t, response), H_RESPONSE},
+        {K("content_block"), offsetof(top_t, content_block), H_BLOCK},
+        {K("item"), offsetof(top_t, item), H_ITEM},
+        {K("content"), offsetof(top_t, content), H_CONTENT},
+        {K("output"), offsetof(top_t, output), H_OUTPUT},
+        {K("status"), offsetof(top_t, status), H_STATUS},
+        {K("stop_reason"), offsetof(top_t, stop_reason), H_STOP},
     };
+#undef K
     for (size_t i = 0; i < AV_NELEMS(keys); i++)
-        if (av_jscan_key_is(m, keys[i].name)) {
+        if ((m->key_escaped || (m->key_len == keys[i].len && m->key[0] == keys[i].name[0])) &&
+            av_jscan_key_is(m, keys[i].name)) {
             *(av_jmember_t *)(void *)((char *)t + keys[i].off) = *m;
             t->has |= keys[i].bit;
             return 0;
@@ -330,10 +367,15 @@ static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
     if (t.has & H_USAGE)
         read_usage(u, &t.usage);
     if (t.has & H_CHOICES) {
-        if (elem0(&t.choices, &x))
-            openai_choice(u, &x, now_us);
-        else if ((t.has & H_USAGE) && t.usage.type == '{')
-            return 1;
+        if (t.choices.type != '[')
+            return 0;
+        size_t i = 1;
+        while (i < t.choices.val_len && (t.choices.val[i] == ' ' || t.choices.val[i] == '\n' ||
+                                         t.choices.val[i] == '\r' || t.choices.val[i] == '\t'))
+            i++;
+        if (i < t.choices.val_len && t.choices.val[i] == ']') /* no choices: the usage chunk, when it has a usage */
+            return (t.has & H_USAGE) && t.usage.type == '{';
+        openai_choice(u, &t.choices, now_us);
         return 0;
     }
     if (!(t.has & H_TYPE))
@@ -396,20 +438,33 @@ static void grow(char **p, size_t *cap, size_t need)
     *cap = c;
 }
 
+/* Moves the event's data line from the caller's buffer into our own. */
+static void keep_pending(av_usage_t *u)
+{
+    if (u->pend == NULL)
+        return;
+    grow(&u->data, &u->data_cap, u->pend_len);
+    memcpy(u->data, u->pend, u->pend_len);
+    u->data_len = u->pend_len;
+    u->pend = NULL;
+}
+
 /* The end of an event (its blank line): returns 1 to drop it (strip). */
 static int dispatch(av_usage_t *u, uint64_t now_us)
 {
-    if (u->data_len == 0)
-        return 0;
-    int drop = 0;
-    if (!(u->data_len == 6 && memcmp(u->data, "[DONE]", 6) == 0))
-        drop = read_json(u, u->data, u->data_len, now_us) && u->strip;
+    const char *d = u->pend ? u->pend : u->data;
+    size_t n = u->pend ? u->pend_len : u->data_len;
+    u->pend = NULL;
     u->data_len = 0;
-    return drop;
+    if (n == 0 || (n == 6 && memcmp(d, "[DONE]", 6) == 0))
+        return 0;
+    return read_json(u, d, n, now_us) && u->strip;
 }
 
-/* One line, without its newline. Returns 1 at an event's end that must be dropped. */
-static int line(av_usage_t *u, const char *s, size_t n, uint64_t now_us, int *ended)
+/* One line, without its newline; stable: the line stays valid until the
+ * read is over (it is in the caller's buffer, not ours). Returns 1 at an
+ * event's end that must be dropped; *ended says whether an event ended. */
+static int line(av_usage_t *u, const char *s, size_t n, int stable, uint64_t now_us, int *ended)
 {
     if (n > 0 && s[n - 1] == '\r')
         n--;
@@ -422,6 +477,12 @@ static int line(av_usage_t *u, const char *s, size_t n, uint64_t now_us, int *en
     n -= 5;
     if (n > 0 && *s == ' ')
         s++, n--;
+    if (stable && u->pend == NULL && u->data_len == 0) { /* the usual event: one data line, read in place */
+        u->pend = s;
+        u->pend_len = n;
+        return 0;
+    }
+    keep_pending(u);
     if (u->data_len + n + 1 > AV_USAGE_MAX_EVENT) {
         u->incomplete = 1;
         return 0;
@@ -434,7 +495,16 @@ static int line(av_usage_t *u, const char *s, size_t n, uint64_t now_us, int *en
     return 0;
 }
 
-void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, struct evbuffer *out)
+static void emit_held(av_usage_t *u, av_usage_emit_cb emit, void *arg)
+{
+    size_t n = evbuffer_get_length(u->held);
+    if (n > 0) {
+        emit(arg, (const char *)evbuffer_pullup(u->held, -1), n);
+        evbuffer_drain(u->held, n);
+    }
+}
+
+void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, av_usage_emit_cb emit, void *arg)
 {
     if (u->body_us == 0)
         u->body_us = now_us;
@@ -448,58 +518,69 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
         u->len += len;
         return;
     }
-    while (len > 0) {
-        const char *nl = memchr(data, '\n', len);
-        size_t n = nl ? (size_t)(nl - data) : len;
-        if (u->strip)
-            evbuffer_add(u->held, data, nl ? n + 1 : n);
+    /* strip: bytes [fwd, ev) go to the client as one piece; [ev, ...) is the event being read */
+    size_t pos = 0, fwd = 0, ev = 0;
+    while (pos < len) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
         if (nl == NULL) { /* a line continued in the next read */
+            size_t n = len - pos;
             if (!u->skip_line && u->len + n <= AV_USAGE_MAX_EVENT) {
                 grow(&u->buf, &u->cap, u->len + n);
-                memcpy(u->buf + u->len, data, n);
+                memcpy(u->buf + u->len, data + pos, n);
                 u->len += n;
             } else {
                 u->skip_line = 1;
                 u->incomplete = 1;
             }
-            return;
+            break;
         }
-        int ended = 0, drop;
-        if (u->len > 0 || u->skip_line) {
+        size_t n = (size_t)(nl - (data + pos));
+        int ended = 0, drop = 0;
+        if (u->len > 0 || u->skip_line) { /* the rest of a line begun earlier */
             if (!u->skip_line && u->len + n <= AV_USAGE_MAX_EVENT) {
                 grow(&u->buf, &u->cap, u->len + n);
-                memcpy(u->buf + u->len, data, n);
-                drop = line(u, u->buf, u->len + n, now_us, &ended);
+                memcpy(u->buf + u->len, data + pos, n);
+                drop = line(u, u->buf, u->len + n, 0, now_us, &ended);
             } else {
                 u->incomplete = 1;
-                drop = 0;
             }
             u->len = 0;
             u->skip_line = 0;
         } else {
-            drop = line(u, data, n, now_us, &ended);
+            drop = line(u, data + pos, n, 1, now_us, &ended);
         }
-        if (u->strip && ended) { /* the event is whole: on to the client, or gone */
-            if (drop)
+        pos += n + 1;
+        if (u->strip && ended) {
+            if (drop) { /* the usage chunk: what came before it goes, it does not */
+                if (ev > fwd)
+                    emit(arg, data + fwd, ev - fwd);
                 evbuffer_drain(u->held, evbuffer_get_length(u->held));
-            else
-                evbuffer_add_buffer(out, u->held);
+                fwd = pos;
+            } else if (evbuffer_get_length(u->held) > 0) {
+                emit_held(u, emit, arg); /* an event begun in an earlier read, now whole */
+            }
+            ev = pos;
         }
-        data = nl + 1;
-        len -= n + 1;
+    }
+    keep_pending(u); /* the caller's buffer goes away when this returns */
+    if (u->strip) {
+        if (ev > fwd)
+            emit(arg, data + fwd, ev - fwd);
+        if (len > ev)
+            evbuffer_add(u->held, data + ev, len - ev);
     }
 }
 
-void av_usage_end(av_usage_t *u, uint64_t now_us, struct evbuffer *out)
+void av_usage_end(av_usage_t *u, uint64_t now_us, av_usage_emit_cb emit, void *arg)
 {
     if (u->stream) {
         int ended;
         if (u->len > 0 && !u->skip_line)
-            line(u, u->buf, u->len, now_us, &ended);
+            line(u, u->buf, u->len, 0, now_us, &ended);
         u->len = 0;
         dispatch(u, now_us); /* a last event without its blank line still counts */
-        if (u->strip && out != NULL)
-            evbuffer_add_buffer(out, u->held);
+        if (u->strip && emit != NULL)
+            emit_held(u, emit, arg);
         return;
     }
     if (u->len == 0 || u->incomplete)

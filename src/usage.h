@@ -34,24 +34,31 @@ typedef struct av_usage_s {
     size_t chars;
     uint64_t hash;
     int incomplete;        /* an event or body too long to read: counts and text may be short */
+    int want_text;         /* decode the text to hash it (a shadow pair compares); else chars is the escaped length */
     /* reading */
     char *buf;             /* the line being read (stream) or the body (JSON) */
     size_t len, cap;
     int skip_line;         /* the current line is too long: ignored to its end */
     char *data;            /* the event's data lines, joined */
     size_t data_len, data_cap;
-    struct evbuffer *held; /* strip: the raw bytes of the event being read */
+    const char *pend;      /* the event's only data line, still in the caller's buffer */
+    size_t pend_len;
+    struct evbuffer *held; /* strip: the raw bytes of an event begun in an earlier read */
 } av_usage_t;
+
+/* Where strip sends what the client should get: in order, in as few calls as
+ * the events allow (one per read, unless the usage chunk is in it). */
+typedef void (*av_usage_emit_cb)(void *arg, const char *data, size_t len);
 
 void av_usage_init(av_usage_t *u, int dialect, int stream, int strip);
 void av_usage_free(av_usage_t *u);
 /* Reads a piece of the response body that arrived at now_us. With strip,
- * what the client should get is added to out (everything but the usage
- * chunk, byte for byte); without, out is not touched. */
-void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, struct evbuffer *out);
+ * what the client should get (everything but the usage chunk, byte for
+ * byte) goes to emit; without, emit is not called. */
+void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, av_usage_emit_cb emit, void *arg);
 /* The body is complete (or cut): reads a last event without its blank line
- * or the JSON body; with strip, hands what it held to out. */
-void av_usage_end(av_usage_t *u, uint64_t now_us, struct evbuffer *out);
+ * or the JSON body; with strip and emit, hands over what it held. */
+void av_usage_end(av_usage_t *u, uint64_t now_us, av_usage_emit_cb emit, void *arg);
 /* What a request used, as logged: input counts every input token (cached
  * and cache writes included, whatever the dialect's own split); without a
  * report from the backend, input is estimated from the request body's bytes

@@ -54,7 +54,8 @@ check "KPI: copies have lines of their own (shadow: true, id:shadow)" wait_until
     "[ \$(grep -c '\"request_id\":\"[0-9a-f]*:shadow\",\"route\":\"slow\",\"variant\":\"cand\",\"assign\":\"shadow\",\"shadow\":true' '$T/kpi.log') -eq 15 ]"
 check "KPI: a copy to a backend that is down fails alone (connect_failed)" wait_until 5 grep -q \
     '"route":"down","variant":"cand","assign":"shadow","shadow":true.*"error":"connect_failed"' "$T/kpi.log"
-check "KPI: the originals of the down route all succeeded" test "$(grep -c '"route":"down","variant":"stable".*"status":200' "$T/kpi.log")" -eq 15
+check "KPI: the originals of the down route all succeeded" wait_until 5 sh -c \
+    "[ \$(grep -c '\"route\":\"down\",\"variant\":\"stable\".*\"status\":200' '$T/kpi.log') -eq 15 ]"
 check "KPI: a comparison line per pair" wait_until 5 sh -c \
     "[ \$(grep -c '\"type\":\"shadow_compare\",\"route\":\"slow\"' '$T/kpi.log') -eq 15 ]"
 like "comparison: the same text from the same seed is the same output" \

@@ -124,8 +124,8 @@ static void test_dialects_read_back(void)
             av_usage_t u;
             av_usage_init(&u, cases[c].dialect, stream, 0);
             size_t n = evbuffer_get_length(b);
-            av_usage_feed(&u, (const char *)evbuffer_pullup(b, -1), n, 1, NULL);
-            av_usage_end(&u, 2, NULL);
+            av_usage_feed(&u, (const char *)evbuffer_pullup(b, -1), n, 1, NULL, NULL);
+            av_usage_end(&u, 2, NULL, NULL);
             CHECK_INT(u.input, r.prompt_tokens);
             CHECK_INT(u.output, r.completion_tokens);
             CHECK_STR(u.finish, r.finish_reason);

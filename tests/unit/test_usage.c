@@ -120,14 +120,15 @@ static void every_split(const char *text, int dialect, int stream, const want_t 
     for (size_t k = 0; k <= n + 1; k++) {
         av_usage_t u;
         av_usage_init(&u, dialect, stream, 0);
+        u.want_text = 1; /* decoded: chars are bytes of the text itself */
         if (k <= n) {
-            av_usage_feed(&u, text, k, 1000 + k, NULL);
-            av_usage_feed(&u, text + k, n - k, 2000 + k, NULL);
+            av_usage_feed(&u, text, k, 1000 + k, NULL, NULL);
+            av_usage_feed(&u, text + k, n - k, 2000 + k, NULL, NULL);
         } else {
             for (size_t i = 0; i < n; i++)
-                av_usage_feed(&u, text + i, 1, 1000 + i, NULL);
+                av_usage_feed(&u, text + i, 1, 1000 + i, NULL, NULL);
         }
-        av_usage_end(&u, 5000, NULL);
+        av_usage_end(&u, 5000, NULL, NULL);
         int ok = same(&u, w);
         CHECK(ok);
         if (!ok) {
@@ -145,6 +146,11 @@ static void test_openai(void)
     char all[4096];
     snprintf(all, sizeof(all), "%s%s%s", chat_stream, chat_usage_event, done_event);
     every_split(all, AV_DIALECT_CHAT, 1, &chat_want);
+    av_usage_t u; /* without want_text the text is not decoded: its escaped length is counted */
+    av_usage_init(&u, AV_DIALECT_CHAT, 1, 0);
+    av_usage_feed(&u, all, strlen(all), 1, NULL, NULL);
+    CHECK_INT(u.chars, 13);
+    av_usage_free(&u);
     every_split(chat_crlf, AV_DIALECT_CHAT, 1, &crlf_want);
     every_split(chat_json, AV_DIALECT_CHAT, 0, &chat_json_want);
     every_split(embeddings_json, AV_DIALECT_EMBEDDINGS, 0, &embeddings_want);
@@ -162,6 +168,11 @@ static void test_responses(void)
     every_split(responses_json, AV_DIALECT_RESPONSES, 0, &responses_json_want);
 }
 
+static void to_buf(void *arg, const char *data, size_t len)
+{
+    evbuffer_add(arg, data, len);
+}
+
 /* strip: the client's bytes are the stream without the usage event, at every split */
 static void test_strip_usage_chunk(void)
 {
@@ -172,10 +183,11 @@ static void test_strip_usage_chunk(void)
     for (size_t k = 0; k <= n; k++) {
         av_usage_t u;
         av_usage_init(&u, AV_DIALECT_CHAT, 1, 1);
+        u.want_text = 1;
         struct evbuffer *out = evbuffer_new();
-        av_usage_feed(&u, all, k, 1, out);
-        av_usage_feed(&u, all + k, n - k, 2, out);
-        av_usage_end(&u, 3, out);
+        av_usage_feed(&u, all, k, 1, to_buf, out);
+        av_usage_feed(&u, all + k, n - k, 2, to_buf, out);
+        av_usage_end(&u, 3, to_buf, out);
         size_t got = evbuffer_get_length(out);
         int ok = got == strlen(want) && memcmp(evbuffer_pullup(out, -1), want, got) == 0 && same(&u, &chat_want);
         CHECK(ok);
@@ -190,7 +202,7 @@ static void test_strip_usage_chunk(void)
 
 static void feed_str(av_usage_t *u, const char *s, uint64_t now)
 {
-    av_usage_feed(u, s, strlen(s), now, NULL);
+    av_usage_feed(u, s, strlen(s), now, NULL, NULL);
 }
 
 static void test_timing(void)
@@ -213,7 +225,7 @@ static void test_timing(void)
     char *big = malloc(AV_USAGE_MAX_EVENT + 64);
     memset(big, 'x', AV_USAGE_MAX_EVENT + 64);
     memcpy(big, "data: ", 6);
-    av_usage_feed(&u, big, AV_USAGE_MAX_EVENT + 64, 1, NULL);
+    av_usage_feed(&u, big, AV_USAGE_MAX_EVENT + 64, 1, NULL, NULL);
     feed_str(&u, "\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n", 2);
     CHECK(u.incomplete);
     CHECK_INT(u.chars, 2);
