@@ -87,17 +87,18 @@ static void route_json(struct evbuffer *b, const av_route_t *rt)
     }
     evbuffer_add_printf(b, "],\"override\":%s,", rt->override_enabled ? "true" : "false");
     if (rt->shadow_variant_name != NULL) {
-        uint64_t sent = 0, dropped = 0;
-        int64_t in_flight = 0;
+        uint64_t sent = 0, dropped = 0, over = 0;
+        int64_t in_flight = 0, minute_tokens = 0, minute_nano = 0;
         if (rt->split != NULL)
-            av_split_shadow_counts(rt->split, &sent, &dropped, &in_flight);
+            av_split_shadow_counts(rt->split, &sent, &dropped, &in_flight, &over, &minute_tokens, &minute_nano);
         evbuffer_add_printf(b, "\"shadow\":{\"variant\":");
         av_json_str(b, rt->shadow_variant_name, strlen(rt->shadow_variant_name));
         evbuffer_add_printf(b,
                             ",\"percent\":%lld,\"max_in_flight\":%lld,\"sent\":%llu,\"dropped\":%llu,"
-                            "\"in_flight\":%lld},",
+                            "\"in_flight\":%lld,\"over_budget\":%llu,\"minute_tokens\":%lld,\"minute_usd\":%.9f},",
                             (long long)rt->shadow_percent, (long long)rt->shadow_max_in_flight,
-                            (unsigned long long)sent, (unsigned long long)dropped, (long long)in_flight);
+                            (unsigned long long)sent, (unsigned long long)dropped, (long long)in_flight,
+                            (unsigned long long)over, (long long)minute_tokens, (double)minute_nano / 1e9);
     }
     evbuffer_add_printf(b, "\"variants\":[");
     for (size_t i = 0; i < rt->nvariants; i++) {

@@ -789,6 +789,9 @@ static const kspec_t shadow_spec[] = {
     {"percent", K_INT, offsetof(av_route_t, shadow_percent), 0, 100, 100, NULL, 0, NULL, NULL},
     {"max_in_flight", K_INT, offsetof(av_route_t, shadow_max_in_flight), 1, 100000, 64, NULL, 0, NULL, NULL},
     {"compare", K_BOOL, offsetof(av_route_t, shadow_compare), 0, 1, 1, NULL, 0, NULL, NULL},
+    {"budget_tokens_per_minute", K_INT, offsetof(av_route_t, shadow_budget_tokens), 0, 1000000000, 0, NULL, 0, NULL, NULL},
+    {"budget_millidollars_per_minute", K_INT, offsetof(av_route_t, shadow_budget_usd_milli), 0, 1000000000, 0, NULL, 0,
+     NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -848,6 +851,7 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
         }
         if (r->salt == NULL)
             r->salt = r->name;
+        r->shadow_budget_nano = r->shadow_budget_usd_milli * 1000000;
         if (r->shadow_variant_name != NULL) {
             r->shadow_variant = r->nvariants;
             for (size_t j = 0; j < r->nvariants; j++)

@@ -134,6 +134,9 @@ typedef struct av_route_s {
     int64_t shadow_percent;              /* of the route's requests, 0-100 */
     int64_t shadow_max_in_flight;        /* per route, split across workers */
     int shadow_compare;                  /* a comparison line per pair */
+    int64_t shadow_budget_tokens;        /* per minute, input + output of the copies; 0: none */
+    int64_t shadow_budget_nano;          /* per minute, the copies' cost in nanodollars; 0: none */
+    int64_t shadow_budget_usd_milli;     /* as written: thousandths of a dollar */
     int override_enabled;                /* x-aviary-variant is obeyed */
     const char *override_token_env;
     const char *override_token;          /* secret: never logged */

@@ -34,6 +34,8 @@ typedef struct {
     size_t chars;
     uint64_t hash;
     int known;             /* the text was read whole */
+    int64_t input_tokens, output_tokens;
+    int estimated;
 } side_t;
 
 struct av_shadow_pair_s {
@@ -106,8 +108,10 @@ void av_shadow_maybe(av_req_t *req)
         return;
     if (rt->shadow_percent < 100 && (int64_t)(av_worker_random(w) % 100) >= rt->shadow_percent)
         return;
-    if (rt->split != NULL && !av_split_shadow_acquire(rt->split, rt->shadow_max_in_flight))
-        return; /* counted as dropped */
+    if (rt->split != NULL &&
+        (!av_split_shadow_budget_ok(rt->split, rt->shadow_budget_tokens, rt->shadow_budget_nano) ||
+         !av_split_shadow_acquire(rt->split, rt->shadow_max_in_flight)))
+        return; /* counted as over budget, or dropped */
     av_shadow_pair_t *pair = av_calloc(1, sizeof(*pair));
     pair->refs = 2;
     pair->compare = rt->shadow_compare;
@@ -163,6 +167,8 @@ static void side_json(struct evbuffer *b, const side_t *sd)
         evbuffer_add_printf(b, "%.3f", sd->ttft_us / 1000.0);
     else
         evbuffer_add(b, "null", 4);
+    evbuffer_add_printf(b, ",\"input_tokens\":%lld,\"output_tokens\":%lld,\"usage_estimated\":%s",
+                        (long long)sd->input_tokens, (long long)sd->output_tokens, sd->estimated ? "true" : "false");
     evbuffer_add_printf(b, ",\"output_bytes\":");
     if (sd->known)
         evbuffer_add_printf(b, "%zu", sd->chars);
@@ -218,17 +224,31 @@ void av_shadow_done(av_req_t *req)
     sd->latency_us = (int64_t)(end - req->t_start_us);
     sd->ttft_us = req->t_first_byte_us ? (int64_t)(req->t_first_byte_us - req->t_start_us) : -1;
     sd->error = req->error;
+    sd->input_tokens = sd->output_tokens = 0;
     if (req->usage != NULL) {
         av_usage_end(req->usage, av_now_us(), NULL, NULL);
         sd->known = !req->usage->incomplete && req->finished;
         sd->chars = req->usage->chars;
         sd->hash = req->usage->hash;
+        av_tokens_t t;
+        av_usage_tokens(req->usage, req->bytes_in, &t);
+        sd->input_tokens = t.input;
+        sd->output_tokens = t.output;
+        sd->estimated = t.estimated;
     }
     av_worker_t *w = req->worker;
     if (req->shadow) {
         TAILQ_REMOVE(&w->shadows, req, shadow_link);
-        if (req->route->split != NULL)
+        if (req->route->split != NULL) {
             av_split_shadow_release(req->route->split);
+            if (req->usage != NULL) { /* what the copy spent counts against the minute's budget */
+                av_tokens_t t;
+                av_usage_tokens(req->usage, req->bytes_in, &t);
+                const av_price_t *price = av_config_price(req->cfg, req->model);
+                av_split_shadow_spent(req->route->split, t.input + t.output,
+                                      price ? (av_usage_cost_pico(&t, price) + 500) / 1000 : 0);
+            }
+        }
     }
     if (--p->refs == 0) {
         if (p->compare)

@@ -41,7 +41,10 @@ struct av_split_state_s {
     pthread_mutex_t write_lock; /* writers among themselves */
     split_counter_t counts[AV_SPLIT_MAX_VARIANTS];
     _Atomic int64_t shadow_in_flight;
-    _Atomic uint64_t shadow_sent, shadow_dropped;
+    _Atomic uint64_t shadow_sent, shadow_dropped, shadow_over_budget;
+    /* the copies' spending in the current minute */
+    _Atomic uint64_t budget_minute;
+    _Atomic int64_t budget_tokens, budget_nano;
 };
 
 struct av_split_reg_s {
@@ -159,6 +162,37 @@ void av_split_counts(av_split_state_t *s, size_t i, av_split_counts_t *out)
     out->overridden = atomic_load_explicit(&s->counts[i].overridden, memory_order_relaxed);
 }
 
+/* The current minute's counters, reset when the minute turns. */
+static void budget_roll(av_split_state_t *s)
+{
+    uint64_t minute = av_wall_us() / 60000000u, seen = atomic_load_explicit(&s->budget_minute, memory_order_relaxed);
+    if (seen != minute && atomic_compare_exchange_strong(&s->budget_minute, &seen, minute)) {
+        atomic_store_explicit(&s->budget_tokens, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->budget_nano, 0, memory_order_relaxed);
+    }
+}
+
+int av_split_shadow_budget_ok(av_split_state_t *s, int64_t max_tokens, int64_t max_nano)
+{
+    if (max_tokens <= 0 && max_nano <= 0)
+        return 1;
+    budget_roll(s);
+    if ((max_tokens > 0 && atomic_load_explicit(&s->budget_tokens, memory_order_relaxed) >= max_tokens) ||
+        (max_nano > 0 && atomic_load_explicit(&s->budget_nano, memory_order_relaxed) >= max_nano)) {
+        atomic_fetch_add_explicit(&s->shadow_over_budget, 1, memory_order_relaxed);
+        return 0;
+    }
+    return 1;
+}
+
+void av_split_shadow_spent(av_split_state_t *s, int64_t tokens, int64_t nano)
+{
+    budget_roll(s);
+    atomic_fetch_add_explicit(&s->budget_tokens, tokens, memory_order_relaxed);
+    if (nano > 0)
+        atomic_fetch_add_explicit(&s->budget_nano, nano, memory_order_relaxed);
+}
+
 int av_split_shadow_acquire(av_split_state_t *s, int64_t max)
 {
     int64_t n = atomic_load_explicit(&s->shadow_in_flight, memory_order_relaxed);
@@ -178,8 +212,13 @@ void av_split_shadow_release(av_split_state_t *s)
     atomic_fetch_sub_explicit(&s->shadow_in_flight, 1, memory_order_relaxed);
 }
 
-void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight)
+void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight,
+                            uint64_t *over_budget, int64_t *minute_tokens, int64_t *minute_nano)
 {
+    budget_roll(s);
+    *over_budget = atomic_load_explicit(&s->shadow_over_budget, memory_order_relaxed);
+    *minute_tokens = atomic_load_explicit(&s->budget_tokens, memory_order_relaxed);
+    *minute_nano = atomic_load_explicit(&s->budget_nano, memory_order_relaxed);
     *sent = atomic_load_explicit(&s->shadow_sent, memory_order_relaxed);
     *dropped = atomic_load_explicit(&s->shadow_dropped, memory_order_relaxed);
     *in_flight = atomic_load_explicit(&s->shadow_in_flight, memory_order_relaxed);

@@ -60,7 +60,13 @@ void av_split_counts(av_split_state_t *s, size_t i, av_split_counts_t *out);
  * free, counted as dropped), gives it back, and the counters. */
 int av_split_shadow_acquire(av_split_state_t *s, int64_t max);
 void av_split_shadow_release(av_split_state_t *s);
-void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight);
+void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropped, int64_t *in_flight,
+                            uint64_t *over_budget, int64_t *minute_tokens, int64_t *minute_nano);
+/* The shadow budget of the current minute (wall clock): whether copies may
+ * still start (0: spent, counted as over_budget; limits of 0 mean none), and
+ * a finished copy's spending. */
+int av_split_shadow_budget_ok(av_split_state_t *s, int64_t max_tokens, int64_t max_nano);
+void av_split_shadow_spent(av_split_state_t *s, int64_t tokens, int64_t nano);
 
 /* Chooses req->variant for req->route, from what the client sent (headers
  * and, for a body sticky key, the JSON fields in keys: key[i] is the value

@@ -506,6 +506,8 @@ static void emit_held(av_usage_t *u, av_usage_emit_cb emit, void *arg)
 
 void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, av_usage_emit_cb emit, void *arg)
 {
+    if (len == 0)
+        return;
     if (u->body_us == 0)
         u->body_us = now_us;
     if (!u->stream) {

@@ -25,6 +25,9 @@ cat >"$T/a.json" <<JSON
                "other": {"url": "http://127.0.0.1:$other_PORT"}, "slowest": {"url": "http://127.0.0.1:$slowest_PORT"},
                "down": {"url": "http://127.0.0.1:$DEAD_PORT", "connect_timeout_ms": 500}},
   "routes": [$(route slow slow 64), $(route down down 64), $(route bounded slowest 2), $(route other other 64),
+             {"name": "budget", "match": {"headers": {"x-route": "budget"}},
+              "shadow": {"variant": "cand", "budget_tokens_per_minute": 40},
+              "variants": [{"name": "stable", "backend": "fast", "model": "a"}, {"name": "cand", "backend": "other", "model": "b", "weight": 0}]},
              {"name": "plain", "match": {"path_prefix": "/"}, "variants": [{"name": "stable", "backend": "fast", "model": "a"}]}]
 }
 JSON
@@ -60,7 +63,7 @@ check "KPI: a comparison line per pair" wait_until 5 sh -c \
     "[ \$(grep -c '\"type\":\"shadow_compare\",\"route\":\"slow\"' '$T/kpi.log') -eq 15 ]"
 like "comparison: the same text from the same seed is the same output" \
     "$(grep '"type":"shadow_compare","route":"slow"' "$T/kpi.log" | head -1)" \
-    '"primary":\{"request_id":"[0-9a-f]+","variant":"stable","status":200,.*"output_bytes":[0-9]+,"error":null\},"shadow":\{"request_id":"[0-9a-f]+:shadow","variant":"cand","status":200,.*"same_output":true\}'
+    '"primary":\{"request_id":"[0-9a-f]+","variant":"stable","status":200,.*"input_tokens":[0-9]+,"output_tokens":16,"usage_estimated":false,"output_bytes":[0-9]+,"error":null\},"shadow":\{"request_id":"[0-9a-f]+:shadow","variant":"cand","status":200,.*"output_tokens":16,.*"same_output":true\}'
 curl -s -o /dev/null -H 'x-route: other' "http://$AV/v1/chat/completions" -d "$BODY"
 check "comparison: another seed's text is a different output" wait_until 5 grep -q \
     '"type":"shadow_compare","route":"other".*"same_output":false' "$T/kpi.log"
@@ -73,6 +76,17 @@ for i in $(seq 10); do
 done
 out=$(curl -s "http://$ADMIN/routes/bounded")
 like "in-flight bound 2: 2 copies sent, 8 dropped" "$out" '"shadow":\{"variant":"cand","percent":100,"max_in_flight":2,"sent":2,"dropped":8,'
+
+# a budget of 40 tokens a minute: each copy spends 25 (9 in, 16 out), so two start and the rest wait
+# for the next minute (the test keeps clear of a minute's end, where the budget starts afresh)
+i=0; while [ "$(date +%S | sed 's/^0//')" -ge 50 ] && [ $i -lt 120 ]; do sleep 0.1; i=$((i + 1)); done
+for i in $(seq 6); do
+    curl -s -o /dev/null -H 'x-route: budget' "http://$AV/v1/chat/completions" -d "$BODY"
+    sleep 0.1 # the copy ends and spends
+done
+out=$(curl -s "http://$ADMIN/routes/budget")
+like "budget: two copies sent, four over the minute's budget, 50 tokens spent" "$out" \
+    '"sent":2,"dropped":0,"in_flight":0,"over_budget":4,"minute_tokens":50,'
 
 # a drain waits for the copy in flight
 curl -s -o /dev/null -H 'x-route: slow' -H 'x-request-id: last-one' "http://$AV/v1/chat/completions" -d "$BODY"
