@@ -7,6 +7,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +19,7 @@
 #include "jsonw.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "split.h"
 
 struct av_admin_s {
@@ -266,6 +269,80 @@ static void routes(struct evhttp_request *r, void *arg)
     not_found(r, arg);
 }
 
+/* Prometheus text format, version 0.0.4. */
+static void metrics(struct evhttp_request *r, void *arg)
+{
+    av_admin_t *a = arg;
+    const av_config_t *c = a->st->cfg;
+    size_t n = c ? c->nroutes : 0, k = 0;
+    av_metrics_route_t *routes = av_calloc(n ? n : 1, sizeof(*routes));
+    const char *(*names)[AV_SPLIT_MAX_VARIANTS] = av_calloc(n ? n : 1, sizeof(*names));
+    int64_t (*weights)[AV_SPLIT_MAX_VARIANTS] = av_calloc(n ? n : 1, sizeof(*weights));
+    for (size_t i = 0; i < n; i++) {
+        const av_route_t *rt = &c->routes[i];
+        if (rt->split == NULL)
+            continue;
+        av_split_weights(rt->split, weights[k], rt->nvariants);
+        for (size_t v = 0; v < rt->nvariants; v++)
+            names[k][v] = rt->variants[v].name;
+        routes[k] = (av_metrics_route_t){rt->name, av_split_metrics(rt->split), names[k], weights[k], rt->nvariants};
+        k++;
+    }
+    struct evbuffer *b = evbuffer_new();
+    av_metrics_prometheus(b, routes, k);
+    free(routes);
+    free(names);
+    free(weights);
+    evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type", "text/plain; version=0.0.4");
+    evhttp_send_reply(r, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* GET /kpi?window=SECONDS (10-600, default 300): each route's variants over the window. */
+static void kpi(struct evhttp_request *r, void *arg)
+{
+    av_admin_t *a = arg;
+    const av_config_t *c = a->st->cfg;
+    int seconds = 300;
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r));
+    if (q != NULL) {
+        struct evkeyvalq params;
+        if (evhttp_parse_query_str(q, &params) == 0) {
+            const char *w = evhttp_find_header(&params, "window");
+            if (w != NULL) {
+                char *end;
+                long v = strtol(w, &end, 10);
+                if (*end != '\0' || v < 10 || v > 600) {
+                    evhttp_clear_headers(&params);
+                    reply_error(r, 400, "Bad Request", "bad_window", "window is seconds from 10 to 600");
+                    return;
+                }
+                seconds = (int)v;
+            }
+            evhttp_clear_headers(&params);
+        }
+    }
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "{\"window_seconds\":%d,\"routes\":[", seconds);
+    for (size_t i = 0; c != NULL && i < c->nroutes; i++) {
+        const av_route_t *rt = &c->routes[i];
+        const char *names[AV_SPLIT_MAX_VARIANTS];
+        for (size_t v = 0; v < rt->nvariants; v++)
+            names[v] = rt->variants[v].name;
+        evbuffer_add_printf(b, "%s{\"route\":", i ? "," : "");
+        av_json_str(b, rt->name, strlen(rt->name));
+        evbuffer_add_printf(b, ",\"variants\":");
+        if (rt->split != NULL)
+            av_metrics_window_json(b, av_split_metrics(rt->split), names, rt->nvariants, seconds, av_wall_us());
+        else
+            evbuffer_add(b, "[]", 2);
+        evbuffer_add(b, "}", 1);
+    }
+    evbuffer_add(b, "]}\n", 3);
+    reply_json(r, 200, "OK", b);
+    evbuffer_free(b);
+}
+
 static void gencb(struct evhttp_request *r, void *arg)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
@@ -304,6 +381,8 @@ av_admin_t *av_admin_start(struct event_base *base, const char *address, const a
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
     evhttp_set_cb(a->http, "/healthz", healthz, a);
     evhttp_set_cb(a->http, "/readyz", readyz, a);
+    evhttp_set_cb(a->http, "/metrics", metrics, a);
+    evhttp_set_cb(a->http, "/kpi", kpi, a);
     evhttp_set_gencb(a->http, gencb, a);
     return a;
 }

@@ -195,7 +195,7 @@ int main(int argc, char **argv)
         return 1;
     }
     m.base = event_base_new();
-    m.splits = av_split_reg_new();
+    m.splits = av_split_reg_new(m.nworkers);
     av_split_attach(m.splits, m.cfg);
     m.admin_state.cfg = m.cfg;
     m.admin_state.token = m.cfg->admin_token;

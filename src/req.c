@@ -15,6 +15,7 @@
 #include "jscan.h"
 #include "jsonw.h"
 #include "kpilog.h"
+#include "metrics.h"
 #include "log.h"
 #include "reqbody.h"
 #include "shadow.h"
@@ -141,6 +142,16 @@ static void kpi_write(av_req_t *req)
         .error = req->error,
     };
     av_worker_kpi_line(req->worker, &r);
+    if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow) {
+        av_metrics_rec_t mr = {
+            .status = req->status, .error = req->error, .override = req->assign == AV_ASSIGN_OVERRIDE,
+            .latency_us = r.latency_us, .ttft_us = ttft, .itl_us = gap,
+            .input = tok.input, .output = tok.output, .cached = tok.cached, .cache_write = tok.cache_write,
+            .reasoning = tok.reasoning, .cost_nano = cost,
+        };
+        av_metrics_record(av_split_metrics(req->route->split), (size_t)(req->variant - req->route->variants),
+                          req->worker->id, &mr, av_wall_us());
+    }
 }
 
 void av_req_free(av_req_t *req)

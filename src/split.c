@@ -15,6 +15,7 @@
 #include "config.h"
 #include "geo.h"
 #include "headers.h"
+#include "metrics.h"
 #include "worker.h"
 
 const char AV_ASSIGN_OVERRIDE[] = "override";
@@ -45,9 +46,11 @@ struct av_split_state_s {
     /* the copies' spending in the current minute */
     _Atomic uint64_t budget_minute;
     _Atomic int64_t budget_tokens, budget_nano;
+    av_metrics_t *metrics;      /* per variant and worker */
 };
 
 struct av_split_reg_s {
+    int nworkers;
     av_split_state_t *states;
     av_split_state_t *retired; /* replaced, but older generations may still point at them */
 };
@@ -224,9 +227,16 @@ void av_split_shadow_counts(av_split_state_t *s, uint64_t *sent, uint64_t *dropp
     *in_flight = atomic_load_explicit(&s->shadow_in_flight, memory_order_relaxed);
 }
 
-av_split_reg_t *av_split_reg_new(void)
+av_split_reg_t *av_split_reg_new(int nworkers)
 {
-    return av_calloc(1, sizeof(av_split_reg_t));
+    av_split_reg_t *r = av_calloc(1, sizeof(av_split_reg_t));
+    r->nworkers = nworkers;
+    return r;
+}
+
+av_metrics_t *av_split_metrics(av_split_state_t *s)
+{
+    return s->metrics;
 }
 
 static void state_free(av_split_state_t *s)
@@ -234,6 +244,7 @@ static void state_free(av_split_state_t *s)
     for (size_t i = 0; i < s->n; i++)
         free(s->names[i]);
     free(s->route);
+    av_metrics_free(s->metrics);
     pthread_mutex_destroy(&s->write_lock);
     free(s);
 }
@@ -287,6 +298,7 @@ void av_split_attach(av_split_reg_t *r, av_config_t *cfg)
             for (size_t i = 0; i < s->n; i++)
                 s->names[i] = av_strdup(rt->variants[i].name);
             pthread_mutex_init(&s->write_lock, NULL);
+            s->metrics = av_metrics_new(s->n, r->nworkers);
             s->next = r->states;
             r->states = s;
             memcpy(s->config_weights, w, s->n * sizeof(w[0]));

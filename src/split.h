@@ -35,8 +35,11 @@ uint32_t av_split_bucket(const char *salt, const char *key, size_t len);
  * as 64-bit) is variant i's range. */
 void av_split_ranges(const int64_t *weights, size_t n, uint64_t *lo, uint64_t *hi);
 
-/* Process-wide registry of split states, by route name. */
-av_split_reg_t *av_split_reg_new(void);
+/* Process-wide registry of split states, by route name; nworkers sizes
+ * each route's metrics. */
+av_split_reg_t *av_split_reg_new(int nworkers);
+/* The route's metrics (metrics.h): per variant, written by each worker. */
+struct av_metrics_s *av_split_metrics(av_split_state_t *s);
 void av_split_reg_free(av_split_reg_t *r);
 /* Points each route of cfg at its state (made on first sight, kept while the
  * route has the same variants in the same order). The state takes the

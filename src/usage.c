@@ -10,6 +10,7 @@
 
 #include "av.h"
 #include "config.h"
+#include "hist.h"
 #include "jscan.h"
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
@@ -150,26 +151,6 @@ static void set_finish(av_usage_t *u, const av_jmember_t *m)
     u->finish[n] = '\0';
 }
 
-/* Quarter-octave buckets: 0-3 hold 0-3 us; then four per power of two
- * (about 19 % wide), up to the last, which holds everything longer. */
-static unsigned gap_bucket(uint64_t gap)
-{
-    if (gap < 4)
-        return (unsigned)gap;
-    unsigned b = 63 - (unsigned)__builtin_clzll(gap); /* 2^b <= gap < 2^(b+1), b >= 2 */
-    unsigned i = 4 * (b - 1) + (unsigned)((gap >> (b - 2)) & 3);
-    return i < AV_USAGE_GAP_BUCKETS ? i : AV_USAGE_GAP_BUCKETS - 1;
-}
-
-static uint64_t bucket_mid(unsigned i)
-{
-    if (i < 4)
-        return i;
-    unsigned b = i / 4 + 1, q = i % 4;
-    uint64_t lo = (uint64_t)(4 + q) << (b - 2), width = 1ull << (b - 2);
-    return lo + width / 2;
-}
-
 /* A piece of the answer's text arrived at now_us. */
 static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
 {
@@ -192,7 +173,7 @@ static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
         u->first_token_us = now_us;
     } else {
         uint64_t gap = now_us - u->last_token_us;
-        u->gaps[gap_bucket(gap)]++;
+        u->gaps[av_hist_bucket(gap)]++;
     }
     u->last_token_us = now_us;
     u->token_events++;
@@ -608,7 +589,7 @@ int64_t av_usage_gap_p50_us(const av_usage_t *u)
     for (int b = 0; b < AV_USAGE_GAP_BUCKETS; b++) {
         seen += u->gaps[b];
         if (seen * 2 >= total)
-            return (int64_t)bucket_mid((unsigned)b);
+            return (int64_t)av_hist_mid((unsigned)b);
     }
     return -1;
 }

@@ -14,7 +14,7 @@
 struct evbuffer;
 
 #define AV_USAGE_MAX_EVENT (1u << 20)  /* an event or JSON body longer than this is not read */
-#define AV_USAGE_GAP_BUCKETS 96        /* inter-token gaps: quarter-octave buckets of microseconds, to ~67 s */
+#define AV_USAGE_GAP_BUCKETS 96        /* inter-token gaps: hist.h buckets */
 
 typedef struct av_usage_s {
     int dialect;           /* AV_DIALECT_* (config.h) */

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Build and test dependencies; docker/Dockerfile installs the same list (a unit test checks).
 PACKAGES="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libnghttp2-dev libhttp-parser-dev libcjson-dev libluajit2-5.1-dev libmaxminddb-dev
-  curl ca-certificates openssl nghttp2-client python3 libmaxmind-db-writer-perl"
+  curl ca-certificates openssl nghttp2-client python3 libmaxmind-db-writer-perl prometheus"
 
 deps() {
     if [ "$(id -u)" -ne 0 ]; then

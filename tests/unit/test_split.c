@@ -94,7 +94,7 @@ static av_config_t *cfg(const char *weights_b)
 
 static void test_registry_across_reloads(void)
 {
-    av_split_reg_t *reg = av_split_reg_new();
+    av_split_reg_t *reg = av_split_reg_new(1);
     av_config_t *c1 = cfg("10");
     av_split_attach(reg, c1);
     int64_t w[2];
