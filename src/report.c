@@ -322,10 +322,13 @@ int av_report_main(int argc, char **argv)
     for (int i = optind; i < argc; i++)
         if (read_file(&r, argv[i]) != 0)
             rc = 1;
-    qsort(r.g, r.n, sizeof(*r.g), by_name);
+    if (r.n > 1)
+        qsort(r.g, r.n, sizeof(*r.g), by_name);
     for (size_t i = 0; i < r.n; i++) {
-        qsort(r.g[i].latency.v, r.g[i].latency.n, sizeof(double), cmp_double);
-        qsort(r.g[i].ttft.v, r.g[i].ttft.n, sizeof(double), cmp_double);
+        if (r.g[i].latency.n > 1)
+            qsort(r.g[i].latency.v, r.g[i].latency.n, sizeof(double), cmp_double);
+        if (r.g[i].ttft.n > 1)
+            qsort(r.g[i].ttft.v, r.g[i].ttft.n, sizeof(double), cmp_double);
     }
     if (as_json)
         print_json(&r);

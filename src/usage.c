@@ -338,8 +338,40 @@ static int response_item(void *arg, const av_jmember_t *it)
 
 /* One JSON object: a stream event's data, or a whole response. Returns 1
  * when it is OpenAI's usage-only chunk (no choices, a usage). */
+#define HAS(s, n, lit) (memmem((s), (n), (lit), sizeof(lit) - 1) != NULL)
+
+/* OpenAI token chunks are most of a stream and carry one thing we need: a
+ * piece of text. `"content":"` (or `"text":"`) cannot occur inside a JSON
+ * string, where every quote is escaped, so finding it finds the member. A
+ * chunk with anything more (usage, a finish reason, tool calls, a role) or
+ * a text we must hash goes the full way. Returns 1 when it read the event. */
+static int openai_token_chunk(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    if (u->want_text || (u->dialect != AV_DIALECT_CHAT && u->dialect != AV_DIALECT_COMPLETIONS))
+        return 0;
+    if (HAS(s, n, "\"usage\"") || HAS(s, n, "\"finish_reason\":\"") || HAS(s, n, "\"tool_calls\"") ||
+        HAS(s, n, "\"role\"") || HAS(s, n, "\"type\""))
+        return 0;
+    const char *key = u->dialect == AV_DIALECT_CHAT ? "\"content\":\"" : "\"text\":\"";
+    size_t klen = strlen(key);
+    const char *p = memmem(s, n, key, klen);
+    if (p == NULL)
+        return 0;
+    const char *v = p + klen - 1, *end = s + n; /* at the value's opening quote */
+    const char *q = v + 1;
+    while (q < end && *q != '"')
+        q += *q == '\\' ? 2 : 1;
+    if (q >= end)
+        return 0;
+    av_jmember_t m = {.val = v, .val_len = (size_t)(q + 1 - v), .type = '"'};
+    text(u, &m, now_us);
+    return 1;
+}
+
 static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
+    if (u->stream && openai_token_chunk(u, s, n, now_us))
+        return 0;
     top_t t = {0};
     size_t off;
     if (av_jscan_object(s, n, on_top, &t, &off) != 0)
