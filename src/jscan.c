@@ -270,6 +270,28 @@ int av_jscan_object(const char *text, size_t len, av_jscan_fn fn, void *arg, siz
     return -1;
 }
 
+int av_jscan_keys(const char *text, size_t len, av_jscan_key_fn fn, void *arg)
+{
+    scan_t c = {text, len, 0};
+    for (;;) {
+        const char *q = c.i < len ? memchr(text + c.i, '"', len - c.i) : NULL;
+        if (q == NULL)
+            return 0;
+        c.i = (size_t)(q - text);
+        size_t k = c.i + 1;
+        if (skip_string(&c, NULL) != 0)
+            return -1;
+        size_t klen = c.i - 1 - k;
+        skip_ws(&c);
+        if (c.i < len && text[c.i] == ':') {
+            c.i++;
+            skip_ws(&c);
+            if (fn(arg, text + k, klen, c.i))
+                return 1;
+        }
+    }
+}
+
 int av_jscan_object_at(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *end)
 {
     scan_t c = {text, len, 0};

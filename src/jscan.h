@@ -38,6 +38,14 @@ int av_jscan_object_at(const char *text, size_t len, av_jscan_fn fn, void *arg, 
  * offset of the first bad byte in *err_off. */
 int av_jscan_array(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *err_off);
 
+/* Every key of every object in text, at any depth, in order, without
+ * checking the structure around them: fn gets the raw key (between its
+ * quotes) and the offset of its value. A string is skipped whole, so a quote
+ * inside one is never taken for a key. Returns -1 on an unterminated or bad
+ * string, 1 when fn stopped the walk (by returning nonzero), else 0. */
+typedef int (*av_jscan_key_fn)(void *arg, const char *key, size_t key_len, size_t val_off);
+int av_jscan_keys(const char *text, size_t len, av_jscan_key_fn fn, void *arg);
+
 /* Decodes the JSON string escapes in s (len bytes, no quotes) into out, which
  * has room for len + 1 bytes (decoding never grows the text); NUL-terminates.
  * Returns the decoded length, or -1 on a bad escape or an escaped NUL. */

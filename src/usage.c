@@ -338,33 +338,88 @@ static int response_item(void *arg, const av_jmember_t *it)
 
 /* One JSON object: a stream event's data, or a whole response. Returns 1
  * when it is OpenAI's usage-only chunk (no choices, a usage). */
-#define HAS(s, n, lit) (memmem((s), (n), (lit), sizeof(lit) - 1) != NULL)
+/* OpenAI token chunks are most of a stream and carry little we need: a
+ * piece of text, at the end a finish reason. One walk over the chunk's keys
+ * at every depth finds them; a chunk with anything more (usage, tool calls,
+ * a typed part, two texts or two finish reasons: several choices) or a text
+ * we must hash goes the full way. */
+typedef struct {
+    const char *s, *key;
+    size_t n, key_len, val, finish;
+    int found, finishes;
+} token_chunk_t;
 
-/* OpenAI token chunks are most of a stream and carry one thing we need: a
- * piece of text. `"content":"` (or `"text":"`) cannot occur inside a JSON
- * string, where every quote is escaped, so finding it finds the member. A
- * chunk with anything more (usage, a finish reason, tool calls, a role) or
- * a text we must hash goes the full way. Returns 1 when it read the event. */
+#define KEY_IS(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), sizeof(lit) - 1) == 0)
+
+static int on_chunk_key(void *arg, const char *k, size_t n, size_t val)
+{
+    token_chunk_t *t = arg;
+    char first = val < t->n ? t->s[val] : 0;
+    if (KEY_IS(k, n, "usage") || KEY_IS(k, n, "tool_calls") || KEY_IS(k, n, "type") ||
+        KEY_IS(k, n, "function_call") || memchr(k, '\\', n))
+        return 1;
+    if (KEY_IS(k, n, "finish_reason") && first != 'n') {
+        if (t->finishes++ || first != '"')
+            return 1;
+        t->finish = val;
+    } else if (n == t->key_len && memcmp(k, t->key, n) == 0 && first == '"') {
+        if (t->found++)
+            return 1;
+        t->val = val;
+    }
+    return 0;
+}
+
+/* The end of the string whose opening quote is at v: its closing quote, or NULL. */
+static const char *string_end(const char *v, const char *end)
+{
+    const char *q = v + 1;
+    while (q < end && *q != '"')
+        q += *q == '\\' ? 2 : 1;
+    return q < end ? q : NULL;
+}
+
+/* Returns 1 when it read the event. */
 static int openai_token_chunk(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
     if (u->want_text || (u->dialect != AV_DIALECT_CHAT && u->dialect != AV_DIALECT_COMPLETIONS))
         return 0;
-    if (HAS(s, n, "\"usage\"") || HAS(s, n, "\"finish_reason\":\"") || HAS(s, n, "\"tool_calls\"") ||
-        HAS(s, n, "\"role\"") || HAS(s, n, "\"type\""))
+    size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
+    if (pre > 0 && n >= pre + suf && memcmp(s, u->tmpl, pre) == 0 && memcmp(s + n - suf, u->tmpl + pre, suf) == 0 &&
+        string_end(s + pre - 1, s + n) == s + n - suf) {
+        av_jmember_t m = {.val = s + pre - 1, .val_len = n - suf + 1 - (pre - 1), .type = '"'};
+        text(u, &m, now_us);
+        return 1;
+    }
+    token_chunk_t t = {.s = s, .n = n};
+    t.key = u->dialect == AV_DIALECT_CHAT ? "content" : "text";
+    t.key_len = strlen(t.key);
+    if (av_jscan_keys(s, n, on_chunk_key, &t) != 0 || t.found + t.finishes == 0)
         return 0;
-    const char *key = u->dialect == AV_DIALECT_CHAT ? "\"content\":\"" : "\"text\":\"";
-    size_t klen = strlen(key);
-    const char *p = memmem(s, n, key, klen);
-    if (p == NULL)
+    const char *v = s + t.val, *q = NULL; /* v at the text's opening quote */
+    if (t.found && (q = string_end(v, s + n)) == NULL)
         return 0;
-    const char *v = p + klen - 1, *end = s + n; /* at the value's opening quote */
-    const char *q = v + 1;
-    while (q < end && *q != '"')
-        q += *q == '\\' ? 2 : 1;
-    if (q >= end)
-        return 0;
+    if (t.finishes) {
+        const char *f = s + t.finish, *fq = string_end(f, s + n);
+        if (fq == NULL)
+            return 0;
+        av_jmember_t m = {.val = f, .val_len = (size_t)(fq + 1 - f), .type = '"'};
+        set_finish(u, &m);
+    }
+    if (!t.found)
+        return 1;
     av_jmember_t m = {.val = v, .val_len = (size_t)(q + 1 - v), .type = '"'};
     text(u, &m, now_us);
+    if (t.finishes)
+        return 1; /* the last chunk: no template from it */
+    pre = (size_t)(v + 1 - s);
+    suf = (size_t)(s + n - q);
+    if (pre + suf <= sizeof(u->tmpl)) {
+        memcpy(u->tmpl, s, pre);
+        memcpy(u->tmpl + pre, q, suf);
+        u->tmpl_pre = (uint16_t)pre;
+        u->tmpl_suf = (uint16_t)suf;
+    }
     return 1;
 }
 

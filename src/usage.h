@@ -44,6 +44,12 @@ typedef struct av_usage_s {
     const char *pend;      /* the event's only data line, still in the caller's buffer */
     size_t pend_len;
     struct evbuffer *held; /* strip: the raw bytes of an event begun in an earlier read */
+    /* the last OpenAI token chunk around its text: the bytes up to and with
+     * the text's opening quote, then those from its closing quote on. A
+     * chunk with the same bytes around a well-formed string is read without
+     * a scan: in a stream they differ only in the text. */
+    uint16_t tmpl_pre, tmpl_suf;
+    char tmpl[320];
 } av_usage_t;
 
 /* Where strip sends what the client should get: in order, in as few calls as

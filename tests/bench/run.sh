@@ -6,6 +6,8 @@
 # cores and req/s moves with them; requests per CPU-second of the proxy is the steadier
 # measure of throughput per core. Each round runs every case against all three in turn;
 # the ratios are taken within a round (same conditions) and their median is reported.
+# With BASE=OTHER_BUILDDIR, an aviary from that build runs too (same config, same sim) and
+# the new/base ratios say what a change cost, measured in the same run.
 # Needs: apt-get install nginx-light wrk. Not part of the test run.
 set -eu
 B=${1:-build}
@@ -38,6 +40,15 @@ AV_PID=$!
 pids="$pids $!"
 for _ in $(seq 100); do [ -s "$T/ready" ] && break; sleep 0.05; done
 AV=$(awk '$1 == "listen" {print $2; exit}' "$T/ready")
+BASE_PID=""
+if [ -n "${BASE:-}" ]; then
+    sed "s|$T/kpi.log|$T/kpi-base.log|" "$T/aviary.json" >"$T/base.json"
+    taskset -c "$PROXY_CPU" "$BASE/src/aviary" -c "$T/base.json" --ready-file "$T/ready-base" 2>"$T/base.err" &
+    BASE_PID=$!
+    pids="$pids $!"
+    wait_file "$T/ready-base" || { echo "bench: the base aviary did not start" >&2; cat "$T/base.err" >&2; exit 1; }
+    AVB=$(awk '$1 == "listen" {print $2; exit}' "$T/ready-base")
+fi
 
 NG=$(free_port)
 mkdir -p "$T/ng"
@@ -77,7 +88,7 @@ to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v
 
 run() { # name url mode conc
     local who=""
-    case "$1" in aviary) who=$AV_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
+    case "$1" in aviary) who=$AV_PID ;; base) who=$BASE_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
     t0=$(ticks $who)
     out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$4" -d"${SECS}s" --latency -s "$T/$3.lua" "$2" 2>&1)
     t1=$(ticks $who)
@@ -101,6 +112,7 @@ for round in $(seq "$ROUNDS"); do
         for c in 1 64; do
             run direct "http://127.0.0.1:$SIM/v1/chat/completions" $mode $c
             run aviary "http://$AV/v1/chat/completions" $mode $c
+            [ -z "$BASE_PID" ] || run base "http://$AVB/v1/chat/completions" $mode $c
             run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c
         done
     done
@@ -116,6 +128,15 @@ for mode in json stream; do
         ratio_line "$mode/$c" "aviary/$mode/$c" "nginx/$mode/$c" "direct/$mode/$c"
     done
 done
+if [ -n "$BASE_PID" ]; then
+    echo
+    echo "== aviary / base ($BASE), median over $ROUNDS rounds of the ratio within each round"
+    for mode in json stream; do
+        for c in 1 64; do
+            ratio_line "$mode/$c" "aviary/$mode/$c" "base/$mode/$c" "direct/$mode/$c"
+        done
+    done
+fi
 echo
 echo "aviary RSS: ${RSS_START} KiB after round 1, ${RSS_END} KiB after round $ROUNDS (flat under sustained load)"
 echo "aviary KPI lines written: $(wc -l <"$T/kpi.log" 2>/dev/null || echo 0) (the KPI log is on during the runs)"

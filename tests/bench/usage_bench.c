@@ -1,7 +1,8 @@
 /* usage_bench.c: what reading usage costs: nanoseconds per streamed event
  * and per whole JSON response, on the sim's own output (OpenAI chat, the
  * Responses API, Anthropic). Target: under 1 us per event.
- * Built by `make tests/bench/usage_bench`; run it with no arguments. */
+ * Built by `make tests/bench/usage_bench`; run it with no arguments, or
+ * with a word that picks the cases whose names contain it. */
 #include <event2/buffer.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,8 +19,12 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
+static const char *only;
+
 static void bench(const char *name, av_sim_kind_t kind, int dialect, const char *body, int stream)
 {
+    if (only != NULL && strstr(name, only) == NULL)
+        return;
     av_sim_knobs_t k;
     av_sim_knobs_default(&k);
     av_sim_req_t r;
@@ -69,8 +74,9 @@ static void bench(const char *name, av_sim_kind_t kind, int dialect, const char 
     evbuffer_free(b);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    only = argc > 1 ? argv[1] : NULL;
     bench("openai chat, streamed", AV_SIM_CHAT, AV_DIALECT_CHAT,
           "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}", 1);
     bench("openai chat, JSON", AV_SIM_CHAT, AV_DIALECT_CHAT,

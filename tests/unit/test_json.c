@@ -148,6 +148,36 @@ static void test_unescape(void)
  * mutations of a real request body. cJSON is laxer on \u escapes, so the
  * body's strings hold no 'u' for a mutation to turn into one; it takes
  * "2." for a number, so the body has no fraction either. */
+typedef struct {
+    char seen[256];
+    size_t n;
+    int stop_at;
+} keys_t;
+
+static int on_key(void *arg, const char *k, size_t n, size_t val)
+{
+    keys_t *t = arg;
+    t->n += (size_t)snprintf(t->seen + t->n, sizeof(t->seen) - t->n, "%.*s@%zu ", (int)n, k, val);
+    return --t->stop_at == 0;
+}
+
+/* Every key at every depth, in order; strings holding quotes and colons
+ * are never keys; a bad string is an error; the callback can stop the walk. */
+static void test_scan_keys(void)
+{
+    const char *t = "{\"a\":{\"b\" : [1,{\"c\":\"x\\\":\\\"d\\\":\"}]},\"e\":\"f\"}";
+    keys_t k = {.stop_at = -1};
+    CHECK_INT(av_jscan_keys(t, strlen(t), on_key, &k), 0);
+    CHECK_STR(k.seen, "a@5 b@12 c@20 e@40 ");
+    keys_t k2 = {.stop_at = 2};
+    CHECK_INT(av_jscan_keys(t, strlen(t), on_key, &k2), 1);
+    CHECK_STR(k2.seen, "a@5 b@12 ");
+    keys_t k3 = {.stop_at = -1};
+    CHECK_INT(av_jscan_keys("{\"a\":\"open", 11, on_key, &k3), -1);
+    CHECK_INT(av_jscan_keys("[1,2]", 5, on_key, &k3), 0);
+    CHECK_INT((int)k3.n, 4); /* only "a" was seen */
+}
+
 static void test_agrees_with_cjson(void)
 {
     const char *base = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"h\\n\"}],"
@@ -178,6 +208,7 @@ int main(void)
     RUN(test_scan_members);
     RUN(test_scan_rejects);
     RUN(test_unescape);
+    RUN(test_scan_keys);
     RUN(test_agrees_with_cjson);
     TEST_DONE();
 }
