@@ -19,6 +19,7 @@
 #include "jsonc.h"
 #include "geo.h"
 #include "log.h"
+#include "policy.h"
 #include "split.h"
 #include "tls.h"
 
@@ -716,6 +717,29 @@ static int codes(ctx_t *x, const cJSON *v, const char (**out)[3], size_t *n)
     return 0;
 }
 
+/* "policies": ["pii_redact", "max_tokens"]: files in policy.dir, run in order */
+static int c_route_policies(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 16)
+        return fail(x, "expected an array of at most 16 policy names");
+    r->npolicies = (size_t)cJSON_GetArraySize(v);
+    r->policy_names = av_arena_calloc(x->cfg->arena, (r->npolicies ? r->npolicies : 1) * sizeof(char *));
+    r->policies = av_arena_calloc(x->cfg->arena, (r->npolicies ? r->npolicies : 1) * sizeof(int));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        push_index(x, i);
+        if (!cJSON_IsString(e) || e->valuestring[0] == '\0')
+            return fail(x, "expected a policy name (its file is policy.dir/NAME.lua)");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(r->policy_names[j], e->valuestring) == 0)
+                return fail(x, "policy \"%s\" is listed twice", e->valuestring);
+        r->policy_names[i] = dup_str(x, e->valuestring);
+        pop(x);
+    }
+    return 0;
+}
+
 static int c_geo_rules(ctx_t *x, const cJSON *v, void *base)
 {
     av_route_t *r = base;
@@ -804,6 +828,7 @@ static const kspec_t route_spec[] = {
     {"dialect", K_STR, offsetof(av_route_t, dialect_name), 1, 0, 0, "auto", 0, NULL, NULL},
     {"geo", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geo_rules},
     {"shadow", K_OBJ, 0, 0, 0, 0, NULL, 0, shadow_spec, NULL},
+    {"policies", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_route_policies},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -928,6 +953,70 @@ static const kspec_t log_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static const kspec_t policy_spec[] = {
+    {"dir", K_STR, offsetof(av_config_t, policy_dir), 1, 0, 0, "../lua/policies", 0, NULL, NULL},
+    {"memory_mb", K_INT, offsetof(av_config_t, policy_memory_mb), 1, 4096, 64, NULL, 0, NULL, NULL},
+    {"max_instructions", K_INT, offsetof(av_config_t, policy_max_instructions), 1000, 1000000000, 1000000, NULL, 0,
+     NULL, NULL},
+    {"max_ms", K_INT, offsetof(av_config_t, policy_max_ms), 1, 10000, 50, NULL, 0, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+static void free_policies(void *p)
+{
+    av_policies_free(p);
+}
+
+/* Compiles the policies the routes name, once each, in order of first mention. */
+static int load_policies(ctx_t *x, av_config_t *c)
+{
+    const char *names[256];
+    size_t n = 0, where_route[256], where_index[256];
+    for (size_t i = 0; i < c->nroutes; i++)
+        for (size_t k = 0; k < c->routes[i].npolicies; k++) {
+            const char *name = c->routes[i].policy_names[k];
+            size_t j = 0;
+            while (j < n && strcmp(names[j], name) != 0)
+                j++;
+            if (j == n) {
+                if (n == AV_NELEMS(names)) {
+                    push_key(x, "routes");
+                    return fail(x, "more than %zu different policies", AV_NELEMS(names));
+                }
+                names[n] = name;
+                where_route[n] = i;
+                where_index[n++] = k;
+            }
+        }
+    if (n == 0)
+        return 0;
+    c->policy_dir = relative_to(x, c->dir, c->policy_dir);
+    av_policy_limits_t lim = {
+        .memory_bytes = c->policy_memory_mb << 20,
+        .max_instructions = c->policy_max_instructions,
+        .max_us = c->policy_max_ms * 1000,
+    };
+    char why[1024];
+    int bad = -1;
+    c->policies = av_policies_load(c->policy_dir, names, n, &lim, why, sizeof(why), &bad);
+    if (c->policies == NULL) {
+        if (bad >= 0) {
+            push_key(x, "routes");
+            push_index(x, where_route[bad]);
+            push_key(x, "policies");
+            push_index(x, where_index[bad]);
+        } else {
+            push_key(x, "policy");
+        }
+        return fail(x, "%s", why);
+    }
+    av_arena_on_free(c->arena, free_policies, c->policies);
+    for (size_t i = 0; i < c->nroutes; i++)
+        for (size_t k = 0; k < c->routes[i].npolicies; k++)
+            c->routes[i].policies[k] = av_policies_find(c->policies, c->routes[i].policy_names[k]);
+    return 0;
+}
+
 static const kspec_t client_spec[] = {
     {"header_timeout_ms", K_INT, offsetof(av_config_t, header_timeout_ms), 10, 600000, 10000, NULL, 0, NULL, NULL},
     {"idle_timeout_ms", K_INT, offsetof(av_config_t, idle_timeout_ms), 10, 3600000, 60000, NULL, 0, NULL, NULL},
@@ -1050,6 +1139,7 @@ static const kspec_t top_spec[] = {
     {"variant_header", K_STR, offsetof(av_config_t, variant_header), 0, 0, 0, "x-aviary-variant", 0, NULL, NULL},
     {"geoip", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geoip},
     {"pricing", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_pricing},
+    {"policy", K_OBJ, 0, 0, 0, 0, NULL, 0, policy_spec, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -1146,6 +1236,8 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
             goto fail;
         }
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
+    if (load_policies(&x, c) != 0)
+        goto fail;
     cJSON_Delete(root);
     free(buf);
     return c;

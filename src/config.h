@@ -141,6 +141,9 @@ typedef struct av_route_s {
     const char *override_token_env;
     const char *override_token;          /* secret: never logged */
     struct av_split_state_s *split;      /* shared weights and counters (set by av_split_attach) */
+    const char **policy_names;           /* as written, run in this order */
+    int *policies;                       /* their indexes in the generation's set */
+    size_t npolicies;
 } av_route_t;
 
 typedef struct av_config_s {
@@ -168,6 +171,9 @@ typedef struct av_config_s {
     struct av_geo_s *geo;                /* this generation's databases and trusted proxies; NULL: none */
     av_price_t *prices;                  /* by model name */
     size_t nprices;
+    const char *policy_dir;              /* policy files: DIR/NAME.lua */
+    int64_t policy_memory_mb, policy_max_instructions, policy_max_ms;
+    struct av_policies_s *policies;      /* compiled for this generation; NULL: no route has any */
 } av_config_t;
 
 /* Loads and validates a file. On failure returns NULL and writes

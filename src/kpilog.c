@@ -2,6 +2,7 @@
  * shared evbuffer under a mutex; the writer swaps it out and writes it whole. */
 #include "kpilog.h"
 
+
 #include <errno.h>
 #include <event2/buffer.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include "av.h"
 #include "jsonw.h"
 #include "log.h"
+#include "policy.h"
 
 struct av_kpilog_s {
     pthread_mutex_t lock;
@@ -58,6 +60,9 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     size_t room = 1024 + AV_JW_STR_MAX(r->path_len) + AV_JW_STR_MAX(mlen);
     for (size_t i = 0; i < 10; i++)
         room += AV_JW_STR_MAX(lens[i]);
+    for (size_t i = 0; i < r->nverdicts; i++)
+        room += 40 + AV_JW_STR_MAX(strlen(r->verdicts[i].policy)) + AV_JW_STR_MAX(strlen(r->verdicts[i].action)) +
+                AV_JW_STR_MAX(strlen(r->verdicts[i].rule));
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)room, &v, 1) != 1)
         av_oom();
@@ -100,6 +105,18 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     p = av_jw_count(AV_PUT_LIT(p, ",\"tool_calls\":"), r->tool_calls);
     p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_in\":"), r->bytes_in);
     p = av_put_u64(AV_PUT_LIT(p, ",\"bytes_out\":"), r->bytes_out);
+    p = AV_PUT_LIT(p, ",\"policy\":[");
+    for (size_t i = 0; i < r->nverdicts; i++) {
+        const av_verdict_t *vd = &r->verdicts[i];
+        if (i > 0)
+            *p++ = ',';
+        p = av_jw_str(AV_PUT_LIT(p, "{\"policy\":"), vd->policy, strlen(vd->policy));
+        p = KEY_STR(p, "action", vd->action, strlen(vd->action));
+        p = KEY_STR(p, "rule", vd->rule, strlen(vd->rule));
+        *p++ = '}';
+    }
+    *p++ = ']';
+    p = av_jw_i64(AV_PUT_LIT(p, ",\"policy_errors\":"), r->policy_errors);
     p = KEY_STR(p, "error", r->error, lens[5]);
     p = AV_PUT_LIT(p, "}\n");
     v.iov_len = (size_t)(p - (char *)v.iov_base);

@@ -35,6 +35,9 @@ typedef struct av_kpi_rec_s {
     int tool_calls;
     uint64_t bytes_in, bytes_out;
     const char *error;
+    const struct av_verdict_s *verdicts; /* what policies did: deny, rewrite, flag, stop, error */
+    size_t nverdicts;
+    int policy_errors;
 } av_kpi_rec_t;
 
 void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r);

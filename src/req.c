@@ -15,8 +15,9 @@
 #include "jscan.h"
 #include "jsonw.h"
 #include "kpilog.h"
-#include "metrics.h"
 #include "log.h"
+#include "metrics.h"
+#include "policy.h"
 #include "reqbody.h"
 #include "shadow.h"
 #include "usage.h"
@@ -85,6 +86,11 @@ static void kpi_write(av_req_t *req)
         return;
     req->logged = 1;
     uint64_t end = req->t_end_us ? req->t_end_us : av_now_us();
+    if (req->route != NULL && req->route->npolicies > 0 && !req->shadow) {
+        if (req->t_end_us == 0)
+            req->t_end_us = end;
+        av_policy_complete(req);
+    }
     size_t path_len = strcspn(req->target, "?"); /* the query stays out of the log */
     if (path_len > req->target_len)
         path_len = req->target_len;
@@ -140,11 +146,14 @@ static void kpi_write(av_req_t *req)
         .bytes_in = req->bytes_in,
         .bytes_out = req->bytes_out,
         .error = req->error,
+        .policy_errors = av_policy_errors(req),
     };
+    r.nverdicts = av_policy_verdicts(req, &r.verdicts);
     av_worker_kpi_line(req->worker, &r);
     if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow) {
         av_metrics_rec_t mr = {
-            .status = req->status, .error = req->error, .override = req->assign == AV_ASSIGN_OVERRIDE,
+            .status = req->status, .error = req->error,
+            .override = req->assign == AV_ASSIGN_OVERRIDE || req->assign == AV_ASSIGN_POLICY,
             .latency_us = r.latency_us, .ttft_us = ttft, .itl_us = gap,
             .input = tok.input, .output = tok.output, .cached = tok.cached, .cache_write = tok.cache_write,
             .reasoning = tok.reasoning, .cost_nano = cost,
@@ -167,6 +176,7 @@ void av_req_free(av_req_t *req)
         av_shadow_done(req);
     if (req->ran)
         req->worker->stats.active_requests--;
+    av_policy_done(req); /* its VM goes with the config */
     av_config_unref(req->cfg);
     av_arena_free(req->arena);
 }
@@ -235,6 +245,49 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     req->client->respond_end(req); /* may free req */
 }
 
+/* A policy's deny, as the route's dialect words errors: Anthropic's
+ * {"type":"error","error":{...}} or OpenAI's {"error":{...}}. */
+static struct evbuffer *policy_error_body(av_req_t *req, int status, const char *code, const char *message)
+{
+    struct evbuffer *body = evbuffer_new();
+    if (req->route != NULL && av_body_dialect(req) == AV_DIALECT_ANTHROPIC) {
+        const char *type = status == 403   ? "permission_error"
+                           : status == 429 ? "rate_limit_error"
+                           : status >= 500 ? "api_error"
+                                           : "invalid_request_error";
+        evbuffer_add_printf(body, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+        av_json_str(body, message, strlen(message));
+        evbuffer_add_printf(body, "},\"request_id\":\"%s\"}\n", req->id);
+        return body;
+    }
+    av_error_json(body, status >= 500 ? "server_error" : "invalid_request_error", code, message, req->id);
+    return body;
+}
+
+/* Answers a request a policy denied in on_request. */
+static void respond_policy_denial(av_req_t *req)
+{
+    int status;
+    const char *code, *message;
+    av_policy_denial(req, &status, &code, &message);
+    struct evbuffer *body = policy_error_body(req, status, code, message);
+    size_t len = evbuffer_get_length(body);
+    av_headers_t h = {0};
+    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
+    req->status = status;
+    req->error = "policy_denied";
+    req->t_head_us = av_now_us();
+    req->head_sent = 1;
+    req->client->respond_head(req, status, &h, (int64_t)len);
+    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
+    req->bytes_out += len;
+    evbuffer_free(body);
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_end(req); /* may free req */
+}
+
 /* The variant's edits to the body, the backend request, and off it goes. */
 static void send_to_backend(av_req_t *req, const av_body_t *b)
 {
@@ -262,6 +315,10 @@ void av_req_run(av_req_t *req)
         return;
     }
     req->route = route;
+    if (route->npolicies > 0 && av_policy_request(req) != 0) {
+        respond_policy_denial(req);
+        return;
+    }
     av_body_t b = {0};
     if (av_body_scan(req, &b) != 0)
         return;
@@ -326,6 +383,26 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         av_headers_push(req->arena, &out, h); /* strings already live in the arena */
     }
     add_variant_header(req, &out);
+    if (req->route->npolicies > 0 && !req->shadow && av_policy_response(req, &out) != 0) {
+        /* the client gets the policy's error now; the backend's answer is read and dropped */
+        int st;
+        const char *code, *message;
+        av_policy_denial(req, &st, &code, &message);
+        struct evbuffer *body = policy_error_body(req, st, code, message);
+        size_t len = evbuffer_get_length(body);
+        av_headers_t h = {0};
+        av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
+        add_variant_header(req, &h);
+        req->status = st;
+        req->error = "policy_denied";
+        req->blocked = 1;
+        req->head_sent = 1;
+        req->client->respond_head(req, st, &h, (int64_t)len);
+        req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
+        req->bytes_out += len;
+        evbuffer_free(body);
+        return;
+    }
     req->head_sent = 1;
     req->usage = av_arena_calloc(req->arena, sizeof(*req->usage));
     av_usage_init(req->usage, av_body_dialect(req), req->stream, req->strip_usage);
@@ -348,6 +425,8 @@ void av_req_backend_body(av_req_t *req, const char *data, size_t len)
     uint64_t now = av_now_us();
     if (req->t_first_byte_us == 0)
         req->t_first_byte_us = now;
+    if (req->blocked)
+        return;
     av_usage_feed(req->usage, data, len, now, to_client, req);
     if (!req->usage->strip)
         to_client(req, data, len);
@@ -365,6 +444,10 @@ void av_req_backend_end(av_req_t *req)
 
 void av_req_backend_error(av_req_t *req, const char *err)
 {
+    if (req->blocked) { /* the client has its whole answer: the policy's error */
+        av_req_backend_end(req);
+        return;
+    }
     req->error = err;
     const char *name = req->variant->backend->name;
     AV_INFO("request %s: backend %s: %s", req->id, name, err);

@@ -69,6 +69,8 @@ struct av_req_s {
     const char *client_model;            /* the model the client asked for, if any */
     const char *model;                   /* the model sent to the backend */
     const char *prompt_hash;             /* the variant's system prompt, when one was put in */
+    struct av_preq_s *policy;            /* the policies' state for this request (policy.c), or NULL */
+    int policy_variant;                  /* a variant a policy chose: its index + 1; 0: none */
 
     /* client side */
     const av_client_ops_t *client;
@@ -94,6 +96,7 @@ struct av_req_s {
     int status;
     int stream;                          /* text/event-stream */
     int ran, head_sent, finished, logged, client_gone;
+    int blocked;                         /* a policy refused the response: the backend's is dropped */
     const char *error;                   /* error class, NULL when none */
     uint64_t t_wall_us;
     uint64_t t_start_us, t_head_us, t_first_byte_us, t_end_us;

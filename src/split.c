@@ -19,6 +19,7 @@
 #include "worker.h"
 
 const char AV_ASSIGN_OVERRIDE[] = "override";
+const char AV_ASSIGN_POLICY[] = "policy";
 const char AV_ASSIGN_GEO[] = "geo";
 const char AV_ASSIGN_SHADOW[] = "shadow";
 const char AV_ASSIGN_STICKY[] = "sticky";
@@ -448,7 +449,7 @@ static void count(av_split_state_t *s, size_t i, const char *assign)
     atomic_fetch_add_explicit(&s->counts[i].requests, 1, memory_order_relaxed);
     if (assign == AV_ASSIGN_WEIGHT)
         atomic_fetch_add_explicit(&s->counts[i].unkeyed, 1, memory_order_relaxed);
-    else if (assign == AV_ASSIGN_OVERRIDE)
+    else if (assign == AV_ASSIGN_OVERRIDE || assign == AV_ASSIGN_POLICY)
         atomic_fetch_add_explicit(&s->counts[i].overridden, 1, memory_order_relaxed);
 }
 
@@ -481,6 +482,13 @@ int av_split_choose(av_req_t *req, const char *const *body_keys, const size_t *b
                 at += (size_t)snprintf(why + at, whylen - at, "%s \"%s\"", i ? "," : "", rt->variants[i].name);
             return 400;
         }
+    }
+    if (req->policy_variant > 0 && (size_t)req->policy_variant <= rt->nvariants) {
+        size_t i = (size_t)req->policy_variant - 1;
+        req->variant = &rt->variants[i];
+        req->assign = AV_ASSIGN_POLICY;
+        count(s, i, req->assign);
+        return 0;
     }
     const av_geo_t *geo = req->cfg->geo;
     av_geo_client_ip(geo, req, req->real_ip, sizeof(req->real_ip));

@@ -20,6 +20,7 @@ typedef struct av_split_state_s av_split_state_t;
 
 /* How the variant was chosen, in the KPI log. */
 extern const char AV_ASSIGN_OVERRIDE[]; /* "override": x-aviary-variant */
+extern const char AV_ASSIGN_POLICY[];   /* "policy": a policy's r:set_variant() */
 extern const char AV_ASSIGN_GEO[];      /* "geo": a geo rule of the route */
 extern const char AV_ASSIGN_STICKY[];   /* "sticky": the sticky key's bucket */
 extern const char AV_ASSIGN_SHADOW[];   /* "shadow": a copy for the route's shadow variant */

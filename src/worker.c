@@ -105,6 +105,28 @@ static void kpi_timer_cb(evutil_socket_t fd, short what, void *arg)
     kpi_flush(arg);
 }
 
+uint64_t av_worker_policy_count(av_worker_t *w, const char *policy, const char *name, int64_t by)
+{
+    size_t i = 0;
+    while (i < w->npcounts && (strcmp(w->pcounts[i].name, name) != 0 || strcmp(w->pcounts[i].policy, policy) != 0))
+        i++;
+    if (i == AV_PCOUNT_MAX) {
+        i = AV_PCOUNT_MAX - 1;
+    } else if (i == w->npcounts) {
+        if (i == AV_PCOUNT_MAX - 1) { /* the last slot takes the overflow */
+            snprintf(w->pcounts[i].policy, sizeof(w->pcounts[i].policy), "*");
+            snprintf(w->pcounts[i].name, sizeof(w->pcounts[i].name), "overflow");
+        } else {
+            snprintf(w->pcounts[i].policy, sizeof(w->pcounts[i].policy), "%s", policy);
+            snprintf(w->pcounts[i].name, sizeof(w->pcounts[i].name), "%s", name);
+        }
+        __atomic_store_n(&w->npcounts, i + 1 < AV_PCOUNT_MAX ? i + 1 : AV_PCOUNT_MAX, __ATOMIC_RELEASE);
+    }
+    uint64_t v = __atomic_load_n(&w->pcounts[i].v, __ATOMIC_RELAXED) + (uint64_t)by;
+    __atomic_store_n(&w->pcounts[i].v, v, __ATOMIC_RELAXED);
+    return v;
+}
+
 void av_worker_kpi_line(av_worker_t *w, const av_kpi_rec_t *r)
 {
     av_kpi_format(w->kpi_batch, r);
@@ -141,6 +163,7 @@ av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *
     w->cfg = av_config_ref(cfg);
     w->kpilog = kpilog;
     w->nlisteners = nfds;
+    w->pcounts = av_calloc(AV_PCOUNT_MAX, sizeof(*w->pcounts));
     w->listen_fds = av_calloc(nfds, sizeof(int));
     memcpy(w->listen_fds, fds, nfds * sizeof(int));
     w->listeners = av_calloc(nfds, sizeof(*w->listeners));
@@ -242,5 +265,6 @@ void av_worker_join_free(av_worker_t *w)
     av_config_unref(w->next_cfg);
     av_config_unref(w->cfg);
     pthread_mutex_destroy(&w->lock);
+    free(w->pcounts);
     free(w);
 }

@@ -41,6 +41,8 @@ struct av_worker_s {
     TAILQ_HEAD(, av_h2conn_s) h2conns;
     TAILQ_HEAD(, av_req_s) shadows;        /* shadow copies in flight (each counts as a client connection) */
     av_worker_stats_t stats;
+    struct av_pcount_s *pcounts;           /* policies' counters (aviary.count), AV_PCOUNT_MAX */
+    size_t npcounts;
     uint64_t rng[2];
     struct evbuffer *kpi_batch;            /* KPI lines not yet handed to the writer */
     size_t kpi_batch_lines;
@@ -79,6 +81,16 @@ uint64_t av_worker_random(av_worker_t *w);
  * (at 64 KiB or every 100 ms), so no request waits on the writer's lock. */
 struct av_kpi_rec_s;
 void av_worker_kpi_line(av_worker_t *w, const struct av_kpi_rec_s *r);
+
+/* A policy's counter in this worker: adds by, returns the sum. Counters
+ * outlive config generations; past AV_PCOUNT_MAX names new ones count in
+ * one overflow slot. The admin thread reads them (relaxed atomics). */
+#define AV_PCOUNT_MAX 256
+typedef struct av_pcount_s {
+    char policy[65], name[65];
+    uint64_t v;
+} av_pcount_t;
+uint64_t av_worker_policy_count(av_worker_t *w, const char *policy, const char *name, int64_t by);
 /* Queues one preformatted line (newline included). */
 void av_worker_kpi_raw(av_worker_t *w, const char *line, size_t len);
 

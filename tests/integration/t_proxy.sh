@@ -62,7 +62,7 @@ stop_pid "$AV_PID"
 is "aviary exits 0 on SIGTERM" "$?" 0
 kpi=$(cat "$T/kpi.log")
 line=$(grep '"request_id":"req-json-1"' "$T/kpi.log")
-like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","assign":"weight","shadow":false,"generation":1,"backend":"sim","client_model":"gpt-x","model":"sim-large","prompt_hash":null,"method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"first_byte_ms":[0-9.]+,"ttft_ms":[0-9.]+,"inter_token_p50_ms":null,"output_tokens_per_s":null,"input_tokens":[0-9]+,"output_tokens":16,"cached_input_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"usage_estimated":false,"cost_usd":null,"finish_reason":"stop","tool_calls":0,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"error":null'
+like "KPI line for the JSON request" "$line" '"route":"chat","variant":"stable","assign":"weight","shadow":false,"generation":1,"backend":"sim","client_model":"gpt-x","model":"sim-large","prompt_hash":null,"method":"POST","path":"/v1/chat/completions","status":200,"stream":false,"latency_ms":[0-9.]+,"first_byte_ms":[0-9.]+,"ttft_ms":[0-9.]+,"inter_token_p50_ms":null,"output_tokens_per_s":null,"input_tokens":[0-9]+,"output_tokens":16,"cached_input_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"usage_estimated":false,"cost_usd":null,"finish_reason":"stop","tool_calls":0,"bytes_in":[0-9]+,"bytes_out":[0-9]+,"policy":\[\],"policy_errors":0,"error":null'
 like "KPI line for the stream" "$kpi" '"status":200,"stream":true'
 like "KPI line for the 404" "$kpi" '"route":null.*"status":404'
 like "KPI line keeps the client's model name" "$kpi" '"model":"sim-large".*"status":200'

@@ -41,7 +41,7 @@ static void test_format_exact(void)
                  "\"latency_ms\":12.345,\"first_byte_ms\":0.999,\"ttft_ms\":1.999,\"inter_token_p50_ms\":25.000,"
                  "\"output_tokens_per_s\":41.500,\"input_tokens\":30,\"output_tokens\":7,\"cached_input_tokens\":5,"
                  "\"cache_write_tokens\":0,\"reasoning_tokens\":null,\"usage_estimated\":true,\"cost_usd\":0.001234567,"
-                 "\"finish_reason\":\"stop\",\"tool_calls\":2,\"bytes_in\":10,\"bytes_out\":20,\"error\":null}\n");
+                 "\"finish_reason\":\"stop\",\"tool_calls\":2,\"bytes_in\":10,\"bytes_out\":20,\"policy\":[],\"policy_errors\":0,\"error\":null}\n");
     free(s);
 }
 
