@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "split.h"
+#include "worker.h"
 
 struct av_admin_s {
     struct evhttp *http;
@@ -270,6 +271,54 @@ static void routes(struct evhttp_request *r, void *arg)
 }
 
 /* Prometheus text format, version 0.0.4. */
+static void label_value(struct evbuffer *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            evbuffer_add_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            evbuffer_add(b, "\\n", 2);
+        else
+            evbuffer_add(b, s, 1);
+    }
+}
+
+/* What policies counted with aviary.count(), and their errors and denies,
+ * summed over the workers. */
+static void policy_counters(struct evbuffer *b, const av_admin_state_t *st)
+{
+    if (st->worker_list == NULL)
+        return;
+    size_t cap = (size_t)st->workers * AV_PCOUNT_MAX, n = 0;
+    av_pcount_t *sum = av_calloc(cap ? cap : 1, sizeof(*sum));
+    for (int w = 0; w < st->workers; w++) {
+        const av_worker_t *wk = st->worker_list[w];
+        size_t m = __atomic_load_n(&wk->npcounts, __ATOMIC_ACQUIRE);
+        for (size_t i = 0; i < m; i++) {
+            const av_pcount_t *c = &wk->pcounts[i];
+            size_t j = 0;
+            while (j < n && (strcmp(sum[j].policy, c->policy) != 0 || strcmp(sum[j].name, c->name) != 0))
+                j++;
+            if (j == n)
+                sum[n++] = *c, sum[j].v = 0;
+            sum[j].v += __atomic_load_n(&c->v, __ATOMIC_RELAXED);
+        }
+    }
+    if (n > 0) {
+        evbuffer_add_printf(b, "# HELP aviary_policy_events_total What policies counted (aviary.count), and "
+                               "their errors and denies, summed over workers.\n"
+                               "# TYPE aviary_policy_events_total counter\n");
+        for (size_t j = 0; j < n; j++) {
+            evbuffer_add_printf(b, "aviary_policy_events_total{policy=\"");
+            label_value(b, sum[j].policy);
+            evbuffer_add_printf(b, "\",name=\"");
+            label_value(b, sum[j].name);
+            evbuffer_add_printf(b, "\"} %llu\n", (unsigned long long)sum[j].v);
+        }
+    }
+    free(sum);
+}
+
 static void metrics(struct evhttp_request *r, void *arg)
 {
     av_admin_t *a = arg;
@@ -290,6 +339,7 @@ static void metrics(struct evhttp_request *r, void *arg)
     }
     struct evbuffer *b = evbuffer_new();
     av_metrics_prometheus(b, routes, k);
+    policy_counters(b, a->st);
     free(routes);
     free(names);
     free(weights);

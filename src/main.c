@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -32,7 +33,13 @@ typedef struct {
     av_split_reg_t *splits;  /* route weights and counters, across generations */
     int **fds;               /* [worker][listener] */
     char (*listen_addrs)[80];
+    /* policy files: a change reloads, 200 ms after the last one */
+    int ino_fd, ino_wd;
+    char ino_dir[1024];
+    struct event *ino_ev, *ino_timer;
 } av_main_t;
+
+static void watch_policies(av_main_t *m);
 
 static void usage(FILE *f)
 {
@@ -74,8 +81,57 @@ static void reload(av_main_t *m)
     m->cfg = next;
     m->admin_state.generation = next->generation;
     av_kpilog_reopen(m->kpilog);
+    watch_policies(m);
     AV_INFO("reloaded %s: generation %llu, %zu routes, %zu backends", m->config_path,
             (unsigned long long)next->generation, next->nroutes, next->nbackends);
+}
+
+static void policy_settled_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_main_t *m = arg;
+    AV_INFO("policy files in %s changed: reloading", m->ino_dir);
+    reload(m);
+}
+
+/* inotify: a .lua file in the policy directory was written, moved or removed. */
+static void policy_changed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_main_t *m = arg;
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int lua = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            size_t len = e->len ? strlen(e->name) : 0;
+            if (len > 4 && strcmp(e->name + len - 4, ".lua") == 0)
+                lua = 1;
+            p += sizeof(*e) + e->len;
+        }
+    if (lua) {
+        struct timeval tv = {0, 200000}; /* an editor's save is several events: wait for the last */
+        event_add(m->ino_timer, &tv);
+    }
+}
+
+/* Watches the current generation's policy directory (or none). */
+static void watch_policies(av_main_t *m)
+{
+    const char *dir = m->cfg->policies != NULL ? m->cfg->policy_dir : NULL;
+    if (m->ino_fd < 0 || (dir != NULL && strcmp(dir, m->ino_dir) == 0 && m->ino_wd >= 0))
+        return;
+    if (m->ino_wd >= 0)
+        inotify_rm_watch(m->ino_fd, m->ino_wd);
+    m->ino_wd = -1;
+    m->ino_dir[0] = '\0';
+    if (dir == NULL)
+        return;
+    m->ino_wd = inotify_add_watch(m->ino_fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE);
+    if (m->ino_wd < 0) {
+        AV_WARN("cannot watch %s for policy changes (%s): reload with SIGHUP", dir, strerror(errno));
+        return;
+    }
+    snprintf(m->ino_dir, sizeof(m->ino_dir), "%s", dir);
 }
 
 static void noop_cb(evutil_socket_t fd, short what, void *arg)
@@ -221,11 +277,22 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    m.admin_state.worker_list = m.workers;
     struct event *sigs[3];
     int signums[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         sigs[i] = evsignal_new(m.base, signums[i], signal_cb, &m);
         evsignal_add(sigs[i], NULL);
+    }
+    m.ino_wd = -1;
+    m.ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (m.ino_fd >= 0) {
+        m.ino_ev = event_new(m.base, m.ino_fd, EV_READ | EV_PERSIST, policy_changed_cb, &m);
+        m.ino_timer = evtimer_new(m.base, policy_settled_cb, &m);
+        event_add(m.ino_ev, NULL);
+        watch_policies(&m);
+    } else {
+        AV_WARN("inotify: %s: policy files are reloaded only on SIGHUP", strerror(errno));
     }
     m.admin_state.ready = 1;
     for (size_t i = 0; i < m.cfg->nlisten; i++)
@@ -239,9 +306,18 @@ int main(int argc, char **argv)
     /* the main loop has ended; a stop signal from here on ends the drain, and once
      * the signal events are freed, nothing may kill the process before the log is flushed */
     /* keep signals and the admin port (readyz says "draining") served while workers drain */
+    if (m.ino_ev != NULL) {
+        event_free(m.ino_ev);
+        event_free(m.ino_timer);
+        m.ino_ev = m.ino_timer = NULL;
+    }
+    if (m.ino_fd >= 0)
+        close(m.ino_fd);
+    m.ino_fd = -1;
     struct event *tick = event_new(m.base, -1, EV_PERSIST, noop_cb, NULL);
     struct timeval tick_tv = {0, 20000};
     event_add(tick, &tick_tv);
+    m.admin_state.worker_list = NULL; /* workers are freed as they finish */
     for (int i = 0; i < m.nworkers; i++) {
         while (!av_worker_done(m.workers[i]))
             event_base_loop(m.base, EVLOOP_ONCE);

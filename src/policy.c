@@ -1064,7 +1064,10 @@ static int run_phase(av_req_t *req, unsigned ph, int ph_index, av_headers_t *res
             pr->errors++;
             av_worker_policy_count(req->worker, p->name, "errors", 1);
             AV_WARN("policy %s: request %s: %s failed (%s): %s", p->name, req->id, phase_fn[ph_index],
-                    p->fail_closed ? "fail-closed: the request is refused" : "fail-open: the request goes on", err);
+                    ph == PH_COMPLETE ? "after the answer: counted only"
+                    : p->fail_closed  ? "fail-closed: the request is refused"
+                                      : "fail-open: the request goes on",
+                    err);
             verdict(pr, p->name, "error", phase_fn[ph_index]);
             if (p->fail_closed && ph != PH_COMPLETE && !pr->denied) {
                 pr->denied = 1;
