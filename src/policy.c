@@ -20,6 +20,8 @@
 #include "config.h"
 #include "geo.h"
 #include "headers.h"
+#include "jscan.h"
+#include "jsonw.h"
 #include "log.h"
 #include "luajson.h"
 #include "reqbody.h"
@@ -74,6 +76,9 @@ typedef struct av_preq_s {
     int denied, status;
     char code[64], message[512];
     int errors;
+    int stopped;               /* r:stop(): the stream ends */
+    char stop_rule[64], stop_message[512];
+    uint64_t events;
     av_verdict_t verdicts[AV_VERDICTS_MAX];
     size_t nverdicts;
 } preq_t;
@@ -176,6 +181,10 @@ static vm_t *call_vm(lua_State *L, unsigned allowed, const char *what)
 
 static void verdict(preq_t *pr, const char *policy, const char *action, const char *rule)
 {
+    for (size_t i = 0; i < pr->nverdicts; i++) /* once per policy, action and rule: a stream rewrites often */
+        if (pr->verdicts[i].policy == policy && strcmp(pr->verdicts[i].action, action) == 0 &&
+            strcmp(pr->verdicts[i].rule, rule ? rule : "") == 0)
+            return;
     if (pr->nverdicts == AV_VERDICTS_MAX)
         return;
     av_verdict_t *v = &pr->verdicts[pr->nverdicts++];
@@ -401,6 +410,21 @@ static int r_deny(lua_State *L)
     return 0;
 }
 
+static int r_stop(lua_State *L)
+{
+    vm_t *vm = call_vm(L, PH_CHUNK, "r:stop()");
+    preq_t *pr = vm->pr;
+    const char *msg = luaL_checkstring(L, 2);
+    const char *rule = luaL_optstring(L, 3, "stopped");
+    if (pr->stopped)
+        return 0;
+    pr->stopped = 1;
+    snprintf(pr->stop_message, sizeof(pr->stop_message), "%s", msg);
+    snprintf(pr->stop_rule, sizeof(pr->stop_rule), "%s", rule);
+    verdict(pr, vm->set->pol[vm->policy].name, "stop", rule);
+    return 0;
+}
+
 static int r_audit(lua_State *L)
 {
     vm_t *vm = call_vm(L, ANY, "r:audit()");
@@ -612,6 +636,7 @@ static const luaL_Reg r_methods[] = {
     {"set_body", r_set_body},
     {"deny", r_deny},
     {"audit", r_audit},
+    {"stop", r_stop},
     {"set_variant", r_set_variant},
     {"status", r_status},
     {"response_header", r_response_header},
@@ -1101,6 +1126,268 @@ int av_policy_response(av_req_t *req, av_headers_t *hdrs)
 void av_policy_complete(av_req_t *req)
 {
     run_phase(req, PH_COMPLETE, 3, NULL);
+}
+
+int av_policy_wants_chunks(const av_req_t *req)
+{
+    const av_route_t *rt = req->route;
+    if (rt == NULL || rt->npolicies == 0 || req->cfg->policies == NULL || req->shadow)
+        return 0;
+    for (size_t k = 0; k < rt->npolicies; k++)
+        if (req->cfg->policies->pol[rt->policies[k]].phases & PH_CHUNK)
+            return 1;
+    return 0;
+}
+
+typedef struct {
+    const char *key, *s;
+    size_t key_len, n, val;
+    int found;
+} text_find_t;
+
+static int on_text_key(void *arg, const char *k, size_t n, size_t val)
+{
+    text_find_t *t = arg;
+    if (n == t->key_len && memcmp(k, t->key, n) == 0 && val < t->n && t->s[val] == '"') {
+        t->val = val;
+        t->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Where the answer's text is in an event's data: the value (quotes
+ * included) of the dialect's text member. Returns 0 or -1. */
+static int find_text(int dialect, const char *d, size_t n, size_t *off, size_t *len)
+{
+    text_find_t t = {.s = d, .n = n};
+    switch (dialect) {
+    case AV_DIALECT_CHAT: t.key = "content"; break;
+    case AV_DIALECT_COMPLETIONS:
+    case AV_DIALECT_ANTHROPIC: t.key = "text"; break;
+    case AV_DIALECT_RESPONSES:
+        if (memmem(d, n, "\"response.output_text.delta\"", 28) == NULL)
+            return -1;
+        t.key = "delta";
+        break;
+    default: return -1;
+    }
+    t.key_len = strlen(t.key);
+    if (av_jscan_keys(d, n, on_text_key, &t) < 0 || !t.found)
+        return -1;
+    size_t i = t.val + 1;
+    while (i < n && d[i] != '"')
+        i += d[i] == '\\' ? 2 : 1;
+    if (i >= n)
+        return -1;
+    *off = t.val;
+    *len = i + 1 - t.val;
+    return 0;
+}
+
+/* Appends an event with this data (lines split at newlines) and name. */
+static void put_event(struct evbuffer *out, const char *name, size_t name_len, const char *d, size_t n)
+{
+    if (name != NULL)
+        evbuffer_add_printf(out, "event: %.*s\n", (int)name_len, name);
+    for (;;) {
+        const char *nl = memchr(d, '\n', n);
+        size_t k = nl ? (size_t)(nl - d) : n;
+        evbuffer_add(out, "data: ", 6);
+        evbuffer_add(out, d, k);
+        evbuffer_add(out, "\n", 1);
+        if (nl == NULL)
+            break;
+        d += k + 1;
+        n -= k + 1;
+    }
+    evbuffer_add(out, "\n", 1);
+}
+
+/* The dialect's way to end a stream with an error a client SDK raises. */
+static void put_stop(av_req_t *req, preq_t *pr, struct evbuffer *out)
+{
+    struct evbuffer *e = evbuffer_new();
+    int dialect = av_body_dialect(req);
+    if (dialect == AV_DIALECT_ANTHROPIC) {
+        evbuffer_add_printf(e, "{\"type\":\"error\",\"error\":{\"type\":\"permission_error\",\"message\":");
+        av_json_str(e, pr->stop_message, strlen(pr->stop_message));
+        evbuffer_add(e, "}}", 2);
+        put_event(out, "error", 5, (const char *)evbuffer_pullup(e, -1), evbuffer_get_length(e));
+    } else if (dialect == AV_DIALECT_RESPONSES) {
+        evbuffer_add_printf(e, "{\"type\":\"error\",\"code\":");
+        av_json_str(e, pr->stop_rule, strlen(pr->stop_rule));
+        evbuffer_add(e, ",\"message\":", 11);
+        av_json_str(e, pr->stop_message, strlen(pr->stop_message));
+        evbuffer_add(e, ",\"param\":null}", 14);
+        put_event(out, "error", 5, (const char *)evbuffer_pullup(e, -1), evbuffer_get_length(e));
+    } else {
+        evbuffer_add_printf(e, "{\"error\":{\"message\":");
+        av_json_str(e, pr->stop_message, strlen(pr->stop_message));
+        evbuffer_add_printf(e, ",\"type\":\"policy_violation\",\"code\":");
+        av_json_str(e, pr->stop_rule, strlen(pr->stop_rule));
+        evbuffer_add_printf(e, ",\"request_id\":\"%s\"}}", req->id);
+        put_event(out, NULL, 0, (const char *)evbuffer_pullup(e, -1), evbuffer_get_length(e));
+        put_event(out, NULL, 0, "[DONE]", 6);
+    }
+    evbuffer_free(e);
+}
+
+int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer *out)
+{
+    const av_route_t *rt = req->route;
+    vm_t *vm = worker_vm(req);
+    preq_t *pr = preq(req);
+    if (pr->stopped)
+        return 1;
+    if (vm == NULL) {
+        evbuffer_add(out, raw, len);
+        return 0;
+    }
+    if (pr->vm == NULL) {
+        pr->vm = vm;
+        av_arena_on_free(req->arena, (void (*)(void *))free_preq, pr);
+    }
+    /* the event's name and data (its data lines joined by newlines) */
+    const char *name = NULL;
+    size_t name_len = 0;
+    struct evbuffer *data = NULL;
+    const char *d = NULL;
+    size_t dn = 0, ndata = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(raw + i, '\n', len - i);
+        size_t k = nl ? (size_t)(nl - (raw + i)) : len - i, l = k;
+        const char *line = raw + i;
+        i += k + 1;
+        if (l > 0 && line[l - 1] == '\r')
+            l--;
+        if (l >= 6 && memcmp(line, "event:", 6) == 0) {
+            name = line + 6 + (l > 6 && line[6] == ' ');
+            name_len = l - (size_t)(name - line);
+        } else if (l >= 5 && memcmp(line, "data:", 5) == 0) {
+            const char *v = line + 5 + (l > 5 && line[5] == ' ');
+            size_t vn = l - (size_t)(v - line);
+            if (ndata++ == 0) {
+                d = v;
+                dn = vn;
+            } else {
+                if (data == NULL) {
+                    data = evbuffer_new();
+                    evbuffer_add(data, d, dn);
+                }
+                evbuffer_add(data, "\n", 1);
+                evbuffer_add(data, v, vn);
+            }
+        }
+    }
+    if (data != NULL) {
+        dn = evbuffer_get_length(data);
+        d = (const char *)evbuffer_pullup(data, -1);
+    }
+    if (ndata == 0) { /* comments, retry: nothing to judge */
+        evbuffer_add(out, raw, len);
+        if (data != NULL)
+            evbuffer_free(data);
+        return 0;
+    }
+    int dialect = av_body_dialect(req);
+    size_t toff = 0, tlen = 0;
+    int has_text = find_text(dialect, d, dn, &toff, &tlen) == 0;
+    lua_State *L = vm->L;
+    vm->req = req;
+    vm->pr = pr;
+    /* the event table, shared by the route's on_chunk policies in turn */
+    lua_createtable(L, 0, 6);
+    int ev = lua_gettop(L);
+    lua_pushlstring(L, d, dn);
+    lua_setfield(L, ev, "data");
+    if (name != NULL) {
+        lua_pushlstring(L, name, name_len);
+        lua_setfield(L, ev, "event");
+    }
+    lua_pushnumber(L, (lua_Number)++pr->events);
+    lua_setfield(L, ev, "index");
+    if (dn == 6 && memcmp(d, "[DONE]", 6) == 0) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, ev, "done");
+    }
+    if (has_text) {
+        char small[512];
+        char *buf = tlen <= sizeof(small) ? small : av_malloc(tlen);
+        long m = av_jscan_unescape(d + toff + 1, tlen - 2, buf);
+        if (m >= 0) {
+            lua_pushlstring(L, buf, (size_t)m);
+            lua_setfield(L, ev, "text");
+        } else {
+            has_text = 0;
+        }
+        if (buf != small)
+            free(buf);
+    }
+    /* what the policies may change, kept to compare */
+    lua_getfield(L, ev, "data");
+    int data0 = lua_gettop(L);
+    lua_getfield(L, ev, "text");
+    int text0 = lua_gettop(L);
+    for (size_t k = 0; k < rt->npolicies && !pr->stopped; k++) {
+        size_t i = (size_t)rt->policies[k];
+        const pol_t *p = &vm->set->pol[i];
+        if (!(p->phases & PH_CHUNK))
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->refs[i]);
+        lua_getfield(L, -1, "on_chunk");
+        lua_remove(L, -2);
+        push_r(vm, pr);
+        lua_pushvalue(L, ev);
+        char err[512];
+        if (vm_call(vm, 2, 0, PH_CHUNK, i, err, sizeof(err)) != 0) {
+            pr->errors++;
+            av_worker_policy_count(req->worker, p->name, "errors", 1);
+            AV_WARN("policy %s: request %s: on_chunk failed (%s): %s", p->name, req->id,
+                    p->fail_closed ? "fail-closed: the stream is stopped" : "fail-open: the stream goes on", err);
+            verdict(pr, p->name, "error", "on_chunk");
+            if (p->fail_closed) {
+                pr->stopped = 1;
+                snprintf(pr->stop_rule, sizeof(pr->stop_rule), "policy_error");
+                snprintf(pr->stop_message, sizeof(pr->stop_message), "policy %s failed and is fail-closed", p->name);
+            }
+        }
+    }
+    int stopped = pr->stopped;
+    if (stopped) {
+        put_stop(req, pr, out);
+    } else {
+        lua_getfield(L, ev, "drop");
+        int drop = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        lua_getfield(L, ev, "data");
+        lua_getfield(L, ev, "text");
+        int data_changed = !lua_rawequal(L, -2, data0), text_changed = !lua_rawequal(L, -1, text0);
+        if (drop) {
+            /* nothing goes out */
+        } else if (data_changed && lua_type(L, -2) == LUA_TSTRING) {
+            size_t n;
+            const char *nd = lua_tolstring(L, -2, &n);
+            put_event(out, name, name_len, nd, n);
+        } else if (text_changed && has_text && lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *nt = lua_tolstring(L, -1, &n);
+            struct evbuffer *e = evbuffer_new();
+            evbuffer_add(e, d, toff);
+            av_json_str(e, nt, n);
+            evbuffer_add(e, d + toff + tlen, dn - toff - tlen);
+            put_event(out, name, name_len, (const char *)evbuffer_pullup(e, -1), evbuffer_get_length(e));
+            evbuffer_free(e);
+        } else {
+            evbuffer_add(out, raw, len);
+        }
+    }
+    lua_settop(L, 0);
+    vm->req = NULL;
+    vm->pr = NULL;
+    if (data != NULL)
+        evbuffer_free(data);
+    return stopped;
 }
 
 void av_policy_done(av_req_t *req)

@@ -51,6 +51,15 @@ int av_policy_request(av_req_t *req);
  * the policy set (req->policy holds it). */
 int av_policy_response(av_req_t *req, av_headers_t *hdrs);
 void av_policy_complete(av_req_t *req);
+/* Whether the request's route has a policy with on_chunk. */
+int av_policy_wants_chunks(const av_req_t *req);
+/* One whole SSE event of the answer (raw bytes, blank line included): runs
+ * on_chunk and appends what the client gets to out: the event as it was,
+ * rewritten (event.text or event.data changed), nothing (event.drop), or,
+ * when a policy called r:stop(), the dialect's closing (OpenAI: an error
+ * event and [DONE]; Anthropic and Responses: an error event). Returns 1
+ * after a stop: nothing more goes to the client. */
+int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer *out);
 /* Lets go of the request's Lua state; before the config is let go. */
 void av_policy_done(av_req_t *req);
 

@@ -408,16 +408,94 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     av_usage_init(req->usage, av_body_dialect(req), req->stream, req->strip_usage);
     av_arena_on_free(req->arena, free_usage, req->usage);
     req->usage->want_text = req->pair != NULL; /* a shadow pair compares the answers' text */
+    if (req->stream && av_policy_wants_chunks(req)) {
+        req->chunk_in = evbuffer_new();
+        av_arena_on_free(req->arena, free_evbuffer, req->chunk_in);
+    }
     /* a stripped usage chunk changes the length: the client side frames it */
     req->client->respond_head(req, status, &out, req->stream || req->usage->strip ? -1 : content_length);
 }
 
-/* What the usage reader passes on (strip) goes to the client. */
+static void send_client(av_req_t *req, const char *data, size_t len)
+{
+    req->bytes_out += len;
+    req->client->respond_body(req, data, len);
+}
+
+/* After r:stop(): the backend is let go and the client's answer ended,
+ * from the loop (not inside the backend's read). */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_req_t *req = arg;
+    if (req->finished)
+        return;
+    if (req->up != NULL || req->up2 != NULL || req->waiting)
+        av_upstream_cancel(req);
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_end(req); /* may free req */
+}
+
+static void free_event(void *p)
+{
+    event_free(p);
+}
+
+/* Whole events from ev_buf through the route's on_chunk policies. */
+static void chunk_events(av_req_t *req, int last)
+{
+    struct evbuffer *in = req->chunk_in;
+    for (;;) {
+        size_t n = evbuffer_get_length(in), end = 0;
+        if (n == 0)
+            return;
+        const char *p = (const char *)evbuffer_pullup(in, -1);
+        for (size_t i = 0; i + 1 < n; i++) /* an event ends at an empty line: \n\n or \n\r\n */
+            if (p[i] == '\n' && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n'))) {
+                end = i + (p[i + 1] == '\n' ? 2 : 3);
+                break;
+            }
+        if (end == 0) {
+            if (!last)
+                return; /* the rest of the event comes in a later read */
+            end = n;
+        }
+        struct evbuffer *out = evbuffer_new();
+        int stop = av_policy_chunk(req, p, end, out);
+        evbuffer_drain(in, end);
+        size_t olen = evbuffer_get_length(out);
+        if (olen > 0)
+            send_client(req, (const char *)evbuffer_pullup(out, -1), olen);
+        evbuffer_free(out);
+        if (stop) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            req->blocked = 1;
+            req->error = "policy_stopped";
+            if (!last) {
+                req->stop_ev = evtimer_new(req->worker->base, stop_cb, req);
+                av_arena_on_free(req->arena, free_event, req->stop_ev);
+                struct timeval now = {0, 0};
+                evtimer_add(req->stop_ev, &now);
+            }
+            return;
+        }
+    }
+}
+
+/* What the usage reader passes on (strip) goes to the client, through the
+ * route's on_chunk policies when it has any. */
 static void to_client(void *arg, const char *data, size_t len)
 {
     av_req_t *req = arg;
-    req->bytes_out += len;
-    req->client->respond_body(req, data, len);
+    if (req->chunk_in == NULL) {
+        send_client(req, data, len);
+        return;
+    }
+    if (req->blocked)
+        return;
+    evbuffer_add(req->chunk_in, data, len);
+    chunk_events(req, 0);
 }
 
 void av_req_backend_body(av_req_t *req, const char *data, size_t len)
@@ -425,7 +503,7 @@ void av_req_backend_body(av_req_t *req, const char *data, size_t len)
     uint64_t now = av_now_us();
     if (req->t_first_byte_us == 0)
         req->t_first_byte_us = now;
-    if (req->blocked)
+    if (req->blocked && req->chunk_in == NULL)
         return;
     av_usage_feed(req->usage, data, len, now, to_client, req);
     if (!req->usage->strip)
@@ -434,10 +512,14 @@ void av_req_backend_body(av_req_t *req, const char *data, size_t len)
 
 void av_req_backend_end(av_req_t *req)
 {
+    if (req->finished)
+        return;
     req->finished = 1;
     req->t_end_us = av_now_us();
     if (req->usage != NULL)
         av_usage_end(req->usage, req->t_end_us, to_client, req);
+    if (req->chunk_in != NULL && !req->blocked)
+        chunk_events(req, 1); /* a last event without its blank line */
     kpi_write(req);
     req->client->respond_end(req); /* may free req */
 }

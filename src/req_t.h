@@ -97,6 +97,8 @@ struct av_req_s {
     int stream;                          /* text/event-stream */
     int ran, head_sent, finished, logged, client_gone;
     int blocked;                         /* a policy refused the response: the backend's is dropped */
+    struct evbuffer *chunk_in;           /* on_chunk policies: the event being read */
+    struct event *stop_ev;               /* after r:stop(): ends the answer from the loop */
     const char *error;                   /* error class, NULL when none */
     uint64_t t_wall_us;
     uint64_t t_start_us, t_head_us, t_first_byte_us, t_end_us;

@@ -223,6 +223,84 @@ check "reload under h2load: reloads happened" grep -q "policy files in .* change
 
 stop_pid "$AV_PID"
 
+# streams: on_chunk rewrites each event's text, drops one, and stops the stream on request
+start_sim gen
+cat >"$T/pol/chunky.lua" <<'LUA'
+return {
+  fail = "open",
+  on_chunk = function(r, ev)
+    if ev.text and ev.text:find("e", 1, true) then
+      ev.text = ev.text:gsub("e", "3")
+      r:audit("no_e")
+    end
+    local stop_at = tonumber(r:header("x-stop-at") or "")
+    if stop_at and ev.index == stop_at then r:stop("the answer broke a rule", "test_stop") end
+  end,
+}
+LUA
+cat >"$T/s.json" <<JSON
+{
+  "listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
+  "log": {"kpi": "$T/kpi2.log", "level": "info"}, "policy": {"dir": "pol"},
+  "backends": {"sim": {"url": "http://127.0.0.1:$gen_PORT"}},
+  "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"}, "policies": ["chunky"],
+              "variants": [{"name": "a", "backend": "sim"}]}]
+}
+JSON
+start_aviary "$T/s.json"
+# sse.py: reads an SSE stream as a client library does; prints the texts joined, the
+# last two events, and "ok" when every data line but [DONE] is JSON
+cat >"$T/sse.py" <<'PY'
+import json, sys
+events, cur = [], {"event": None, "data": []}
+for line in sys.stdin.read().split("\n"):
+    line = line.rstrip("\r")
+    if line == "":
+        if cur["data"]:
+            events.append((cur["event"], "\n".join(cur["data"])))
+        cur = {"event": None, "data": []}
+    elif line.startswith("event:"):
+        cur["event"] = line[6:].strip()
+    elif line.startswith("data:"):
+        cur["data"].append(line[5:].lstrip(" "))
+text, ok = "", True
+for name, data in events:
+    if data == "[DONE]":
+        continue
+    try:
+        j = json.loads(data)
+    except ValueError:
+        ok = False
+        continue
+    for c in j.get("choices") or []:
+        text += (c.get("delta") or {}).get("content") or ""
+    if j.get("type") == "content_block_delta":
+        text += j["delta"].get("text", "")
+print("TEXT", text)
+print("LAST2", [e for e in events[-2:]])
+print("JSONOK" if ok else "BADJSON", len(events))
+PY
+out=$(curl -sN --max-time 10 "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 40' \
+      -d '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}' | python3 "$T/sse.py")
+like "on_chunk: every event still JSON after the rewrites" "$out" 'JSONOK'
+like "on_chunk: the text rewritten (e to 3)" "$out" 'TEXT .*3'
+unlike "on_chunk: no e left in the text the client got" "$(printf '%s\n' "$out" | grep '^TEXT')" 'e'
+out=$(curl -sN --max-time 10 "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 40' -H 'x-stop-at: 5' \
+      -H 'x-request-id: stop-1' -d '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}' |
+      python3 "$T/sse.py")
+like "r:stop() on OpenAI: an error event, then [DONE], all parseable" "$out" \
+    "LAST2 \[\(None, '\{\"error\":\{\"message\":\"the answer broke a rule\",\"type\":\"policy_violation\",\"code\":\"test_stop\".*\(None, '\[DONE\]'\)\] JSONOK 6"
+out=$(curl -sN --max-time 10 "http://$AV/v1/messages" -H 'x-sim-tokens: 40' -H 'x-stop-at: 4' \
+      -d '{"model":"m","stream":true,"max_tokens":99,"messages":[{"role":"user","content":"hi"}]}' | python3 "$T/sse.py")
+like "r:stop() on Anthropic: the stream ends with an error event" "$out" \
+    "\('error', '\{\"type\":\"error\",\"error\":\{\"type\":\"permission_error\",\"message\":\"the answer broke a rule\"\}\}'\)\] JSONOK 4"
+wait_until 5 grep -q '"request_id":"stop-1"' "$T/kpi2.log"
+like "KPI: a stopped stream: its verdicts and error" "$(grep '"request_id":"stop-1"' "$T/kpi2.log")" \
+    '"policy":\[\{"policy":"chunky","action":"rewrite","rule":"no_e"\},\{"policy":"chunky","action":"stop","rule":"test_stop"\}\],"policy_errors":0,"error":"policy_stopped"'
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$AV/v1/chat/completions" -d '{"model":"m","messages":[]}')
+is "after a stopped stream the next request is served" "$code" 200
+stop_pid "$AV_PID"
+
 # config errors: a missing file and a policy without fail=, each at its place in the config
 sed 's/"policies": \["block"\]/"policies": ["nosuch"]/' "$T/a.json" >"$T/b.json"
 out=$("$B/src/aviary" -t -c "$T/b.json" 2>&1)
