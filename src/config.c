@@ -740,6 +740,30 @@ static int c_route_policies(ctx_t *x, const cJSON *v, void *base)
     return 0;
 }
 
+/* "policy_params": {"max_tokens": {"cap": 1024}}: what r:params() gives each policy */
+static int c_policy_params(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    if (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 16)
+        return fail(x, "expected {\"POLICY\": {...}, ...} for at most 16 policies");
+    r->nparams_raw = (size_t)cJSON_GetArraySize(v);
+    r->params_raw = av_arena_calloc(x->cfg->arena, (r->nparams_raw ? r->nparams_raw : 1) * sizeof(av_kv_t));
+    size_t i = 0;
+    for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+        push_key(x, e->string);
+        if (!cJSON_IsObject(e))
+            return fail(x, "expected an object of the policy's parameters");
+        char *text = cJSON_PrintUnformatted(e);
+        if (text == NULL)
+            av_oom();
+        r->params_raw[i].name = dup_str(x, e->string);
+        r->params_raw[i].value = dup_str(x, text);
+        cJSON_free(text);
+        pop(x);
+    }
+    return 0;
+}
+
 static int c_geo_rules(ctx_t *x, const cJSON *v, void *base)
 {
     av_route_t *r = base;
@@ -829,6 +853,7 @@ static const kspec_t route_spec[] = {
     {"geo", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geo_rules},
     {"shadow", K_OBJ, 0, 0, 0, 0, NULL, 0, shadow_spec, NULL},
     {"policies", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_route_policies},
+    {"policy_params", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_policy_params},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -1014,6 +1039,29 @@ static int load_policies(ctx_t *x, av_config_t *c)
     for (size_t i = 0; i < c->nroutes; i++)
         for (size_t k = 0; k < c->routes[i].npolicies; k++)
             c->routes[i].policies[k] = av_policies_find(c->policies, c->routes[i].policy_names[k]);
+    return 0;
+}
+
+/* Each route's policy_params, matched to the policies it lists. */
+static int match_params(ctx_t *x, av_config_t *c)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        av_route_t *r = &c->routes[i];
+        r->policy_params = av_arena_calloc(c->arena, (r->npolicies ? r->npolicies : 1) * sizeof(char *));
+        for (size_t j = 0; j < r->nparams_raw; j++) {
+            size_t k = 0;
+            while (k < r->npolicies && strcmp(r->policy_names[k], r->params_raw[j].name) != 0)
+                k++;
+            if (k == r->npolicies) {
+                push_key(x, "routes");
+                push_index(x, i);
+                push_key(x, "policy_params");
+                push_key(x, r->params_raw[j].name);
+                return fail(x, "the route has no policy \"%s\" in \"policies\"", r->params_raw[j].name);
+            }
+            r->policy_params[k] = r->params_raw[j].value;
+        }
+    }
     return 0;
 }
 
@@ -1236,7 +1284,7 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
             goto fail;
         }
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
-    if (load_policies(&x, c) != 0)
+    if (match_params(&x, c) != 0 || load_policies(&x, c) != 0)
         goto fail;
     cJSON_Delete(root);
     free(buf);

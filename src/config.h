@@ -143,7 +143,10 @@ typedef struct av_route_s {
     struct av_split_state_s *split;      /* shared weights and counters (set by av_split_attach) */
     const char **policy_names;           /* as written, run in this order */
     int *policies;                       /* their indexes in the generation's set */
+    const char **policy_params;          /* per listed policy: its "policy_params" as JSON text, or NULL */
     size_t npolicies;
+    av_kv_t *params_raw;                 /* "policy_params" as written: name, JSON text */
+    size_t nparams_raw;
 } av_route_t;
 
 typedef struct av_config_s {

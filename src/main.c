@@ -17,6 +17,7 @@
 #include "kpilog.h"
 #include "listener.h"
 #include "log.h"
+#include "policy_test.h"
 #include "report.h"
 #include "split.h"
 #include "worker.h"
@@ -46,6 +47,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: aviary [-c FILE] [-t] [--ready-file FILE]\n"
             "       aviary report [--since TIME] [--until TIME] [--route NAME] [--json] KPI_LOG...\n"
+            "       aviary policy-test [--bench N] [--quiet] POLICY.lua... CASES.json\n"
             "Aviary: a progressive-delivery gateway for AI model APIs.\n\n"
             "  -c, --config FILE     routing config (default conf/aviary.json)\n"
             "  -t, --test            check the config and exit: 0 if valid, 1 with file:line:column: key: reason\n"
@@ -205,6 +207,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "report") == 0)
         return av_report_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "policy-test") == 0)
+        return av_policy_test_main(argc - 1, argv + 1);
     av_main_t m = {.config_path = "conf/aviary.json"};
     int test_only = 0;
     enum { O_READY = 256 };

@@ -521,6 +521,31 @@ static int r_usage(lua_State *L)
     return 1;
 }
 
+/* r:params(): the route's "policy_params" for the running policy, decoded
+ * once per VM and route; read-only. */
+static int r_params(lua_State *L)
+{
+    vm_t *vm = call_vm(L, ANY, "r:params()");
+    const av_route_t *rt = vm->req->route;
+    size_t k = 0;
+    while (k < rt->npolicies && (size_t)rt->policies[k] != vm->policy)
+        k++;
+    char key[64];
+    snprintf(key, sizeof(key), "aviary.params.%zu.%zu", (size_t)(rt - vm->req->cfg->routes), k);
+    lua_getfield(L, LUA_REGISTRYINDEX, key);
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    const char *text = k < rt->npolicies && rt->policy_params ? rt->policy_params[k] : NULL;
+    char err[128];
+    if (text == NULL || av_luajson_decode(L, text, strlen(text), err, sizeof(err)) != 0)
+        lua_newtable(L);
+    make_readonly(L, "r:params()");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+    return 1;
+}
+
 static int r_log(lua_State *L)
 {
     vm_t *vm = call_vm(L, ANY, "r:log()");
@@ -642,6 +667,7 @@ static const luaL_Reg r_methods[] = {
     {"response_header", r_response_header},
     {"set_response_header", r_set_response_header},
     {"usage", r_usage},
+    {"params", r_params},
     {"log", r_log},
     {NULL, NULL},
 };
@@ -1363,6 +1389,30 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
         lua_getfield(L, ev, "data");
         lua_getfield(L, ev, "text");
         int data_changed = !lua_rawequal(L, -2, data0), text_changed = !lua_rawequal(L, -1, text0);
+        lua_getfield(L, ev, "before"); /* events to send first: strings (data) or {event =, data =} */
+        int bt = lua_gettop(L);
+        for (int k = 1; lua_istable(L, bt); k++) {
+            lua_rawgeti(L, bt, k);
+            int item = lua_gettop(L);
+            if (lua_isnil(L, item))
+                break;
+            size_t bn = 0, en = 0;
+            const char *bd = NULL, *ename = NULL;
+            if (lua_type(L, item) == LUA_TSTRING) {
+                bd = lua_tolstring(L, item, &bn);
+            } else if (lua_istable(L, item)) {
+                lua_getfield(L, item, "data");
+                lua_getfield(L, item, "event");
+                if (lua_type(L, item + 1) == LUA_TSTRING)
+                    bd = lua_tolstring(L, item + 1, &bn);
+                if (lua_type(L, item + 2) == LUA_TSTRING)
+                    ename = lua_tolstring(L, item + 2, &en);
+            }
+            if (bd != NULL)
+                put_event(out, ename, en, bd, bn);
+            lua_settop(L, bt);
+        }
+        lua_settop(L, bt - 1);
         if (drop) {
             /* nothing goes out */
         } else if (data_changed && lua_type(L, -2) == LUA_TSTRING) {

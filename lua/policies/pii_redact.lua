@@ -1,0 +1,187 @@
+-- pii_redact: e-mail addresses, phone numbers, card numbers (Luhn-checked)
+-- and IBANs (checksum-checked) replaced by [EMAIL], [PHONE], [CARD], [IBAN]:
+-- in the prompt before it leaves (messages, Anthropic system, Responses
+-- input), and in streamed answers, across event boundaries: the end of each
+-- event's text that could be the start of one (the last word, and digit
+-- groups before it) is held back and sent with the next event's text, or,
+-- at the end, in an event of its own before the closing one.
+--
+-- params: kinds (list, default all four), prompts (default true),
+-- answers (default true).
+
+local function luhn(d)
+  local sum, alt = 0, false
+  for i = #d, 1, -1 do
+    local n = d:byte(i) - 48
+    if alt then n = n * 2; if n > 9 then n = n - 9 end end
+    sum, alt = sum + n, not alt
+  end
+  return sum % 10 == 0
+end
+
+local function iban_ok(s)
+  s = s:gsub(" ", "")
+  if #s < 15 or #s > 34 then return false end
+  local moved, rem = s:sub(5) .. s:sub(1, 4), 0
+  for i = 1, #moved do
+    local c = moved:sub(i, i)
+    local v = c:match("%d") and tonumber(c) or (c:byte() - 55)
+    if v < 0 or v > 35 then return false end
+    if v >= 10 then rem = (rem * 100 + v) % 97 else rem = (rem * 10 + v) % 97 end
+  end
+  return rem == 1
+end
+
+-- Whether s has a digit: ten plain searches (memchr) cost less than one
+-- pattern search, which steps through s a byte at a time.
+local DIGITS = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+local function has_digit(s)
+  for i = 1, 10 do
+    if s:find(DIGITS[i], 1, true) then return true end
+  end
+  return false
+end
+
+-- Redacts s; found[kind] = true for each kind replaced.
+local function redact(s, kinds, found)
+  -- cheap looks first: most text has no @ and few digits
+  local digit = has_digit(s)
+  if not digit and not s:find("@", 1, true) then return s end
+  if kinds.iban and digit and s:find("%u%u%d%d") then
+    s = s:gsub("%u%u%d%d[%u%d ]+[%u%d]", function(m)
+      if iban_ok(m) then found.iban = true; return "[IBAN]" end
+    end)
+  end
+  if kinds.email and s:find("@", 1, true) then
+    s = s:gsub("[%w%.%%%+%-_]+@[%w%-]+%.[%w%.%-]*%a", function()
+      found.email = true
+      return "[EMAIL]"
+    end)
+  end
+  if (kinds.card or kinds.phone) and digit then
+    s = s:gsub("%+?%(?%d[%d %-%.%(%)]*%d", function(m)
+      local digits = m:gsub("%D", "")
+      if kinds.card and #digits >= 13 and #digits <= 19 and luhn(digits) then
+        found.card = true
+        return "[CARD]"
+      end
+      if kinds.phone and #digits >= 9 and #digits <= 15 then
+        found.phone = true
+        return "[PHONE]"
+      end
+    end)
+  end
+  return s
+end
+
+local ALL = {"email", "phone", "card", "iban"}
+
+local function kinds_of(r)
+  local k = r.ctx.pii_kinds
+  if k then return k end
+  k = {}
+  for _, name in ipairs(r:params().kinds or ALL) do k[name] = true end
+  r.ctx.pii_kinds = k
+  return k
+end
+
+local function audit(r, found)
+  for _, kind in ipairs(ALL) do
+    if found[kind] then r:audit(kind) end
+  end
+end
+
+-- Where the text's end that must wait begins: the last word, and the digit
+-- groups (with spaces, dashes, parentheses) before it, at most 40 bytes.
+local function hold_from(s)
+  local i = s:find("[^%s]*$")
+  local j = s:find("[%d%u%s%-%(%)%+%.]*$")
+  if j < i and s:sub(j, i - 1):find("%d") then i = math.max(j, #s - 40 + 1, 1) end
+  return i
+end
+
+-- A text event like the last one, with this text.
+local function text_event(r, text)
+  local j = aviary.json_decode(r.ctx.pii_last_data or "")
+  if type(j) ~= "table" then return nil end
+  if type(j.choices) == "table" and type(j.choices[1]) == "table" then
+    local c = j.choices[1]
+    if type(c.delta) == "table" then c.delta.content = text else c.text = text end
+  elseif j.type == "content_block_delta" and type(j.delta) == "table" then
+    j.delta.text = text
+  elseif j.type == "response.output_text.delta" then
+    j.delta = text
+  else
+    return nil
+  end
+  return {event = r.ctx.pii_last_event, data = aviary.json_encode(j)}
+end
+
+return {
+  fail = "closed",
+  description = "redacts e-mails, phone numbers, cards and IBANs in prompts and streamed answers",
+  on_request = function(r)
+    if r:params().prompts == false then return end
+    local body = r:body()
+    if type(body) ~= "table" then return end
+    local kinds, found, changed = kinds_of(r), {}, false
+    local function fix(t, k)
+      if type(t[k]) == "string" then
+        local v = redact(t[k], kinds, found)
+        if v ~= t[k] then t[k] = v; changed = true end
+      end
+    end
+    local function fix_content(m)
+      if type(m) ~= "table" then return end
+      fix(m, "content")
+      if type(m.content) == "table" then
+        for _, part in ipairs(m.content) do
+          if type(part) == "table" then fix(part, "text"); fix(part, "content") end
+        end
+      end
+    end
+    for _, m in ipairs(type(body.messages) == "table" and body.messages or {}) do fix_content(m) end
+    fix(body, "system")
+    fix(body, "prompt")
+    fix(body, "input")
+    if type(body.input) == "table" then
+      for _, m in ipairs(body.input) do fix_content(m) end
+    end
+    if changed then
+      r:set_body(body)
+      audit(r, found)
+    end
+  end,
+  on_chunk = function(r, event)
+    local ctx = r.ctx
+    if ctx.pii_off == nil then ctx.pii_off = r:params().answers == false end
+    if ctx.pii_off then return end
+    local carry = ctx.pii_carry or ""
+    if event.text == nil then
+      if carry ~= "" then -- the end: what was held goes out in its own event first
+        local found = {}
+        local ev = text_event(r, redact(carry, kinds_of(r), found))
+        if ev then event.before = {ev} end
+        audit(r, found)
+        ctx.pii_carry = ""
+      end
+      return
+    end
+    ctx.pii_last_data, ctx.pii_last_event = event.data, event.event
+    local s = carry .. event.text
+    local cut = hold_from(s)
+    local found = {}
+    event.text = redact(s:sub(1, cut - 1), kinds_of(r), found)
+    ctx.pii_carry = s:sub(cut)
+    audit(r, found)
+  end,
+  selftest = function()
+    local all, f = {email = true, phone = true, card = true, iban = true}, {}
+    assert(redact("mail a.b@example.com now", all, f) == "mail [EMAIL] now")
+    assert(redact("card 4111 1111 1111 1111.", all, f) == "card [CARD].")
+    assert(redact("order 4111 1111 1111 1112.", all, f) == "order 4111 1111 1111 1112.") -- not Luhn: kept
+    assert(redact("IBAN DE89 3704 0044 0532 0130 00", all, f) == "IBAN [IBAN]")
+    assert(redact("call +49 30 1234567", all, f) == "call [PHONE]")
+    assert(redact("in 2024 we sold 300", all, f) == "in 2024 we sold 300")
+  end,
+}
