@@ -33,6 +33,8 @@
 #define HOOK_EVERY 1000 /* instructions between budget checks */
 
 enum { PH_REQUEST = 1, PH_RESPONSE = 2, PH_CHUNK = 4, PH_COMPLETE = 8, PH_SELFTEST = 16, PH_LOAD = 32 };
+enum { K_DATA = 1, K_EVENT, K_INDEX, K_DONE, K_TEXT, K_DROP, K_BEFORE, K_NKEYS };
+static const char *const key_names[K_NKEYS] = {NULL, "data", "event", "index", "done", "text", "drop", "before"};
 static const char *const phase_fn[] = {"on_request", "on_response", "on_chunk", "on_complete"};
 
 typedef struct {
@@ -55,8 +57,12 @@ struct vm_s {
     lua_State *L;
     const av_policies_t *set;
     size_t used;
+    lua_Alloc lj_alloc;        /* LuaJIT's allocator, which vm_alloc counts and caps */
+    void *lj_ud;
     int *refs;                 /* per policy: its table */
+    int *chunk_refs;           /* per policy: its on_chunk, or LUA_NOREF */
     int r_mt;                  /* the metatable of r */
+    int keys;                  /* a table of the event's field names, by K_* (no hashing per event) */
     /* the call running */
     int active;
     int64_t count;
@@ -85,18 +91,19 @@ typedef struct av_preq_s {
 
 /* ---- the VM: memory, budget, sandbox ---- */
 
+/* LuaJIT's own allocator (faster than malloc for its small objects), with
+ * the VM's bytes counted against its cap. */
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     vm_t *vm = ud;
     if (nsize == 0) {
-        free(ptr);
         vm->used -= osize;
-        return NULL;
+        return vm->lj_alloc(vm->lj_ud, ptr, osize, 0);
     }
     size_t old = ptr ? osize : 0;
     if (nsize > old && vm->used - old + nsize > (size_t)vm->set->lim.memory_bytes)
         return NULL; /* Lua raises "not enough memory" in the policy */
-    void *p = realloc(ptr, nsize);
+    void *p = vm->lj_alloc(vm->lj_ud, ptr, osize, nsize);
     if (p != NULL)
         vm->used = vm->used - old + nsize;
     return p;
@@ -745,6 +752,7 @@ static void vm_free(vm_t *vm)
     if (vm->L != NULL)
         lua_close(vm->L);
     free(vm->refs);
+    free(vm->chunk_refs);
     free(vm);
 }
 
@@ -778,7 +786,13 @@ static vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad
     vm_t *vm = av_calloc(1, sizeof(*vm));
     vm->set = set;
     vm->refs = av_calloc(set->n ? set->n : 1, sizeof(int));
-    vm->L = lua_newstate(vm_alloc, vm);
+    vm->chunk_refs = av_calloc(set->n ? set->n : 1, sizeof(int));
+    vm->L = luaL_newstate();
+    if (vm->L != NULL) {
+        vm->lj_alloc = lua_getallocf(vm->L, &vm->lj_ud);
+        vm->used = (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
+        lua_setallocf(vm->L, vm_alloc, vm);
+    }
     if (vm->L == NULL) {
         snprintf(err, errlen, "cannot make a Lua VM (memory cap %lld bytes)", (long long)set->lim.memory_bytes);
         free(vm->refs);
@@ -857,8 +871,16 @@ static vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad
             vm_free(vm);
             return NULL;
         }
+        lua_getfield(L, -1, "on_chunk");
+        vm->chunk_refs[i] = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
         vm->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    lua_createtable(L, K_NKEYS, 0);
+    for (int k = 1; k < K_NKEYS; k++) {
+        lua_pushstring(L, key_names[k]);
+        lua_rawseti(L, -2, k);
+    }
+    vm->keys = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
     *bad = -1;
     return vm;
@@ -1322,20 +1344,25 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
     lua_State *L = vm->L;
     vm->req = req;
     vm->pr = pr;
-    /* the event table, shared by the route's on_chunk policies in turn */
+    /* the event table, shared by the route's on_chunk policies in turn; its
+     * field names come from the keys table (interned once per VM) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->keys);
+    int keys = lua_gettop(L);
+#define SET_K(k) (lua_rawgeti(L, keys, (k)), lua_insert(L, -2), lua_rawset(L, ev))
+#define GET_K(k) (lua_rawgeti(L, keys, (k)), lua_rawget(L, ev))
     lua_createtable(L, 0, 6);
     int ev = lua_gettop(L);
     lua_pushlstring(L, d, dn);
-    lua_setfield(L, ev, "data");
+    SET_K(K_DATA);
     if (name != NULL) {
         lua_pushlstring(L, name, name_len);
-        lua_setfield(L, ev, "event");
+        SET_K(K_EVENT);
     }
     lua_pushnumber(L, (lua_Number)++pr->events);
-    lua_setfield(L, ev, "index");
+    SET_K(K_INDEX);
     if (dn == 6 && memcmp(d, "[DONE]", 6) == 0) {
         lua_pushboolean(L, 1);
-        lua_setfield(L, ev, "done");
+        SET_K(K_DONE);
     }
     if (has_text) {
         char small[512];
@@ -1343,7 +1370,7 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
         long m = av_jscan_unescape(d + toff + 1, tlen - 2, buf);
         if (m >= 0) {
             lua_pushlstring(L, buf, (size_t)m);
-            lua_setfield(L, ev, "text");
+            SET_K(K_TEXT);
         } else {
             has_text = 0;
         }
@@ -1351,18 +1378,16 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             free(buf);
     }
     /* what the policies may change, kept to compare */
-    lua_getfield(L, ev, "data");
+    GET_K(K_DATA);
     int data0 = lua_gettop(L);
-    lua_getfield(L, ev, "text");
+    GET_K(K_TEXT);
     int text0 = lua_gettop(L);
     for (size_t k = 0; k < rt->npolicies && !pr->stopped; k++) {
         size_t i = (size_t)rt->policies[k];
         const pol_t *p = &vm->set->pol[i];
         if (!(p->phases & PH_CHUNK))
             continue;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->refs[i]);
-        lua_getfield(L, -1, "on_chunk");
-        lua_remove(L, -2);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, vm->chunk_refs[i]);
         push_r(vm, pr);
         lua_pushvalue(L, ev);
         char err[512];
@@ -1383,13 +1408,13 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
     if (stopped) {
         put_stop(req, pr, out);
     } else {
-        lua_getfield(L, ev, "drop");
+        GET_K(K_DROP);
         int drop = lua_toboolean(L, -1);
         lua_pop(L, 1);
-        lua_getfield(L, ev, "data");
-        lua_getfield(L, ev, "text");
+        GET_K(K_DATA);
+        GET_K(K_TEXT);
         int data_changed = !lua_rawequal(L, -2, data0), text_changed = !lua_rawequal(L, -1, text0);
-        lua_getfield(L, ev, "before"); /* events to send first: strings (data) or {event =, data =} */
+        GET_K(K_BEFORE); /* events to send first: strings (data) or {event =, data =} */
         int bt = lua_gettop(L);
         for (int k = 1; lua_istable(L, bt); k++) {
             lua_rawgeti(L, bt, k);
@@ -1432,6 +1457,8 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             evbuffer_add(out, raw, len);
         }
     }
+#undef SET_K
+#undef GET_K
     lua_settop(L, 0);
     vm->req = NULL;
     vm->pr = NULL;
