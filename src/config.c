@@ -974,6 +974,7 @@ static const kspec_t admin_spec[] = {
 
 static const kspec_t log_spec[] = {
     {"kpi", K_STR, offsetof(av_config_t, kpi_log), 1, 0, 0, "-", K_RESTART, NULL, NULL},
+    {"audit", K_STR, offsetof(av_config_t, audit_log), 1, 0, 0, NULL, K_RESTART, NULL, NULL},
     {"level", K_STR, offsetof(av_config_t, log_level), 1, 0, 0, "info", 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
@@ -1284,6 +1285,7 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
             goto fail;
         }
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
+    c->audit_log = relative_to(&x, c->dir, c->audit_log);
     if (match_params(&x, c) != 0 || load_policies(&x, c) != 0)
         goto fail;
     cJSON_Delete(root);
@@ -1369,4 +1371,6 @@ void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
         warn("admin.address", arg);
     if (!streq_null(old->kpi_log, cur->kpi_log))
         warn("log.kpi", arg);
+    if (!streq_null(old->audit_log, cur->audit_log))
+        warn("log.audit", arg);
 }

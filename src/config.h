@@ -163,6 +163,7 @@ typedef struct av_config_s {
     const char *admin_token_env;
     const char *admin_token;             /* secret: never logged */
     const char *kpi_log;                 /* "-" is standard output */
+    const char *audit_log;               /* NULL: none */
     const char *log_level;
     int64_t header_timeout_ms, idle_timeout_ms, max_header_bytes, max_headers, max_body_bytes;
     int64_t drain_timeout_ms;

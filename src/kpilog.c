@@ -123,6 +123,28 @@ void av_kpi_format(struct evbuffer *out, const av_kpi_rec_t *r)
     evbuffer_commit_space(out, &v, 1);
 }
 
+void av_audit_begin(struct evbuffer *out, const char *type)
+{
+    uint64_t us = av_wall_us();
+    evbuffer_add_printf(out, "{\"time\":\"%s.%03uZ\",\"type\":", utc_second((time_t)(us / 1000000u)),
+                        (unsigned)(us / 1000u % 1000u));
+    av_json_str(out, type, strlen(type));
+}
+
+void av_audit_str(struct evbuffer *out, const char *key, const char *value)
+{
+    evbuffer_add_printf(out, ",\"%s\":", key);
+    if (value == NULL)
+        evbuffer_add(out, "null", 4);
+    else
+        av_json_str(out, value, strlen(value));
+}
+
+void av_audit_end(struct evbuffer *out)
+{
+    evbuffer_add(out, "}\n", 2);
+}
+
 static int write_all(int fd, struct evbuffer *buf)
 {
     while (evbuffer_get_length(buf) > 0) {

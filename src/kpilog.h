@@ -53,4 +53,11 @@ int av_kpilog_reopen(av_kpilog_t *l);
 void av_kpilog_close(av_kpilog_t *l);
 uint64_t av_kpilog_lines(av_kpilog_t *l);
 
+/* The audit log (log.audit) shares the writer: one JSON line per decision.
+ * av_audit_begin writes {"time":"...","type":TYPE and the caller adds
+ * members and closes the line with av_audit_end. */
+void av_audit_begin(struct evbuffer *out, const char *type);
+void av_audit_str(struct evbuffer *out, const char *key, const char *value);
+void av_audit_end(struct evbuffer *out);
+
 #endif

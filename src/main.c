@@ -1,6 +1,7 @@
 /* main.c: aviary's entry: arguments, config check, listeners, workers, the KPI
  * log writer, signals (TERM/INT drain and exit, HUP reload) and the admin port. */
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <getopt.h>
@@ -29,6 +30,7 @@ typedef struct {
     av_worker_t **workers;
     int nworkers;
     av_kpilog_t *kpilog;
+    av_kpilog_t *audit;      /* log.audit: reloads and policy verdicts; NULL: none */
     av_admin_t *admin;
     av_admin_state_t admin_state;
     av_split_reg_t *splits;  /* route weights and counters, across generations */
@@ -64,14 +66,32 @@ static void warn_restart(const char *key, void *arg)
     AV_WARN("reload: %s: %s changed, which needs a restart; the running value is kept", c->path, key);
 }
 
-static void reload(av_main_t *m)
+/* An audit line for a reload: what started it, and how it ended. */
+static void audit_reload(av_main_t *m, const char *trigger, uint64_t generation, const char *error)
+{
+    if (m->audit == NULL)
+        return;
+    struct evbuffer *b = evbuffer_new();
+    av_audit_begin(b, "reload");
+    av_audit_str(b, "trigger", trigger);
+    av_audit_str(b, "result", error ? "kept" : "loaded");
+    evbuffer_add_printf(b, ",\"generation\":%llu", (unsigned long long)generation);
+    av_audit_str(b, "error", error);
+    av_audit_end(b);
+    av_kpilog_append(m->audit, b, 1);
+    evbuffer_free(b);
+}
+
+static void reload(av_main_t *m, const char *trigger)
 {
     char err[1024];
     av_config_t *next = av_config_load(m->config_path, m->cfg->generation + 1, err, sizeof(err));
     if (next == NULL) {
         AV_ERR("reload failed, still serving generation %llu: %s", (unsigned long long)m->cfg->generation, err);
+        audit_reload(m, trigger, m->cfg->generation, err);
         return;
     }
+    audit_reload(m, trigger, next->generation, NULL);
     av_split_attach(m->splits, next);
     m->admin_state.cfg = next;
     m->admin_state.token = next->admin_token;
@@ -83,6 +103,8 @@ static void reload(av_main_t *m)
     m->cfg = next;
     m->admin_state.generation = next->generation;
     av_kpilog_reopen(m->kpilog);
+    if (m->audit != NULL)
+        av_kpilog_reopen(m->audit);
     watch_policies(m);
     AV_INFO("reloaded %s: generation %llu, %zu routes, %zu backends", m->config_path,
             (unsigned long long)next->generation, next->nroutes, next->nbackends);
@@ -92,7 +114,7 @@ static void policy_settled_cb(evutil_socket_t fd, short what, void *arg)
 {
     av_main_t *m = arg;
     AV_INFO("policy files in %s changed: reloading", m->ino_dir);
-    reload(m);
+    reload(m, "policy files");
 }
 
 /* inotify: a .lua file in the policy directory was written, moved or removed. */
@@ -144,7 +166,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     av_main_t *m = arg;
     if (sig == SIGHUP) {
-        reload(m);
+        reload(m, "SIGHUP");
         return;
     }
     if (m->admin_state.draining) { /* a second signal: stop waiting for requests in flight */
@@ -258,6 +280,10 @@ int main(int argc, char **argv)
         AV_ERR("%s", err);
         return 1;
     }
+    if (m.cfg->audit_log != NULL && (m.audit = av_kpilog_open(m.cfg->audit_log, err, sizeof(err))) == NULL) {
+        AV_ERR("%s", err);
+        return 1;
+    }
     m.base = event_base_new();
     m.splits = av_split_reg_new(m.nworkers);
     av_split_attach(m.splits, m.cfg);
@@ -276,6 +302,7 @@ int main(int argc, char **argv)
     m.workers = av_calloc((size_t)m.nworkers, sizeof(*m.workers));
     for (int i = 0; i < m.nworkers; i++) {
         m.workers[i] = av_worker_new(i, m.nworkers, m.cfg, m.kpilog, m.fds[i], m.cfg->nlisten);
+        m.workers[i]->audit = m.audit;
         if (av_worker_start(m.workers[i]) != 0) {
             AV_ERR("cannot start worker %d", i);
             return 1;
@@ -333,6 +360,8 @@ int main(int argc, char **argv)
     signal(SIGHUP, SIG_IGN);
     uint64_t lines = av_kpilog_lines(m.kpilog);
     av_kpilog_close(m.kpilog);
+    if (m.audit != NULL)
+        av_kpilog_close(m.audit);
     AV_INFO("stopped; %llu KPI lines written", (unsigned long long)lines);
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);

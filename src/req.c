@@ -150,6 +150,22 @@ static void kpi_write(av_req_t *req)
     };
     r.nverdicts = av_policy_verdicts(req, &r.verdicts);
     av_worker_kpi_line(req->worker, &r);
+    if (r.nverdicts > 0 && req->worker->audit != NULL) { /* each verdict is an audit event */
+        struct evbuffer *b = evbuffer_new();
+        for (size_t i = 0; i < r.nverdicts; i++) {
+            av_audit_begin(b, "policy");
+            av_audit_str(b, "policy", r.verdicts[i].policy);
+            av_audit_str(b, "action", r.verdicts[i].action);
+            av_audit_str(b, "rule", r.verdicts[i].rule);
+            av_audit_str(b, "route", r.route);
+            av_audit_str(b, "variant", r.variant);
+            av_audit_str(b, "request_id", req->id);
+            evbuffer_add_printf(b, ",\"generation\":%llu", (unsigned long long)r.generation);
+            av_audit_end(b);
+        }
+        av_kpilog_append(req->worker->audit, b, r.nverdicts);
+        evbuffer_free(b);
+    }
     if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow) {
         av_metrics_rec_t mr = {
             .status = req->status, .error = req->error,

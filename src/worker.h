@@ -30,6 +30,7 @@ struct av_worker_s {
     struct event_base *base;
     av_config_t *cfg;                      /* current generation, owned reference */
     av_kpilog_t *kpilog;
+    av_kpilog_t *audit;                    /* log.audit, or NULL */
     int *listen_fds;
     struct evconnlistener **listeners;
     struct av_worker_listener_s *listener_args; /* (worker, index) per listener */

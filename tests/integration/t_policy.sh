@@ -112,7 +112,7 @@ cat >"$T/a.json" <<JSON
   "listen": [{"address": "127.0.0.1:0"}],
   "workers": 2,
   "admin": {"address": "127.0.0.1:0"},
-  "log": {"kpi": "$T/kpi.log", "level": "info"},
+  "log": {"kpi": "$T/kpi.log", "audit": "$T/audit.log", "level": "info"},
   "policy": {"dir": "pol", "memory_mb": 32, "max_ms": 200},
   "backends": {"sim": {"url": "http://127.0.0.1:$sim_PORT"}},
   "routes": [
@@ -217,6 +217,12 @@ PIDS="$PIDS $H2_PID"
 for i in 1 2 3; do sleep 0.3; block_policy "under load $i"; done
 wait_pid "$H2_PID" 60
 h=$(cat "$T/h2load.out")
+audit=$(cat "$T/audit.log")
+like "audit: a deny, with policy, rule, route, variant and request id" "$audit" \
+    '"type":"policy","policy":"block","action":"deny","rule":"denylist","route":"chat","variant":null,"request_id":"deny-1","generation":1\}'
+like "audit: a rewrite" "$audit" '"type":"policy","policy":"block","action":"rewrite","rule":"max_tokens_default","route":"chat","variant":"a","request_id":"rw-1"'
+like "audit: a reload by a policy file" "$audit" '"type":"reload","trigger":"policy files","result":"loaded","generation":2,"error":null'
+like "audit: a failed reload, with the reason" "$audit" '"type":"reload","trigger":"policy files","result":"kept","generation":2,"error":"[^"]*pol/block.lua:3: unexpected symbol'
 like "reload under h2load: every request answered 2xx" "$h" 'status codes: 3000 2xx, 0 3xx, 0 4xx, 0 5xx'
 check "reload under h2load: the last version answers" wait_until 5 sh -c "curl -s --max-time 5 '$URL' -d '{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"forbidden\"}]}' | grep -q 'under load 3'"
 check "reload under h2load: reloads happened" grep -q "policy files in .* changed: reloading" "$T/aviary.err"
