@@ -85,6 +85,10 @@ typedef struct av_preq_s {
     int stopped;               /* r:stop(): the stream ends */
     char stop_rule[64], stop_message[512];
     uint64_t events;
+    /* the last text event's bytes around its text (as in usage.c): the next
+     * one with the same bytes there has its text found without a scan */
+    uint16_t tmpl_pre, tmpl_suf;
+    char tmpl[320];
     av_verdict_t verdicts[AV_VERDICTS_MAX];
     size_t nverdicts;
 } preq_t;
@@ -1233,6 +1237,15 @@ static int find_text(int dialect, const char *d, size_t n, size_t *off, size_t *
     return 0;
 }
 
+/* The closing quote of the string whose opening quote is at v, or NULL. */
+static const char *string_close(const char *v, const char *end)
+{
+    const char *q = v + 1;
+    while (q < end && *q != '"')
+        q += *q == '\\' ? 2 : 1;
+    return q < end ? q : NULL;
+}
+
 /* Appends an event with this data (lines split at newlines) and name. */
 static void put_event(struct evbuffer *out, const char *name, size_t name_len, const char *d, size_t n)
 {
@@ -1338,9 +1351,24 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             evbuffer_free(data);
         return 0;
     }
-    int dialect = av_body_dialect(req);
-    size_t toff = 0, tlen = 0;
-    int has_text = find_text(dialect, d, dn, &toff, &tlen) == 0;
+    size_t toff = 0, tlen = 0, pre = pr->tmpl_pre, suf = pr->tmpl_suf;
+    int has_text;
+    if (pre > 0 && dn >= pre + suf && memcmp(d, pr->tmpl, pre) == 0 &&
+        memcmp(d + dn - suf, pr->tmpl + pre, suf) == 0 && string_close(d + pre - 1, d + dn) == d + dn - suf) {
+        toff = pre - 1;
+        tlen = dn - suf + 1 - toff;
+        has_text = 1;
+    } else {
+        has_text = find_text(av_body_dialect(req), d, dn, &toff, &tlen) == 0;
+        pre = toff + 1;
+        suf = dn - (toff + tlen - 1);
+        if (has_text && pre + suf <= sizeof(pr->tmpl)) {
+            memcpy(pr->tmpl, d, pre);
+            memcpy(pr->tmpl + pre, d + toff + tlen - 1, suf);
+            pr->tmpl_pre = (uint16_t)pre;
+            pr->tmpl_suf = (uint16_t)suf;
+        }
+    }
     lua_State *L = vm->L;
     vm->req = req;
     vm->pr = pr;

@@ -458,43 +458,48 @@ static void free_event(void *p)
     event_free(p);
 }
 
-/* Whole events from ev_buf through the route's on_chunk policies. */
+/* Whole events from chunk_in through the route's on_chunk policies; what
+ * they let through goes to the client in one piece per read. */
 static void chunk_events(av_req_t *req, int last)
 {
-    struct evbuffer *in = req->chunk_in;
+    struct evbuffer *in = req->chunk_in, *out = evbuffer_new();
+    int stop = 0;
     for (;;) {
         size_t n = evbuffer_get_length(in), end = 0;
         if (n == 0)
-            return;
+            break;
         const char *p = (const char *)evbuffer_pullup(in, -1);
-        for (size_t i = 0; i + 1 < n; i++) /* an event ends at an empty line: \n\n or \n\r\n */
-            if (p[i] == '\n' && (p[i + 1] == '\n' || (p[i + 1] == '\r' && i + 2 < n && p[i + 2] == '\n'))) {
-                end = i + (p[i + 1] == '\n' ? 2 : 3);
-                break;
-            }
+        for (const char *nl = memchr(p, '\n', n); nl != NULL && end == 0;
+             nl = memchr(nl + 1, '\n', n - (size_t)(nl + 1 - p))) { /* an empty line ends an event */
+            size_t i = (size_t)(nl - p);
+            if (i + 1 < n && p[i + 1] == '\n')
+                end = i + 2;
+            else if (i + 2 < n && p[i + 1] == '\r' && p[i + 2] == '\n')
+                end = i + 3;
+        }
         if (end == 0) {
             if (!last)
-                return; /* the rest of the event comes in a later read */
+                break; /* the rest of the event comes in a later read */
             end = n;
         }
-        struct evbuffer *out = evbuffer_new();
-        int stop = av_policy_chunk(req, p, end, out);
+        stop = av_policy_chunk(req, p, end, out);
         evbuffer_drain(in, end);
-        size_t olen = evbuffer_get_length(out);
-        if (olen > 0)
-            send_client(req, (const char *)evbuffer_pullup(out, -1), olen);
-        evbuffer_free(out);
-        if (stop) {
-            evbuffer_drain(in, evbuffer_get_length(in));
-            req->blocked = 1;
-            req->error = "policy_stopped";
-            if (!last) {
-                req->stop_ev = evtimer_new(req->worker->base, stop_cb, req);
-                av_arena_on_free(req->arena, free_event, req->stop_ev);
-                struct timeval now = {0, 0};
-                evtimer_add(req->stop_ev, &now);
-            }
-            return;
+        if (stop)
+            break;
+    }
+    size_t olen = evbuffer_get_length(out);
+    if (olen > 0)
+        send_client(req, (const char *)evbuffer_pullup(out, -1), olen);
+    evbuffer_free(out);
+    if (stop) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        req->blocked = 1;
+        req->error = "policy_stopped";
+        if (!last) {
+            req->stop_ev = evtimer_new(req->worker->base, stop_cb, req);
+            av_arena_on_free(req->arena, free_event, req->stop_ev);
+            struct timeval now = {0, 0};
+            evtimer_add(req->stop_ev, &now);
         }
     }
 }
