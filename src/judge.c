@@ -1,0 +1,160 @@
+/* judge.c: beta-mixture e-values for rates, the one-sided mSPRT for means,
+ * minimum samples, SLOs. */
+#include "judge.h"
+
+#include <math.h>
+
+#include "stats.h"
+
+void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost)
+{
+    arm->n++;
+    arm->errors += error != 0;
+    arm->r429 += r429 != 0;
+    arm->blocks += blocked != 0;
+    if (latency_ms > 0) {
+        double l = log(latency_ms);
+        arm->lat_n++;
+        arm->lat_sum += l;
+        arm->lat_sq += l * l;
+    }
+    if (ttft_ms > 0) {
+        double l = log(ttft_ms);
+        arm->ttft_n++;
+        arm->ttft_sum += l;
+        arm->ttft_sq += l * l;
+    }
+    if (cost >= 0) {
+        arm->cost_n++;
+        arm->cost_sum += cost;
+        arm->cost_sq += cost * cost;
+    }
+}
+
+/* The log e-value of xb candidate events out of x = xa + xb, against p0,
+ * with a uniform mixture over p in (p0, 1): the mixture's likelihood over
+ * the null's. The integral is taken by Simpson's rule over where the
+ * integrand is not negligible (twelve standard errors around its peak). */
+static double log_evalue(uint64_t xb, uint64_t xa, double p0)
+{
+    enum { STEPS = 400 }; /* even */
+    double x = (double)(xa + xb), ph = (double)xb / x;
+    double peak = ph > p0 ? ph : p0, sd = sqrt((peak * (1.0 - peak) + 1e-9) / x);
+    double lo = peak - 12.0 * sd, hi = peak + 12.0 * sd;
+    if (lo < p0)
+        lo = p0;
+    if (hi > 1.0 - 1e-12)
+        hi = 1.0 - 1e-12;
+    if (hi <= lo)
+        return 0.0;
+    double v[STEPS + 1], lmax = -INFINITY;
+    for (int i = 0; i <= STEPS; i++) {
+        double p = lo + (hi - lo) * i / STEPS;
+        v[i] = (double)xb * log(p) + (double)xa * log1p(-p);
+        if (v[i] > lmax)
+            lmax = v[i];
+    }
+    double sum = 0.0;
+    for (int i = 0; i <= STEPS; i++)
+        sum += (i == 0 || i == STEPS ? 1.0 : (i % 2 ? 4.0 : 2.0)) * exp(v[i] - lmax);
+    double integral = sum * (hi - lo) / (3.0 * STEPS);
+    double log_mix = lmax + log(integral) - log(1.0 - p0);
+    double log_null = (double)xb * log(p0) + (double)xa * log1p(-p0);
+    return log_mix - log_null;
+}
+
+static void rate(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, uint64_t ea, uint64_t eb,
+                 const av_arm_t *a, const av_arm_t *b, av_kpi_result_t *out)
+{
+    double ra = a->n ? (double)ea / (double)a->n : 0.0, rb = b->n ? (double)eb / (double)b->n : 0.0;
+    out->baseline = ra;
+    out->candidate = rb;
+    if (k->slo > 0 && b->n >= cfg->min_requests && rb > k->slo) {
+        out->verdict = AV_VERDICT_SLO;
+        out->why = "over its absolute limit";
+        return;
+    }
+    /* events each arm is expected to see at the allowed rate */
+    double allowed = ra + k->margin;
+    if (a->n < cfg->min_requests || b->n < cfg->min_requests || (double)b->n * allowed < cfg->min_events) {
+        out->verdict = AV_VERDICT_WAIT;
+        out->why = "not enough data";
+        return;
+    }
+    double p0 = (double)b->n * allowed / ((double)a->n * ra + (double)b->n * allowed);
+    if (ea + eb == 0 || p0 >= 1.0) {
+        out->verdict = AV_VERDICT_OK;
+        out->evidence = 1.0;
+        out->why = "no events";
+        return;
+    }
+    double le = log_evalue(eb, ea, p0);
+    out->evidence = exp(le > 700 ? 700 : le);
+    if (le >= log(1.0 / alpha)) {
+        out->verdict = AV_VERDICT_FAIL;
+        out->why = "regression: the candidate's rate is higher than allowed";
+    } else {
+        out->verdict = AV_VERDICT_OK;
+        out->why = "no regression found";
+    }
+}
+
+static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int logged, double na, double sa,
+                 double qa, double nb, double sb, double qb, av_kpi_result_t *out)
+{
+    double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
+    out->baseline = logged ? exp(ma) : ma;
+    out->candidate = logged ? exp(mb) : mb;
+    if (k->slo > 0 && nb >= (double)cfg->min_requests && out->candidate > k->slo) {
+        out->verdict = AV_VERDICT_SLO;
+        out->why = "over its absolute limit";
+        return;
+    }
+    if (na < (double)cfg->min_requests || nb < (double)cfg->min_requests) {
+        out->verdict = AV_VERDICT_WAIT;
+        out->why = "not enough data";
+        return;
+    }
+    double va = qa / na - ma * ma, vb = qb / nb - mb * mb;
+    if (va < 1e-12)
+        va = 1e-12;
+    if (vb < 1e-12)
+        vb = 1e-12;
+    /* the allowed shift: a ratio in the log domain, or a ratio of the mean */
+    double shift = logged ? log(k->margin > 0 ? k->margin : 1.0) : ma * ((k->margin > 0 ? k->margin : 1.0) - 1.0);
+    /* tau2: tuned to effects of the size of the allowed shift, or of a tenth of a spread */
+    double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
+    double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
+    out->evidence = lambda;
+    if (mb > ma + shift && lambda >= 1.0 / alpha) {
+        out->verdict = AV_VERDICT_FAIL;
+        out->why = "regression: the candidate is slower or costlier than allowed";
+    } else {
+        out->verdict = AV_VERDICT_OK;
+        out->why = "no regression found";
+    }
+}
+
+void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, const av_arm_t *a, const av_arm_t *b,
+                  av_kpi_result_t *out)
+{
+    double alpha = cfg->alpha / (double)(nkpis ? nkpis : 1);
+    *out = (av_kpi_result_t){.verdict = AV_VERDICT_WAIT, .why = "not enough data"};
+    switch (k->kind) {
+    case AV_KPI_ERRORS: rate(cfg, k, alpha, a->errors, b->errors, a, b, out); break;
+    case AV_KPI_429: rate(cfg, k, alpha, a->r429, b->r429, a, b, out); break;
+    case AV_KPI_BLOCKS: rate(cfg, k, alpha, a->blocks, b->blocks, a, b, out); break;
+    case AV_KPI_LATENCY:
+        mean(cfg, k, alpha, 1, (double)a->lat_n, a->lat_sum, a->lat_sq, (double)b->lat_n, b->lat_sum, b->lat_sq, out);
+        break;
+    case AV_KPI_TTFT:
+        mean(cfg, k, alpha, 1, (double)a->ttft_n, a->ttft_sum, a->ttft_sq, (double)b->ttft_n, b->ttft_sum,
+             b->ttft_sq, out);
+        break;
+    case AV_KPI_COST:
+        mean(cfg, k, alpha, 0, (double)a->cost_n, a->cost_sum, a->cost_sq, (double)b->cost_n, b->cost_sum,
+             b->cost_sq, out);
+        break;
+    default: out->why = "unknown KPI"; break;
+    }
+}

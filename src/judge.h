@@ -1,0 +1,59 @@
+/* judge.h: the rollout controller's verdict on a candidate against its
+ * baseline, per KPI, from what each arm saw since the step began. Pure: the
+ * controller feeds it sums; simulations feed it synthetic ones.
+ *
+ * Method (README, "How a rollout decides"):
+ * - Rates (errors, 429s, guardrail blocks): each event is one trial of
+ *   "did it come from the candidate?", which under "no regression" has
+ *   probability p0 = nb (ra + margin) / (na ra + nb (ra + margin)), ra the
+ *   baseline's rate so far. A beta mixture over p > p0 gives an e-value
+ *   (a test martingale): rejecting when it reaches 1 / alpha keeps the false
+ *   alarm rate at alpha however often it is read (Ville's inequality).
+ * - Means (log latency, log TTFT, cost per request): the mSPRT with a normal
+ *   mixture on the difference minus the margin (log of max_ratio), one-sided.
+ * - Before min_requests per arm, or min_events expected events, the verdict
+ *   is "wait": not enough data never passes and never fails.
+ * - alpha is split evenly across the KPIs a rollout watches.
+ * - An absolute SLO on the candidate trips at once, with no test. */
+#ifndef AV_JUDGE_H
+#define AV_JUDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { AV_KPI_ERRORS = 1, AV_KPI_429, AV_KPI_BLOCKS, AV_KPI_LATENCY, AV_KPI_TTFT, AV_KPI_COST };
+enum { AV_VERDICT_WAIT = 0, AV_VERDICT_OK, AV_VERDICT_FAIL, AV_VERDICT_SLO };
+
+/* What one arm saw: counts, and sums of the values (and their squares) a
+ * mean is taken of: log milliseconds for latency and TTFT, dollars for cost. */
+typedef struct {
+    uint64_t n, errors, r429, blocks;
+    uint64_t lat_n, ttft_n, cost_n;
+    double lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq;
+} av_arm_t;
+
+typedef struct {
+    int kind;          /* AV_KPI_* */
+    double margin;     /* rates: points allowed (0.01 = one point); means: allowed ratio (1.2) */
+    double slo;        /* the candidate's absolute limit (a rate, or ms, or dollars per request); 0: none */
+} av_kpi_t;
+
+typedef struct {
+    double alpha;           /* false-alarm budget of the whole rollout (0.05) */
+    uint64_t min_requests;  /* per arm before any relative verdict (200) */
+    double min_events;      /* expected rate events per arm before a rate verdict (5) */
+} av_judge_cfg_t;
+
+typedef struct {
+    int verdict;            /* AV_VERDICT_* */
+    double baseline, candidate; /* the KPI's value for each arm (rate, ms, dollars) */
+    double evidence;        /* the e-value or mSPRT ratio; fails at 1 / (alpha / kpis) */
+    const char *why;        /* a few words: "not enough data", "no regression", ... */
+} av_kpi_result_t;
+
+void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost);
+/* Judges one KPI of candidate b against baseline a; nkpis splits alpha. */
+void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, const av_arm_t *a, const av_arm_t *b,
+                  av_kpi_result_t *out);
+
+#endif
