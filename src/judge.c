@@ -31,6 +31,23 @@ void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_
     }
 }
 
+void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
+{
+    out->n = now->n - then->n;
+    out->errors = now->errors - then->errors;
+    out->r429 = now->r429 - then->r429;
+    out->blocks = now->blocks - then->blocks;
+    out->lat_n = now->lat_n - then->lat_n;
+    out->ttft_n = now->ttft_n - then->ttft_n;
+    out->cost_n = now->cost_n - then->cost_n;
+    out->lat_sum = now->lat_sum - then->lat_sum;
+    out->lat_sq = now->lat_sq - then->lat_sq;
+    out->ttft_sum = now->ttft_sum - then->ttft_sum;
+    out->ttft_sq = now->ttft_sq - then->ttft_sq;
+    out->cost_sum = now->cost_sum - then->cost_sum;
+    out->cost_sq = now->cost_sq - then->cost_sq;
+}
+
 /* The log e-value of xb candidate events out of x = xa + xb, against p0,
  * with a uniform mixture over p in (p0, 1): the mixture's likelihood over
  * the null's. The integral is taken by Simpson's rule over where the

@@ -26,7 +26,7 @@ enum { AV_VERDICT_WAIT = 0, AV_VERDICT_OK, AV_VERDICT_FAIL, AV_VERDICT_SLO };
 
 /* What one arm saw: counts, and sums of the values (and their squares) a
  * mean is taken of: log milliseconds for latency and TTFT, dollars for cost. */
-typedef struct {
+typedef struct av_arm_s {
     uint64_t n, errors, r429, blocks;
     uint64_t lat_n, ttft_n, cost_n;
     double lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq;
@@ -52,6 +52,8 @@ typedef struct {
 } av_kpi_result_t;
 
 void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost);
+/* out = now - then, field by field (what an arm saw between two reads). */
+void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out);
 /* Judges one KPI of candidate b against baseline a; nkpis splits alpha. */
 void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, const av_arm_t *a, const av_arm_t *b,
                   av_kpi_result_t *out);

@@ -4,12 +4,14 @@
 #include "metrics.h"
 
 #include <event2/buffer.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "av.h"
 #include "hist.h"
+#include "judge.h"
 #include "jsonw.h"
 #include "req.h"
 
@@ -45,8 +47,16 @@ typedef struct {
     uint32_t lat[AV_HIST_BUCKETS], ttft[AV_HIST_BUCKETS], itl[AV_HIST_BUCKETS];
 } window_t;
 
+/* The rollout's sums (judge.h's arm), doubles kept as their bits so that
+ * the reader can load them atomically. */
+typedef struct {
+    uint64_t n, errors, r429, blocks, lat_n, ttft_n, cost_n;
+    uint64_t lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq; /* double bits */
+} arm_cell_t;
+
 typedef struct {
     totals_t t;
+    arm_cell_t arm;
     window_t w[WIN_BUCKETS];
 } cell_t;
 
@@ -59,6 +69,22 @@ struct av_metrics_s {
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define ADD(x, v) __atomic_store_n(&(x), LOAD(x) + (v), __ATOMIC_RELAXED) /* one writer per cell */
 
+static double loadd(const uint64_t *slot)
+{
+    uint64_t bits = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    double d;
+    memcpy(&d, &bits, sizeof(d));
+    return d;
+}
+
+static void addd(uint64_t *slot, double v)
+{
+    double d = loadd(slot) + v;
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof(bits));
+    __atomic_store_n(slot, bits, __ATOMIC_RELAXED);
+}
+
 int av_outcome(int status, const char *error)
 {
     if (error == AV_ERR_CLIENT_ABORT)
@@ -67,7 +93,8 @@ int av_outcome(int status, const char *error)
         return AV_OUT_TIMEOUT;
     if (status == 429)
         return AV_OUT_RATE_LIMITED;
-    if (status >= 500 || (error != NULL && error != AV_ERR_INVALID_JSON))
+    int policy = error != NULL && strncmp(error, "policy_", 7) == 0; /* a policy's answer: its status says */
+    if (status >= 500 || (error != NULL && error != AV_ERR_INVALID_JSON && !policy))
         return AV_OUT_SERVER_ERROR;
     if (status >= 400)
         return AV_OUT_CLIENT_ERROR;
@@ -131,6 +158,32 @@ void av_metrics_record(av_metrics_t *m, size_t variant, int worker, const av_met
     }
     if (r->override)
         return; /* forced variants stay out of the windows the rollout reads */
+    arm_cell_t *a = &c->arm;
+    ADD(a->n, 1);
+    if (out == AV_OUT_SERVER_ERROR || out == AV_OUT_TIMEOUT || (out == AV_OUT_CLIENT_ABORT && r->ttft_us >= 0))
+        ADD(a->errors, 1); /* a stream the client lost after it began counts: the backend may have stalled */
+    if (out == AV_OUT_RATE_LIMITED)
+        ADD(a->r429, 1);
+    if (r->blocked)
+        ADD(a->blocks, 1);
+    if (r->latency_us > 0 && out == AV_OUT_OK) {
+        double l = log((double)r->latency_us / 1000.0);
+        ADD(a->lat_n, 1);
+        addd(&a->lat_sum, l);
+        addd(&a->lat_sq, l * l);
+    }
+    if (r->ttft_us > 0) {
+        double l = log((double)r->ttft_us / 1000.0);
+        ADD(a->ttft_n, 1);
+        addd(&a->ttft_sum, l);
+        addd(&a->ttft_sq, l * l);
+    }
+    if (r->cost_nano >= 0) {
+        double d = (double)r->cost_nano / 1e9;
+        ADD(a->cost_n, 1);
+        addd(&a->cost_sum, d);
+        addd(&a->cost_sq, d * d);
+    }
     uint64_t epoch = wall_us / 1000000u / WIN_SECONDS;
     window_t *w = &c->w[epoch % WIN_BUCKETS];
     if (LOAD(w->epoch) != epoch) { /* a bucket ten minutes old: start it afresh */
@@ -369,4 +422,27 @@ void av_metrics_window_json(struct evbuffer *out, const av_metrics_t *m, const c
                             n ? (double)s.cost_nano / 1e9 / (double)n : 0.0);
     }
     evbuffer_add(out, "]", 1);
+}
+
+void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (m == NULL || variant >= m->nvariants)
+        return;
+    for (int w = 0; w < m->nworkers; w++) {
+        const arm_cell_t *a = &m->cells[variant * (size_t)m->nworkers + (size_t)w].arm;
+        out->n += LOAD(a->n);
+        out->errors += LOAD(a->errors);
+        out->r429 += LOAD(a->r429);
+        out->blocks += LOAD(a->blocks);
+        out->lat_n += LOAD(a->lat_n);
+        out->ttft_n += LOAD(a->ttft_n);
+        out->cost_n += LOAD(a->cost_n);
+        out->lat_sum += loadd(&a->lat_sum);
+        out->lat_sq += loadd(&a->lat_sq);
+        out->ttft_sum += loadd(&a->ttft_sum);
+        out->ttft_sq += loadd(&a->ttft_sq);
+        out->cost_sum += loadd(&a->cost_sum);
+        out->cost_sq += loadd(&a->cost_sq);
+    }
 }

@@ -24,6 +24,7 @@ typedef struct {
     int64_t latency_us, ttft_us, itl_us; /* < 0: none */
     int64_t input, output, cached, cache_write, reasoning;
     int64_t cost_nano;        /* < 0: unpriced */
+    int blocked;              /* a policy denied the request or stopped its stream */
 } av_metrics_rec_t;
 
 /* The outcome class of a status and error class. */
@@ -46,6 +47,14 @@ typedef struct {
 /* Prometheus text exposition (format 0.0.4) of every route: each metric
  * family once, its HELP and TYPE first, then its samples. */
 void av_metrics_prometheus(struct evbuffer *out, const av_metrics_route_t *routes, size_t nroutes);
+
+/* What the rollout controller judges a variant by (judge.h), summed over
+ * workers since the start: requests not forced by the override header or
+ * a policy, their errors (server errors, timeouts, aborted streams), 429s,
+ * policy blocks, and sums of log latency, log TTFT (ms) and cost (dollars).
+ * The controller takes differences of these between two reads. */
+struct av_arm_s;
+void av_metrics_arm(const av_metrics_t *m, size_t variant, struct av_arm_s *out);
 
 /* A window summary per variant over the last `seconds` (10 to 600), as a
  * JSON array of objects. */

@@ -173,6 +173,7 @@ static void kpi_write(av_req_t *req)
             .latency_us = r.latency_us, .ttft_us = ttft, .itl_us = gap,
             .input = tok.input, .output = tok.output, .cached = tok.cached, .cache_write = tok.cache_write,
             .reasoning = tok.reasoning, .cost_nano = cost,
+            .blocked = req->error != NULL && strncmp(req->error, "policy_", 7) == 0,
         };
         av_metrics_record(av_split_metrics(req->route->split), (size_t)(req->variant - req->route->variants),
                           req->worker->id, &mr, av_wall_us());
