@@ -20,6 +20,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "rollout.h"
 #include "split.h"
 #include "worker.h"
 
@@ -340,6 +341,7 @@ static void metrics(struct evhttp_request *r, void *arg)
     struct evbuffer *b = evbuffer_new();
     av_metrics_prometheus(b, routes, k);
     policy_counters(b, a->st);
+    av_rollouts_prometheus(a->st->rollouts, b);
     free(routes);
     free(names);
     free(weights);
@@ -393,9 +395,66 @@ static void kpi(struct evhttp_request *r, void *arg)
     evbuffer_free(b);
 }
 
+/* GET /rollouts, GET /rollouts/NAME, POST /rollouts/NAME/ACTION */
+static void rollouts(struct evhttp_request *r, av_admin_t *a, const char *path)
+{
+    char name[256] = "", action[32] = "";
+    const char *p = path + 9; /* after "/rollouts" */
+    if (*p == '/') {
+        p++;
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 0 || n >= sizeof(name) || (slash && strlen(slash + 1) >= sizeof(action))) {
+            not_found(r, a);
+            return;
+        }
+        memcpy(name, p, n);
+        if (slash)
+            snprintf(action, sizeof(action), "%s", slash + 1);
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (action[0] != '\0') {
+        if (evhttp_request_get_command(r) != EVHTTP_REQ_POST) {
+            evbuffer_free(b);
+            reply_error(r, 405, "Method Not Allowed", "method_not_allowed", "rollout actions are POST");
+            return;
+        }
+        if (!authorized(a, r)) {
+            evbuffer_free(b);
+            reply_error(r, 401, "Unauthorized", "unauthorized", "this endpoint wants \"Authorization: Bearer TOKEN\" "
+                                                                 "with the token from admin.token_env");
+            return;
+        }
+        char why[512];
+        int st = av_rollouts_action(a->st->rollouts, name, action, why, sizeof(why));
+        if (st != 0) {
+            evbuffer_free(b);
+            reply_error(r, st, st == 404 ? "Not Found" : st == 409 ? "Conflict" : "Bad Request",
+                        st == 404 ? "not_found" : st == 409 ? "conflict" : "bad_request", why);
+            return;
+        }
+        AV_INFO("admin: rollout %s: %s", name, action);
+    }
+    if (av_rollouts_json(a->st->rollouts, name[0] ? name : NULL, b) != 0) {
+        evbuffer_free(b);
+        char why[300];
+        snprintf(why, sizeof(why), "no rollout on route \"%.64s\"", name);
+        reply_error(r, 404, "Not Found", "not_found", why);
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(r), "Content-Type", "application/json");
+    evhttp_send_reply(r, 200, "OK", b);
+    evbuffer_free(b);
+}
+
 static void gencb(struct evhttp_request *r, void *arg)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r));
+    if (path != NULL && strncmp(path, "/rollouts", 9) == 0 && (path[9] == '\0' || path[9] == '/') &&
+        ((av_admin_t *)arg)->st->rollouts != NULL) {
+        rollouts(r, arg, path);
+        return;
+    }
     if (path != NULL && strncmp(path, "/routes", 7) == 0 && (path[7] == '\0' || path[7] == '/')) {
         routes(r, arg);
         return;

@@ -19,6 +19,7 @@ typedef struct {
     const av_config_t *cfg; /* the current generation (main's reference) */
     const char *token;      /* control endpoints want "Authorization: Bearer TOKEN"; NULL: open */
     struct av_worker_s *const *worker_list; /* for their policy counters; NULL before they start */
+    struct av_rollouts_s *rollouts;         /* the rollout controller */
 } av_admin_state_t;
 
 /* Binds address ("host:port"); returns NULL with the reason in err. */

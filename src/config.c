@@ -18,6 +18,7 @@
 #include "av.h"
 #include "jsonc.h"
 #include "geo.h"
+#include "judge.h"
 #include "log.h"
 #include "policy.h"
 #include "split.h"
@@ -740,6 +741,140 @@ static int c_route_policies(ctx_t *x, const cJSON *v, void *base)
     return 0;
 }
 
+static int num_field(ctx_t *x, const cJSON *v, double lo, double hi, double *out)
+{
+    if (!cJSON_IsNumber(v))
+        return fail(x, "expected a number, got %s", type_name(v));
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return fail(x, "must be from %g to %g", lo, hi);
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* "rollout": {"baseline", "candidate", "steps", "min_step_s", "max_step_s",
+ * "on_timeout", "min_requests", "min_events", "alpha", "approve_before",
+ * "kpis": {"error_rate": {"max_increase", "slo"}, "latency": {"max_ratio", "slo_ms"}, ...}} */
+static int c_rollout(ctx_t *x, const cJSON *v, void *base)
+{
+    av_route_t *r = base;
+    av_rollout_cfg_t *ro = &r->rollout;
+    if (!cJSON_IsObject(v))
+        return fail(x, "expected {\"baseline\": ..., \"candidate\": ..., \"steps\": [5, 25, 50, 100], \"kpis\": {...}}");
+    ro->enabled = 1;
+    ro->min_step_s = 60;
+    ro->max_step_s = 3600;
+    ro->on_timeout = "hold";
+    ro->min_requests = 200;
+    ro->min_events = 5;
+    ro->alpha = 0.05;
+    static const int64_t default_steps[] = {5, 25, 50, 100};
+    memcpy(ro->steps, default_steps, sizeof(default_steps));
+    ro->nsteps = 4;
+    for (const cJSON *m = v->child; m != NULL; m = m->next) {
+        const char *k = m->string;
+        push_key(x, k);
+        double d;
+        if (strcmp(k, "baseline") == 0 || strcmp(k, "candidate") == 0 || strcmp(k, "on_timeout") == 0) {
+            if (!cJSON_IsString(m))
+                return fail(x, "expected a string, got %s", type_name(m));
+            if (k[0] == 'b')
+                ro->baseline_name = dup_str(x, m->valuestring);
+            else if (k[0] == 'c')
+                ro->candidate_name = dup_str(x, m->valuestring);
+            else if (strcmp(m->valuestring, "hold") == 0 || strcmp(m->valuestring, "rollback") == 0)
+                ro->on_timeout = dup_str(x, m->valuestring);
+            else
+                return fail(x, "\"%s\" is not an action (use \"hold\" or \"rollback\")", m->valuestring);
+        } else if (strcmp(k, "steps") == 0) {
+            if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) < 1 || cJSON_GetArraySize(m) > AV_ROLLOUT_MAX_STEPS)
+                return fail(x, "expected 1 to %d rising percentages ending at 100, e.g. [5, 25, 50, 100]",
+                            AV_ROLLOUT_MAX_STEPS);
+            ro->nsteps = 0;
+            for (const cJSON *e = m->child; e != NULL; e = e->next) {
+                push_index(x, ro->nsteps);
+                if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble || e->valuedouble < 1 ||
+                    e->valuedouble > 100 || (ro->nsteps > 0 && e->valuedouble <= (double)ro->steps[ro->nsteps - 1]))
+                    return fail(x, "a step is a whole percentage from 1 to 100, above the one before");
+                ro->steps[ro->nsteps++] = (int64_t)e->valuedouble;
+                pop(x);
+            }
+            if (ro->steps[ro->nsteps - 1] != 100 || ro->nsteps < 2)
+                return fail(x, "the last step must be 100 (promotion), after at least one below it");
+        } else if (strcmp(k, "approve_before") == 0) {
+            if (!cJSON_IsArray(m))
+                return fail(x, "expected step numbers (from 1), e.g. [3]");
+            for (const cJSON *e = m->child; e != NULL; e = e->next)
+                if (!cJSON_IsNumber(e) || e->valuedouble < 1 || e->valuedouble > AV_ROLLOUT_MAX_STEPS)
+                    return fail(x, "a step number is from 1 to the number of steps");
+                else
+                    ro->approve |= 1u << ((unsigned)e->valuedouble - 1);
+        } else if (strcmp(k, "min_step_s") == 0 || strcmp(k, "max_step_s") == 0) {
+            if (num_field(x, m, 0, 1e9, &d) != 0)
+                return AV_EINVAL;
+            *(strcmp(k, "min_step_s") == 0 ? &ro->min_step_s : &ro->max_step_s) = (int64_t)d;
+        } else if (strcmp(k, "min_requests") == 0) {
+            if (num_field(x, m, 1, 1e9, &d) != 0)
+                return AV_EINVAL;
+            ro->min_requests = (int64_t)d;
+        } else if (strcmp(k, "min_events") == 0) {
+            if (num_field(x, m, 0, 1e6, &ro->min_events) != 0)
+                return AV_EINVAL;
+        } else if (strcmp(k, "alpha") == 0) {
+            if (num_field(x, m, 1e-6, 0.5, &ro->alpha) != 0)
+                return AV_EINVAL;
+        } else if (strcmp(k, "kpis") == 0) {
+            static const struct {
+                const char *name, *margin, *slo;
+                int kind;
+            } kinds[] = {
+                {"error_rate", "max_increase", "slo", AV_KPI_ERRORS}, {"rate_429", "max_increase", "slo", AV_KPI_429},
+                {"block_rate", "max_increase", "slo", AV_KPI_BLOCKS}, {"latency", "max_ratio", "slo_ms", AV_KPI_LATENCY},
+                {"ttft", "max_ratio", "slo_ms", AV_KPI_TTFT},        {"cost", "max_ratio", "slo_usd", AV_KPI_COST},
+            };
+            if (!cJSON_IsObject(m))
+                return fail(x, "expected {\"error_rate\": {\"max_increase\": 0.01}, \"ttft\": {\"max_ratio\": 1.2}, ...}");
+            for (const cJSON *e = m->child; e != NULL; e = e->next) {
+                push_key(x, e->string);
+                size_t i = 0;
+                while (i < AV_NELEMS(kinds) && strcmp(kinds[i].name, e->string) != 0)
+                    i++;
+                if (i == AV_NELEMS(kinds))
+                    return fail(x, "unknown KPI (known: error_rate, rate_429, block_rate, latency, ttft, cost)");
+                if (!cJSON_IsObject(e))
+                    return fail(x, "expected {\"%s\": ..., \"%s\": ...}", kinds[i].margin, kinds[i].slo);
+                av_rollout_cfg_t *q = ro;
+                size_t n = q->nkpis++;
+                q->kpis[n].kind = kinds[i].kind;
+                q->kpis[n].margin = kinds[i].kind <= AV_KPI_BLOCKS ? 0.0 : 1.0;
+                for (const cJSON *f = e->child; f != NULL; f = f->next) {
+                    push_key(x, f->string);
+                    int is_margin = strcmp(f->string, kinds[i].margin) == 0;
+                    if (!is_margin && strcmp(f->string, kinds[i].slo) != 0)
+                        return fail(x, "unknown key (known keys: %s, %s)", kinds[i].margin, kinds[i].slo);
+                    double lo = is_margin ? (kinds[i].kind <= AV_KPI_BLOCKS ? 0 : 1) : 0;
+                    if (num_field(x, f, lo, 1e9, is_margin ? &q->kpis[n].margin : &q->kpis[n].slo) != 0)
+                        return AV_EINVAL;
+                    pop(x);
+                }
+                pop(x);
+            }
+        } else {
+            return fail(x, "unknown key (known keys: baseline, candidate, steps, min_step_s, max_step_s, on_timeout, "
+                           "min_requests, min_events, alpha, approve_before, kpis)");
+        }
+        pop(x);
+    }
+    if (ro->baseline_name == NULL || ro->candidate_name == NULL)
+        return fail(x, "a rollout names its \"baseline\" and \"candidate\" variants");
+    if (ro->nkpis == 0)
+        return fail(x, "a rollout watches at least one KPI (\"kpis\": {\"error_rate\": {\"max_increase\": 0.01}})");
+    for (size_t i = 0; i < AV_ROLLOUT_MAX_STEPS; i++)
+        if ((ro->approve >> i) & 1 && i >= ro->nsteps)
+            return fail(x, "approve_before names step %zu of %zu", i + 1, ro->nsteps);
+    snprintf(ro->fingerprint, sizeof(ro->fingerprint), "%.24s/%.24s", ro->baseline_name, ro->candidate_name);
+    return 0;
+}
+
 /* "policy_params": {"max_tokens": {"cap": 1024}}: what r:params() gives each policy */
 static int c_policy_params(ctx_t *x, const cJSON *v, void *base)
 {
@@ -854,6 +989,7 @@ static const kspec_t route_spec[] = {
     {"shadow", K_OBJ, 0, 0, 0, 0, NULL, 0, shadow_spec, NULL},
     {"policies", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_route_policies},
     {"policy_params", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_policy_params},
+    {"rollout", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_rollout},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -940,6 +1076,22 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
             push_key(x, "dialect");
             return fail(x, "\"%s\" is not a dialect (use \"auto\", \"openai_chat\", \"openai_completions\", "
                            "\"openai_embeddings\", \"openai_responses\" or \"anthropic\")", r->dialect_name);
+        }
+        if (r->rollout.enabled) {
+            av_rollout_cfg_t *ro = &r->rollout;
+            ro->baseline = ro->candidate = r->nvariants;
+            for (size_t j = 0; j < r->nvariants; j++) {
+                if (strcmp(r->variants[j].name, ro->baseline_name) == 0)
+                    ro->baseline = j;
+                if (strcmp(r->variants[j].name, ro->candidate_name) == 0)
+                    ro->candidate = j;
+            }
+            push_key(x, "rollout");
+            if (ro->baseline == r->nvariants || ro->candidate == r->nvariants || ro->baseline == ro->candidate) {
+                push_key(x, ro->baseline == r->nvariants ? "baseline" : "candidate");
+                return fail(x, "not a variant of this route (or the baseline twice)");
+            }
+            pop(x);
         }
         if (r->override_token_env != NULL) {
             push_key(x, "override");
@@ -1189,6 +1341,7 @@ static const kspec_t top_spec[] = {
     {"geoip", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_geoip},
     {"pricing", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_pricing},
     {"policy", K_OBJ, 0, 0, 0, 0, NULL, 0, policy_spec, NULL},
+    {"rollout_state_file", K_STR, offsetof(av_config_t, rollout_state_file), 1, 0, 0, NULL, 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -1286,6 +1439,7 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
         }
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
     c->audit_log = relative_to(&x, c->dir, c->audit_log);
+    c->rollout_state_file = relative_to(&x, c->dir, c->rollout_state_file);
     if (match_params(&x, c) != 0 || load_policies(&x, c) != 0)
         goto fail;
     cJSON_Delete(root);

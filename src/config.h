@@ -114,6 +114,25 @@ typedef struct {
     size_t variant;                      /* index in the route's variants */
 } av_geo_rule_t;
 
+/* A route's progressive rollout (rollout.h runs it). */
+#define AV_ROLLOUT_MAX_STEPS 16
+#define AV_ROLLOUT_MAX_KPIS 6
+typedef struct {
+    int enabled;
+    const char *baseline_name, *candidate_name;
+    size_t baseline, candidate;          /* variant indexes */
+    int64_t steps[AV_ROLLOUT_MAX_STEPS]; /* the candidate's share, percent, rising, the last 100 */
+    size_t nsteps;
+    unsigned approve;                    /* bit i: step i waits for POST .../approve before it starts */
+    int64_t min_step_s, max_step_s;
+    const char *on_timeout;              /* "hold" or "rollback" */
+    int64_t min_requests;
+    double min_events, alpha;
+    struct { int kind; double margin, slo; } kpis[AV_ROLLOUT_MAX_KPIS]; /* judge.h's av_kpi_t */
+    size_t nkpis;
+    char fingerprint[64];                /* what a reload compares: candidate and steps */
+} av_rollout_cfg_t;
+
 struct av_split_state_s;
 typedef struct av_route_s {
     const char *name;
@@ -147,6 +166,7 @@ typedef struct av_route_s {
     size_t npolicies;
     av_kv_t *params_raw;                 /* "policy_params" as written: name, JSON text */
     size_t nparams_raw;
+    av_rollout_cfg_t rollout;
 } av_route_t;
 
 typedef struct av_config_s {
@@ -175,6 +195,7 @@ typedef struct av_config_s {
     struct av_geo_s *geo;                /* this generation's databases and trusted proxies; NULL: none */
     av_price_t *prices;                  /* by model name */
     size_t nprices;
+    const char *rollout_state_file;      /* where rollouts persist their state; NULL: nowhere */
     const char *policy_dir;              /* policy files: DIR/NAME.lua */
     int64_t policy_memory_mb, policy_max_instructions, policy_max_ms;
     struct av_policies_s *policies;      /* compiled for this generation; NULL: no route has any */

@@ -98,14 +98,15 @@ static void rate(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, uin
         out->why = "not enough data";
         return;
     }
-    double p0 = (double)b->n * allowed / ((double)a->n * ra + (double)b->n * allowed);
-    if (ea + eb == 0 || p0 >= 1.0) {
-        out->verdict = AV_VERDICT_OK;
-        out->evidence = 1.0;
-        out->why = "no events";
-        return;
+    double le;
+    if (ea == 0) {
+        /* a baseline without events says nothing to condition on: the
+         * candidate's events are tested against the allowed rate itself */
+        le = log_evalue(eb, b->n - eb, allowed > 1e-6 ? allowed : 1e-6);
+    } else {
+        double p0 = (double)b->n * allowed / ((double)a->n * ra + (double)b->n * allowed);
+        le = log_evalue(eb, ea, p0);
     }
-    double le = log_evalue(eb, ea, p0);
     out->evidence = exp(le > 700 ? 700 : le);
     if (le >= log(1.0 / alpha)) {
         out->verdict = AV_VERDICT_FAIL;

@@ -9,6 +9,8 @@
  *   baseline's rate so far. A beta mixture over p > p0 gives an e-value
  *   (a test martingale): rejecting when it reaches 1 / alpha keeps the false
  *   alarm rate at alpha however often it is read (Ville's inequality).
+ *   When the baseline has no events yet, the candidate's events are tested
+ *   alone against the allowed rate (its margin) with the same mixture.
  * - Means (log latency, log TTFT, cost per request): the mSPRT with a normal
  *   mixture on the difference minus the margin (log of max_ratio), one-sided.
  * - Before min_requests per arm, or min_events expected events, the verdict

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "policy_test.h"
 #include "report.h"
+#include "rollout.h"
 #include "split.h"
 #include "worker.h"
 
@@ -34,6 +35,7 @@ typedef struct {
     av_admin_t *admin;
     av_admin_state_t admin_state;
     av_split_reg_t *splits;  /* route weights and counters, across generations */
+    av_rollouts_t *rollouts; /* the rollout controller */
     int **fds;               /* [worker][listener] */
     char (*listen_addrs)[80];
     /* policy files: a change reloads, 200 ms after the last one */
@@ -93,6 +95,7 @@ static void reload(av_main_t *m, const char *trigger)
     }
     audit_reload(m, trigger, next->generation, NULL);
     av_split_attach(m->splits, next);
+    av_rollouts_sync(m->rollouts, next);
     m->admin_state.cfg = next;
     m->admin_state.token = next->admin_token;
     av_config_restart_keys(m->cfg, next, warn_restart, next);
@@ -287,6 +290,9 @@ int main(int argc, char **argv)
     m.base = event_base_new();
     m.splits = av_split_reg_new(m.nworkers);
     av_split_attach(m.splits, m.cfg);
+    m.rollouts = av_rollouts_new(m.base, m.audit);
+    av_rollouts_sync(m.rollouts, m.cfg);
+    m.admin_state.rollouts = m.rollouts;
     m.admin_state.cfg = m.cfg;
     m.admin_state.token = m.cfg->admin_token;
     if (m.cfg->admin_token == NULL)
@@ -366,6 +372,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     av_admin_free(m.admin);
+    av_rollouts_free(m.rollouts);
     event_base_free(m.base);
     for (int i = 0; i < m.nworkers; i++)
         free(m.fds[i]);

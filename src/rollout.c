@@ -1,0 +1,501 @@
+/* rollout.c: the controller's state per route, its once-a-second judgement,
+ * weights, persistence, audit lines and admin views. */
+#include "rollout.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "av.h"
+#include "config.h"
+#include "judge.h"
+#include "jsonw.h"
+#include "kpilog.h"
+#include "log.h"
+#include "metrics.h"
+#include "split.h"
+#include "stats.h"
+
+enum { RS_STEP, RS_AWAIT, RS_PAUSED, RS_HOLD, RS_PROMOTED, RS_ROLLED_BACK, RS_N };
+static const char *const state_names[RS_N] = {"step", "awaiting_approval", "paused", "holding", "promoted",
+                                              "rolled_back"};
+static const char *const kpi_names[] = {"", "error_rate", "rate_429", "block_rate", "latency", "ttft", "cost"};
+static const char *const verdict_names[] = {"wait", "ok", "fail", "slo"};
+
+#define SRM_P 0.001     /* a split this unlikely halts the rollout */
+#define SRM_MIN 1000    /* requests before the split is checked */
+
+typedef struct {
+    char route[128], fingerprint[64];
+    const av_route_t *rt;     /* in the current generation */
+    int state;
+    size_t step;              /* the step running, awaited, paused in */
+    uint64_t step_start_us;
+    av_arm_t snap_a, snap_b, cur_a, cur_b;
+    av_kpi_result_t results[AV_ROLLOUT_MAX_KPIS];
+    double srm_p;
+    char reason[512];
+} ro_t;
+
+struct av_rollouts_s {
+    struct event_base *base;
+    struct event *timer;
+    av_kpilog_t *audit;
+    av_config_t *cfg;         /* the generation synced last (a reference) */
+    ro_t *ro;
+    size_t n;
+    int loaded;               /* the state file was read */
+};
+
+static void snapshot(ro_t *o)
+{
+    const struct av_metrics_s *m = av_split_metrics(o->rt->split);
+    av_metrics_arm(m, o->rt->rollout.baseline, &o->snap_a);
+    av_metrics_arm(m, o->rt->rollout.candidate, &o->snap_b);
+    o->cur_a = o->cur_b = (av_arm_t){0};
+    o->step_start_us = av_now_us();
+    memset(o->results, 0, sizeof(o->results));
+    o->srm_p = 1.0;
+}
+
+/* The candidate's share of baseline + candidate now, in percent. */
+static int64_t share(const ro_t *o)
+{
+    const av_rollout_cfg_t *c = &o->rt->rollout;
+    switch (o->state) {
+    case RS_PROMOTED: return 100;
+    case RS_ROLLED_BACK: return 0;
+    case RS_AWAIT: return o->step > 0 ? c->steps[o->step - 1] : 0;
+    default: return c->steps[o->step];
+    }
+}
+
+/* Sets the route's weights for the share, leaving other variants alone. */
+static void apply_weights(ro_t *o)
+{
+    const av_route_t *rt = o->rt;
+    if (rt->split == NULL)
+        return;
+    int64_t w[AV_SPLIT_MAX_VARIANTS], want[AV_SPLIT_MAX_VARIANTS];
+    av_split_weights(rt->split, w, rt->nvariants);
+    memcpy(want, w, sizeof(w));
+    size_t a = rt->rollout.baseline, b = rt->rollout.candidate;
+    int64_t total = rt->variants[a].weight + rt->variants[b].weight;
+    if (total <= 0)
+        total = 100;
+    int64_t pct = share(o);
+    want[b] = total * pct / 100;
+    want[a] = total - want[b];
+    int64_t sum = 0;
+    for (size_t i = 0; i < rt->nvariants; i++)
+        sum += want[i];
+    if (sum > 0 && memcmp(w, want, rt->nvariants * sizeof(int64_t)) != 0)
+        av_split_set_weights(rt->split, want, rt->nvariants);
+}
+
+static void persist(av_rollouts_t *r)
+{
+    const char *path = r->cfg ? r->cfg->rollout_state_file : NULL;
+    if (path == NULL)
+        return;
+    cJSON *root = cJSON_CreateObject(), *routes = cJSON_AddObjectToObject(root, "routes");
+    cJSON_AddNumberToObject(root, "version", 1);
+    for (size_t i = 0; i < r->n; i++) {
+        cJSON *e = cJSON_AddObjectToObject(routes, r->ro[i].route);
+        cJSON_AddStringToObject(e, "fingerprint", r->ro[i].fingerprint);
+        cJSON_AddStringToObject(e, "state", state_names[r->ro[i].state]);
+        cJSON_AddNumberToObject(e, "step", (double)r->ro[i].step);
+        cJSON_AddStringToObject(e, "reason", r->ro[i].reason);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (text == NULL)
+        av_oom();
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    size_t len = strlen(text), off = 0;
+    int ok = fd >= 0;
+    while (ok && off < len) {
+        ssize_t k = write(fd, text + off, len - off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        ok = k > 0;
+        off += k > 0 ? (size_t)k : 0;
+    }
+    ok = ok && fsync(fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (!ok || rename(tmp, path) != 0)
+        AV_ERR("rollout state: cannot write %s: %s (the rollouts go on; a restart would start them afresh)", path,
+               strerror(errno));
+    cJSON_free(text);
+}
+
+static void kpis_json(struct evbuffer *b, const ro_t *o)
+{
+    const av_rollout_cfg_t *c = &o->rt->rollout;
+    evbuffer_add(b, "[", 1);
+    for (size_t k = 0; k < c->nkpis; k++) {
+        const av_kpi_result_t *res = &o->results[k];
+        evbuffer_add_printf(b,
+                            "%s{\"kpi\":\"%s\",\"verdict\":\"%s\",\"baseline\":%.6g,\"candidate\":%.6g,"
+                            "\"evidence\":%.6g,\"threshold\":%.6g,\"margin\":%.6g,\"slo\":%.6g,\"why\":",
+                            k ? "," : "", kpi_names[c->kpis[k].kind], verdict_names[res->verdict], res->baseline,
+                            res->candidate, res->evidence, (double)c->nkpis / c->alpha, c->kpis[k].margin,
+                            c->kpis[k].slo);
+        av_json_str(b, res->why ? res->why : "", res->why ? strlen(res->why) : 0);
+        evbuffer_add(b, "}", 1);
+    }
+    evbuffer_add(b, "]", 1);
+}
+
+static void one_json(struct evbuffer *b, const ro_t *o)
+{
+    const av_rollout_cfg_t *c = &o->rt->rollout;
+    evbuffer_add_printf(b, "{\"route\":");
+    av_json_str(b, o->route, strlen(o->route));
+    evbuffer_add_printf(b, ",\"baseline\":\"%s\",\"candidate\":\"%s\",\"state\":\"%s\",\"step\":%zu,\"steps\":%zu,"
+                           "\"candidate_percent\":%lld,\"step_seconds\":%.1f,"
+                           "\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"srm_p\":%.6g,\"reason\":",
+                        c->baseline_name, c->candidate_name, state_names[o->state], o->step + 1, c->nsteps,
+                        (long long)share(o), (double)(av_now_us() - o->step_start_us) / 1e6,
+                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, o->srm_p);
+    av_json_str(b, o->reason, strlen(o->reason));
+    evbuffer_add(b, ",\"kpis\":", 8);
+    kpis_json(b, o);
+    evbuffer_add(b, "}", 1);
+}
+
+static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const char *fmt, ...)
+{
+    int from = o->state;
+    size_t from_step = o->step;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->reason, sizeof(o->reason), fmt, ap);
+    va_end(ap);
+    struct evbuffer *b = evbuffer_new();
+    if (r->audit != NULL) { /* the numbers behind it: those of the step that ends */
+        av_audit_begin(b, "rollout");
+        av_audit_str(b, "route", o->route);
+        av_audit_str(b, "from", state_names[from]);
+        evbuffer_add_printf(b, ",\"from_step\":%zu", from_step + 1);
+        av_audit_str(b, "to", state_names[state]);
+        evbuffer_add_printf(b, ",\"to_step\":%zu", step + 1);
+        av_audit_str(b, "reason", o->reason);
+        evbuffer_add_printf(b, ",\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"kpis\":",
+                            (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n);
+        kpis_json(b, o);
+        av_audit_end(b);
+        av_kpilog_append(r->audit, b, 1);
+    }
+    evbuffer_free(b);
+    o->state = state;
+    o->step = step;
+    if (state == RS_STEP)
+        snapshot(o); /* a new step judges from here; other states keep the last step's numbers to show */
+    AV_INFO("rollout %s: %s -> %s, step %zu of %zu (candidate %lld%%): %s", o->route, state_names[from],
+            state_names[state], step + 1, o->rt->rollout.nsteps, (long long)share(o), o->reason);
+    apply_weights(o);
+    persist(r);
+}
+
+static void judge(av_rollouts_t *r, ro_t *o)
+{
+    const av_rollout_cfg_t *c = &o->rt->rollout;
+    const struct av_metrics_s *m = av_split_metrics(o->rt->split);
+    av_arm_t a, b;
+    av_metrics_arm(m, c->baseline, &a);
+    av_metrics_arm(m, c->candidate, &b);
+    av_arm_diff(&a, &o->snap_a, &o->cur_a);
+    av_arm_diff(&b, &o->snap_b, &o->cur_b);
+    av_judge_cfg_t jc = {.alpha = c->alpha, .min_requests = (uint64_t)c->min_requests, .min_events = c->min_events};
+    int waiting = 0;
+    for (size_t k = 0; k < c->nkpis; k++) {
+        av_kpi_t kpi = {c->kpis[k].kind, c->kpis[k].margin, c->kpis[k].slo};
+        av_judge_kpi(&jc, &kpi, c->nkpis, &o->cur_a, &o->cur_b, &o->results[k]);
+        const av_kpi_result_t *res = &o->results[k];
+        if (res->verdict == AV_VERDICT_FAIL || res->verdict == AV_VERDICT_SLO) {
+            transition(r, o, RS_ROLLED_BACK, o->step,
+                       "%s %s: baseline %.4g, candidate %.4g (evidence %.3g, threshold %.3g, margin %.3g, slo %.3g; "
+                       "%llu and %llu requests)",
+                       kpi_names[kpi.kind], res->verdict == AV_VERDICT_SLO ? "broke its SLO" : "regressed",
+                       res->baseline, res->candidate, res->evidence, (double)c->nkpis / c->alpha, kpi.margin,
+                       kpi.slo, (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n);
+            return;
+        }
+        waiting |= res->verdict == AV_VERDICT_WAIT;
+    }
+    int64_t pct = share(o);
+    if (pct > 0 && pct < 100 && o->cur_a.n + o->cur_b.n >= SRM_MIN) {
+        uint64_t counts[2] = {o->cur_a.n, o->cur_b.n};
+        double weights[2] = {(double)(100 - pct), (double)pct};
+        o->srm_p = av_srm_p(counts, weights, 2);
+        if (o->srm_p < SRM_P) {
+            transition(r, o, RS_PAUSED, o->step,
+                       "sample ratio mismatch: %llu baseline and %llu candidate requests for a %lld%% split (p %.2g)",
+                       (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, (long long)pct, o->srm_p);
+            return;
+        }
+    }
+    double secs = (double)(av_now_us() - o->step_start_us) / 1e6;
+    if (!waiting && secs >= (double)c->min_step_s) {
+        size_t next = o->step + 1;
+        if (next >= c->nsteps || c->steps[next] == 100) /* all traffic leaves nothing to compare: promotion */
+            transition(r, o, RS_PROMOTED, c->nsteps - 1, "step %zu passed: every KPI within its margin for %.0f s; "
+                       "promoted", o->step + 1, secs);
+        else if ((c->approve >> next) & 1)
+            transition(r, o, RS_AWAIT, next, "step %zu passed; step %zu waits for approval", o->step + 1, next + 1);
+        else
+            transition(r, o, RS_STEP, next, "step %zu passed: every KPI within its margin for %.0f s", o->step + 1,
+                       secs);
+        return;
+    }
+    if (c->max_step_s > 0 && secs >= (double)c->max_step_s) {
+        if (strcmp(c->on_timeout, "rollback") == 0)
+            transition(r, o, RS_ROLLED_BACK, o->step, "step %zu ran %.0f s without a verdict", o->step + 1, secs);
+        else
+            transition(r, o, RS_HOLD, o->step, "step %zu ran %.0f s without a verdict: holding", o->step + 1, secs);
+    }
+}
+
+void av_rollouts_tick(av_rollouts_t *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        ro_t *o = &r->ro[i];
+        if (o->rt == NULL || o->rt->split == NULL)
+            continue;
+        apply_weights(o);
+        if (o->state == RS_STEP)
+            judge(r, o);
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    av_rollouts_tick(arg);
+}
+
+av_rollouts_t *av_rollouts_new(struct event_base *base, av_kpilog_t *audit)
+{
+    av_rollouts_t *r = av_calloc(1, sizeof(*r));
+    r->base = base;
+    r->audit = audit;
+    if (base != NULL) {
+        r->timer = event_new(base, -1, EV_PERSIST, tick_cb, r);
+        struct timeval tv = {1, 0};
+        event_add(r->timer, &tv);
+    }
+    return r;
+}
+
+void av_rollouts_free(av_rollouts_t *r)
+{
+    if (r == NULL)
+        return;
+    if (r->timer != NULL)
+        event_free(r->timer);
+    if (r->cfg != NULL)
+        av_config_unref(r->cfg);
+    free(r->ro);
+    free(r);
+}
+
+static int state_by_name(const char *s)
+{
+    for (int i = 0; i < RS_N; i++)
+        if (s != NULL && strcmp(state_names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+/* What the state file says of a route: its state and step, if it is about
+ * the same candidate. */
+static int saved_state(cJSON *saved, const char *route, const char *fingerprint, int *state, size_t *step)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(saved, "routes"), route);
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(e, "fingerprint");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(e, "state");
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "step");
+    if (!cJSON_IsString(fp) || strcmp(fp->valuestring, fingerprint) != 0 || !cJSON_IsString(st) ||
+        !cJSON_IsNumber(sp))
+        return 0;
+    int s = state_by_name(st->valuestring);
+    if (s < 0)
+        return 0;
+    *state = s;
+    *step = (size_t)sp->valuedouble;
+    return 1;
+}
+
+void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
+{
+    cJSON *saved = NULL;
+    if (!r->loaded && cfg->rollout_state_file != NULL) {
+        FILE *f = fopen(cfg->rollout_state_file, "rb");
+        if (f != NULL) {
+            char buf[1 << 16];
+            size_t n = fread(buf, 1, sizeof(buf), f);
+            fclose(f);
+            saved = cJSON_ParseWithLength(buf, n);
+            if (saved == NULL)
+                AV_WARN("rollout state %s is not JSON: the rollouts start afresh", cfg->rollout_state_file);
+        }
+    }
+    r->loaded = 1;
+    ro_t *next = av_calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*next));
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const av_route_t *rt = &cfg->routes[i];
+        if (!rt->rollout.enabled)
+            continue;
+        ro_t *o = &next[n++];
+        const ro_t *old = NULL;
+        for (size_t j = 0; j < r->n; j++)
+            if (strcmp(r->ro[j].route, rt->name) == 0 && strcmp(r->ro[j].fingerprint, rt->rollout.fingerprint) == 0)
+                old = &r->ro[j];
+        if (old != NULL) { /* the same rollout: it goes on where it was */
+            *o = *old;
+            o->rt = rt;
+            if (o->step >= rt->rollout.nsteps)
+                o->step = rt->rollout.nsteps - 1;
+            apply_weights(o);
+            continue;
+        }
+        snprintf(o->route, sizeof(o->route), "%s", rt->name);
+        snprintf(o->fingerprint, sizeof(o->fingerprint), "%s", rt->rollout.fingerprint);
+        o->rt = rt;
+        int state;
+        size_t step;
+        if (saved != NULL && saved_state(saved, rt->name, rt->rollout.fingerprint, &state, &step) &&
+            step < rt->rollout.nsteps) {
+            o->state = state;
+            o->step = step;
+            snprintf(o->reason, sizeof(o->reason), "resumed from %s after a restart", cfg->rollout_state_file);
+        } else {
+            o->state = (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
+            o->step = 0;
+            snprintf(o->reason, sizeof(o->reason), "started");
+        }
+        snapshot(o);
+        apply_weights(o);
+        AV_INFO("rollout %s: %s, step %zu of %zu (candidate %s at %lld%%)", o->route, state_names[o->state],
+                o->step + 1, rt->rollout.nsteps, rt->rollout.candidate_name, (long long)share(o));
+    }
+    cJSON_Delete(saved);
+    free(r->ro);
+    r->ro = next;
+    r->n = n;
+    if (r->cfg != NULL)
+        av_config_unref(r->cfg);
+    r->cfg = av_config_ref(cfg);
+    persist(r);
+}
+
+static ro_t *find(av_rollouts_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->ro[i].route, name) == 0)
+            return &r->ro[i];
+    return NULL;
+}
+
+int av_rollouts_json(av_rollouts_t *r, const char *name, struct evbuffer *out)
+{
+    if (name != NULL) {
+        ro_t *o = find(r, name);
+        if (o == NULL)
+            return -1;
+        one_json(out, o);
+        evbuffer_add(out, "\n", 1);
+        return 0;
+    }
+    evbuffer_add(out, "{\"rollouts\":[", 13);
+    for (size_t i = 0; i < r->n; i++) {
+        if (i)
+            evbuffer_add(out, ",", 1);
+        one_json(out, &r->ro[i]);
+    }
+    evbuffer_add(out, "]}\n", 3);
+    return 0;
+}
+
+int av_rollouts_action(av_rollouts_t *r, const char *name, const char *action, char *why, size_t whylen)
+{
+    ro_t *o = find(r, name);
+    if (o == NULL) {
+        snprintf(why, whylen, "no rollout on route \"%.64s\"", name);
+        return 404;
+    }
+    int s = o->state;
+    if (strcmp(action, "pause") == 0) {
+        if (s != RS_STEP && s != RS_AWAIT && s != RS_HOLD)
+            goto refused;
+        transition(r, o, RS_PAUSED, o->step, "paused by the admin API");
+    } else if (strcmp(action, "resume") == 0) {
+        if (s == RS_ROLLED_BACK) /* trying the same candidate again takes this explicit action */
+            transition(r, o, RS_STEP, 0, "resumed by the admin API after a rollback: starting over");
+        else if (s == RS_PAUSED || s == RS_HOLD)
+            transition(r, o, RS_STEP, o->step, "resumed by the admin API");
+        else
+            goto refused;
+    } else if (strcmp(action, "approve") == 0) {
+        if (s != RS_AWAIT)
+            goto refused;
+        transition(r, o, RS_STEP, o->step, "step %zu approved by the admin API", o->step + 1);
+    } else if (strcmp(action, "promote") == 0) {
+        if (s == RS_PROMOTED)
+            goto refused;
+        transition(r, o, RS_PROMOTED, o->rt->rollout.nsteps - 1, "promoted by the admin API");
+    } else if (strcmp(action, "rollback") == 0) {
+        if (s == RS_ROLLED_BACK)
+            goto refused;
+        transition(r, o, RS_ROLLED_BACK, o->step, "rolled back by the admin API");
+    } else {
+        snprintf(why, whylen, "\"%.32s\" is not an action (pause, resume, approve, promote, rollback)", action);
+        return 400;
+    }
+    return 0;
+refused:
+    snprintf(why, whylen, "rollout %s is %s: %s does not apply", name, state_names[s], action);
+    return 409;
+}
+
+void av_rollouts_prometheus(av_rollouts_t *r, struct evbuffer *out)
+{
+    if (r == NULL || r->n == 0)
+        return;
+    evbuffer_add_printf(out, "# HELP aviary_rollout_state The rollout's state (1 for the one it is in).\n"
+                             "# TYPE aviary_rollout_state gauge\n");
+    for (size_t i = 0; i < r->n; i++)
+        for (int s = 0; s < RS_N; s++)
+            evbuffer_add_printf(out, "aviary_rollout_state{route=\"%s\",state=\"%s\"} %d\n", r->ro[i].route,
+                                state_names[s], r->ro[i].state == s);
+    evbuffer_add_printf(out, "# HELP aviary_rollout_step The step running (from 1).\n"
+                             "# TYPE aviary_rollout_step gauge\n");
+    for (size_t i = 0; i < r->n; i++)
+        evbuffer_add_printf(out, "aviary_rollout_step{route=\"%s\"} %zu\n", r->ro[i].route, r->ro[i].step + 1);
+    evbuffer_add_printf(out, "# HELP aviary_rollout_candidate_percent The candidate's share of the two variants.\n"
+                             "# TYPE aviary_rollout_candidate_percent gauge\n");
+    for (size_t i = 0; i < r->n; i++)
+        evbuffer_add_printf(out, "aviary_rollout_candidate_percent{route=\"%s\"} %lld\n", r->ro[i].route,
+                            (long long)share(&r->ro[i]));
+    evbuffer_add_printf(out, "# HELP aviary_rollout_kpi_verdict Each KPI's verdict (1 for the current one).\n"
+                             "# TYPE aviary_rollout_kpi_verdict gauge\n");
+    for (size_t i = 0; i < r->n; i++)
+        for (size_t k = 0; k < r->ro[i].rt->rollout.nkpis; k++)
+            for (int v = 0; v < 4; v++)
+                evbuffer_add_printf(out, "aviary_rollout_kpi_verdict{route=\"%s\",kpi=\"%s\",verdict=\"%s\"} %d\n",
+                                    r->ro[i].route, kpi_names[r->ro[i].rt->rollout.kpis[k].kind], verdict_names[v],
+                                    r->ro[i].results[k].verdict == v);
+}
