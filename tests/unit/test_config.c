@@ -132,7 +132,7 @@ static void test_type_and_bounds(void)
 static void test_unknown_and_duplicate_keys(void)
 {
     expect_error("{" MINIMAL_LISTEN ",\n  \"lisen\": 1}",
-                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy)");
+                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy, rollout_state_file)");
     expect_error("{" MINIMAL_LISTEN ",\n  \"workers\": 1, \"workers\": 2}", "t.json:2:17: workers: duplicate key");
 }
 
@@ -171,6 +171,46 @@ static void test_addresses_and_urls(void)
     unsetenv("AV_TEST_UNSET");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"api_key_env\": \"AV_TEST_UNSET\"}}," MINIMAL_ROUTES "}",
                  "t.json:1:89: backends.b.api_key_env: environment variable AV_TEST_UNSET is not set");
+}
+
+#define RO_ROUTE(ro) \
+    "{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\n\"routes\": [{\"name\": \"r\", \"variants\": [{\"name\": \"a\", " \
+    "\"backend\": \"b\"}, {\"name\": \"c\", \"backend\": \"b\", \"weight\": 0}],\n\"rollout\": " ro "}]}"
+
+/* rollout blocks: defaults, and each mistake at its place */
+static void test_rollout(void)
+{
+    av_config_t *c = parse(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {\"ttft\": {\"max_ratio\": 1.5, "
+                                    "\"slo_ms\": 900}}}"));
+    CHECK(c != NULL);
+    if (c != NULL) {
+        const av_rollout_cfg_t *ro = &c->routes[0].rollout;
+        CHECK_INT(ro->enabled, 1);
+        CHECK_INT(ro->baseline, 0);
+        CHECK_INT(ro->candidate, 1);
+        CHECK_INT(ro->nsteps, 4);
+        CHECK_INT(ro->steps[0], 5);
+        CHECK_INT(ro->min_step_s, 60);
+        CHECK_INT(ro->min_requests, 200);
+        CHECK_INT(ro->nkpis, 1);
+        CHECK(ro->kpis[0].margin == 1.5 && ro->kpis[0].slo == 900);
+        CHECK(ro->alpha == 0.05);
+        CHECK_STR(ro->on_timeout, "hold");
+    }
+    av_config_unref(c);
+    expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {\"p99\": {}}}"),
+                 "t.json:3:52: routes[0].rollout.kpis.p99: unknown KPI (known: error_rate, rate_429, block_rate, "
+                 "latency, ttft, cost)");
+    expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"steps\": [10, 5, 100], "
+                          "\"kpis\": {\"ttft\": {}}}"),
+                 "t.json:3:51: routes[0].rollout.steps[1]: a step is a whole percentage from 1 to 100, above the one before");
+    expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {}}"),
+                 "t.json:3:12: routes[0].rollout: a rollout watches at least one KPI (\"kpis\": {\"error_rate\": "
+                 "{\"max_increase\": 0.01}})");
+    expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"alpha\": 2, \"kpis\": {\"ttft\": {}}}"),
+                 "t.json:3:48: routes[0].rollout.alpha: must be from 1e-06 to 0.5");
+    expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"a\", \"kpis\": {\"ttft\": {}}}"),
+                 "t.json:3:30: routes[0].rollout.candidate: not a variant of this route (or the baseline twice)");
 }
 
 static void test_refcount(void)
@@ -256,6 +296,7 @@ int main(void)
     RUN(test_reference_errors);
     RUN(test_addresses_and_urls);
     RUN(test_split_keys);
+    RUN(test_rollout);
     RUN(test_refcount);
     RUN(test_restart_keys);
     RUN(test_load_file_errors);
