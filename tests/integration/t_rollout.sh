@@ -88,6 +88,19 @@ like "after a restart: the candidate still gets nothing" "$(curl -s --max-time 5
     '"name":"next","baseline":false,"backend":"bad","model":null,"prompt_hash":null,"weight":0,'
 out=$(curl -s --max-time 5 -X POST "http://$ADMIN/rollouts/chat/resume" -H "$AUTH")
 like "resume after a rollback starts over (an explicit admin action)" "$out" '"state":"step","step":1,.*"candidate_percent":20'
+
+# a reload keeps a rollout whose variants did not change, and starts one afresh when the candidate changed
+sed -i 's/"min_step_s": 1, "min_requests": 20, "min_events": 1,$/"min_step_s": 2, "min_requests": 20, "min_events": 1,/' "$T/a.json"
+kill -HUP "$AV_PID"
+wait_until 5 grep -q "generation 2" "$T/aviary.err"
+is "reload, same candidate: still promoted" "$(state healthy)" promoted
+sed -i 's/"name": "next", "backend": "good", "weight": 0}\],/"name": "next2", "backend": "good", "weight": 0}],/; s/"candidate": "next", "steps": \[30, 60, 100\]/"candidate": "next2", "steps": [30, 60, 100]/' "$T/a.json"
+kill -HUP "$AV_PID"
+wait_until 5 grep -q "generation 3" "$T/aviary.err"
+like "reload, a new candidate: its rollout starts afresh" "$(curl -s --max-time 5 "http://$ADMIN/rollouts/healthy")" \
+    '"candidate":"next2","state":"step","step":1,'
+wait_until 5 grep -q '"trigger":"SIGHUP","result":"loaded","generation":3' "$T/audit.log"
+like "audit: the reload" "$(cat "$T/audit.log")" '"type":"reload","trigger":"SIGHUP","result":"loaded","generation":3'
 stop_pid "$AV_PID"
 
 # config errors name the place
