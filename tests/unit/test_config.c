@@ -199,13 +199,13 @@ static void test_rollout(void)
     }
     av_config_unref(c);
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {\"p99\": {}}}"),
-                 "t.json:3:52: routes[0].rollout.kpis.p99: unknown KPI (known: error_rate, rate_429, block_rate, "
+                 "t.json:3:57: routes[0].rollout.kpis.p99: unknown KPI (known: error_rate, rate_429, block_rate, "
                  "latency, ttft, cost)");
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"steps\": [10, 5, 100], "
                           "\"kpis\": {\"ttft\": {}}}"),
-                 "t.json:3:51: routes[0].rollout.steps[1]: a step is a whole percentage from 1 to 100, above the one before");
+                 "t.json:3:62: routes[0].rollout.steps[1]: a step is a whole percentage from 1 to 100, above the one before");
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {}}"),
-                 "t.json:3:12: routes[0].rollout: a rollout watches at least one KPI (\"kpis\": {\"error_rate\": "
+                 "t.json:3:1: routes[0].rollout: a rollout watches at least one KPI (\"kpis\": {\"error_rate\": "
                  "{\"max_increase\": 0.01}})");
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"alpha\": 2, \"kpis\": {\"ttft\": {}}}"),
                  "t.json:3:48: routes[0].rollout.alpha: must be from 1e-06 to 0.5");
