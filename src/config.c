@@ -830,6 +830,7 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
                 {"error_rate", "max_increase", "slo", AV_KPI_ERRORS}, {"rate_429", "max_increase", "slo", AV_KPI_429},
                 {"block_rate", "max_increase", "slo", AV_KPI_BLOCKS}, {"latency", "max_ratio", "slo_ms", AV_KPI_LATENCY},
                 {"ttft", "max_ratio", "slo_ms", AV_KPI_TTFT},        {"cost", "max_ratio", "slo_usd", AV_KPI_COST},
+                {"feedback", "max_decrease", "slo_min", AV_KPI_FEEDBACK},
             };
             if (!cJSON_IsObject(m))
                 return fail(x, "expected {\"error_rate\": {\"max_increase\": 0.01}, \"ttft\": {\"max_ratio\": 1.2}, ...}");
@@ -839,19 +840,21 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
                 while (i < AV_NELEMS(kinds) && strcmp(kinds[i].name, e->string) != 0)
                     i++;
                 if (i == AV_NELEMS(kinds))
-                    return fail(x, "unknown KPI (known: error_rate, rate_429, block_rate, latency, ttft, cost)");
+                    return fail(x, "unknown KPI (known: error_rate, rate_429, block_rate, latency, ttft, cost, "
+                                   "feedback)");
                 if (!cJSON_IsObject(e))
                     return fail(x, "expected {\"%s\": ..., \"%s\": ...}", kinds[i].margin, kinds[i].slo);
                 av_rollout_cfg_t *q = ro;
                 size_t n = q->nkpis++;
                 q->kpis[n].kind = kinds[i].kind;
-                q->kpis[n].margin = kinds[i].kind <= AV_KPI_BLOCKS ? 0.0 : 1.0;
+                int absolute = kinds[i].kind <= AV_KPI_BLOCKS || kinds[i].kind == AV_KPI_FEEDBACK;
+                q->kpis[n].margin = absolute ? 0.0 : 1.0;
                 for (const cJSON *f = e->child; f != NULL; f = f->next) {
                     push_key(x, f->string);
                     int is_margin = strcmp(f->string, kinds[i].margin) == 0;
                     if (!is_margin && strcmp(f->string, kinds[i].slo) != 0)
                         return fail(x, "unknown key (known keys: %s, %s)", kinds[i].margin, kinds[i].slo);
-                    double lo = is_margin ? (kinds[i].kind <= AV_KPI_BLOCKS ? 0 : 1) : 0;
+                    double lo = is_margin ? (absolute ? 0 : 1) : 0;
                     if (num_field(x, f, lo, 1e9, is_margin ? &q->kpis[n].margin : &q->kpis[n].slo) != 0)
                         return AV_EINVAL;
                     pop(x);
@@ -1342,6 +1345,7 @@ static const kspec_t top_spec[] = {
     {"pricing", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_pricing},
     {"policy", K_OBJ, 0, 0, 0, 0, NULL, 0, policy_spec, NULL},
     {"rollout_state_file", K_STR, offsetof(av_config_t, rollout_state_file), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"feedback_path", K_STR, offsetof(av_config_t, feedback_path), 0, 0, 0, "/v1/feedback", 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 

@@ -46,6 +46,9 @@ void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
     out->ttft_sq = now->ttft_sq - then->ttft_sq;
     out->cost_sum = now->cost_sum - then->cost_sum;
     out->cost_sq = now->cost_sq - then->cost_sq;
+    out->fb_n = now->fb_n - then->fb_n;
+    out->fb_sum = now->fb_sum - then->fb_sum;
+    out->fb_sq = now->fb_sq - then->fb_sq;
 }
 
 /* The log e-value of xb candidate events out of x = xa + xb, against p0,
@@ -153,6 +156,34 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
     }
 }
 
+/* A mean with an absolute allowed shift (feedback, negated so higher is worse). */
+static void mean_abs(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, double shift, double na, double sa,
+                     double qa, double nb, double sb, double qb, av_kpi_result_t *out)
+{
+    (void)k;
+    double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
+    out->baseline = ma;
+    out->candidate = mb;
+    if (na < (double)cfg->min_requests || nb < (double)cfg->min_requests) {
+        out->verdict = AV_VERDICT_WAIT;
+        out->why = "not enough data";
+        return;
+    }
+    double va = qa / na - ma * ma, vb = qb / nb - mb * mb;
+    va = va < 1e-12 ? 1e-12 : va;
+    vb = vb < 1e-12 ? 1e-12 : vb;
+    double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
+    double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
+    out->evidence = lambda;
+    if (mb > ma + shift && lambda >= 1.0 / alpha) {
+        out->verdict = AV_VERDICT_FAIL;
+        out->why = "regression";
+    } else {
+        out->verdict = AV_VERDICT_OK;
+        out->why = "no regression found";
+    }
+}
+
 void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, const av_arm_t *a, const av_arm_t *b,
                   av_kpi_result_t *out)
 {
@@ -173,6 +204,26 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
         mean(cfg, k, alpha, 0, (double)a->cost_n, a->cost_sum, a->cost_sq, (double)b->cost_n, b->cost_sum,
              b->cost_sq, out);
         break;
+    case AV_KPI_FEEDBACK: {
+        /* lower is worse: judged as the negated score, with an absolute margin */
+        av_kpi_t neg = {k->kind, 0, 0};
+        av_judge_cfg_t c2 = *cfg;
+        double na = (double)a->fb_n, nb = (double)b->fb_n;
+        double mb = nb > 0 ? b->fb_sum / nb : 0;
+        if (k->slo > 0 && nb >= (double)cfg->min_requests && mb < k->slo) {
+            out->verdict = AV_VERDICT_SLO;
+            out->baseline = na > 0 ? a->fb_sum / na : 0;
+            out->candidate = mb;
+            out->why = "under its absolute floor";
+            break;
+        }
+        mean_abs(&c2, &neg, alpha, k->margin, na, -a->fb_sum, a->fb_sq, nb, -b->fb_sum, b->fb_sq, out);
+        out->baseline = -out->baseline;
+        out->candidate = -out->candidate;
+        if (out->verdict == AV_VERDICT_FAIL)
+            out->why = "regression: the candidate's feedback is lower than allowed";
+        break;
+    }
     default: out->why = "unknown KPI"; break;
     }
 }

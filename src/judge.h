@@ -13,6 +13,8 @@
  *   alone against the allowed rate (its margin) with the same mixture.
  * - Means (log latency, log TTFT, cost per request): the mSPRT with a normal
  *   mixture on the difference minus the margin (log of max_ratio), one-sided.
+ *   Feedback scores the same way, the other way round (lower is worse), with
+ *   an absolute margin (max_decrease) and an SLO that is a floor.
  * - Before min_requests per arm, or min_events expected events, the verdict
  *   is "wait": not enough data never passes and never fails.
  * - alpha is split evenly across the KPIs a rollout watches.
@@ -23,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { AV_KPI_ERRORS = 1, AV_KPI_429, AV_KPI_BLOCKS, AV_KPI_LATENCY, AV_KPI_TTFT, AV_KPI_COST };
+enum { AV_KPI_ERRORS = 1, AV_KPI_429, AV_KPI_BLOCKS, AV_KPI_LATENCY, AV_KPI_TTFT, AV_KPI_COST, AV_KPI_FEEDBACK };
 enum { AV_VERDICT_WAIT = 0, AV_VERDICT_OK, AV_VERDICT_FAIL, AV_VERDICT_SLO };
 
 /* What one arm saw: counts, and sums of the values (and their squares) a
@@ -32,11 +34,13 @@ typedef struct av_arm_s {
     uint64_t n, errors, r429, blocks;
     uint64_t lat_n, ttft_n, cost_n;
     double lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq;
+    uint64_t fb_n;             /* feedback scores (0 to 1) the application posted */
+    double fb_sum, fb_sq;
 } av_arm_t;
 
 typedef struct {
     int kind;          /* AV_KPI_* */
-    double margin;     /* rates: points allowed (0.01 = one point); means: allowed ratio (1.2) */
+    double margin;     /* rates: points allowed (0.01 = one point); means: allowed ratio (1.2); feedback: points of score */
     double slo;        /* the candidate's absolute limit (a rate, or ms, or dollars per request); 0: none */
 } av_kpi_t;
 

@@ -52,6 +52,7 @@ typedef struct {
 typedef struct {
     uint64_t n, errors, r429, blocks, lat_n, ttft_n, cost_n;
     uint64_t lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq; /* double bits */
+    uint64_t fb_n, fb_sum, fb_sq;                                     /* fb_sum, fb_sq: double bits */
 } arm_cell_t;
 
 typedef struct {
@@ -444,5 +445,18 @@ void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
         out->ttft_sq += loadd(&a->ttft_sq);
         out->cost_sum += loadd(&a->cost_sum);
         out->cost_sq += loadd(&a->cost_sq);
+        out->fb_n += LOAD(a->fb_n);
+        out->fb_sum += loadd(&a->fb_sum);
+        out->fb_sq += loadd(&a->fb_sq);
     }
+}
+
+void av_metrics_feedback(av_metrics_t *m, size_t variant, int worker, double score)
+{
+    if (m == NULL || variant >= m->nvariants || worker < 0 || worker >= m->nworkers)
+        return;
+    arm_cell_t *a = &m->cells[variant * (size_t)m->nworkers + (size_t)worker].arm;
+    ADD(a->fb_n, 1);
+    addd(&a->fb_sum, score);
+    addd(&a->fb_sq, score * score);
 }

@@ -55,6 +55,9 @@ void av_metrics_prometheus(struct evbuffer *out, const av_metrics_route_t *route
  * The controller takes differences of these between two reads. */
 struct av_arm_s;
 void av_metrics_arm(const av_metrics_t *m, size_t variant, struct av_arm_s *out);
+/* A feedback score (0 to 1) for a request the variant served, from worker
+ * `worker` (the one that took the feedback). */
+void av_metrics_feedback(av_metrics_t *m, size_t variant, int worker, double score);
 
 /* A window summary per variant over the last `seconds` (10 to 600), as a
  * JSON array of objects. */

@@ -5,12 +5,14 @@
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <http_parser.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "arena.h"
 #include "av.h"
 #include "config.h"
+#include "feedback.h"
 #include "headers.h"
 #include "jscan.h"
 #include "jsonw.h"
@@ -150,6 +152,9 @@ static void kpi_write(av_req_t *req)
     };
     r.nverdicts = av_policy_verdicts(req, &r.verdicts);
     av_worker_kpi_line(req->worker, &r);
+    if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow)
+        av_feedback_remember(req->id, strlen(req->id), req->route->split,
+                             (size_t)(req->variant - req->route->variants));
     if (r.nverdicts > 0 && req->worker->audit != NULL) { /* each verdict is an audit event */
         struct evbuffer *b = evbuffer_new();
         for (size_t i = 0; i < r.nverdicts; i++) {
@@ -319,12 +324,83 @@ static void send_to_backend(av_req_t *req, const av_body_t *b)
     av_upstream_send(req);
 }
 
+/* POST /v1/feedback {"request_id": "...", "score": 0.8} or {"request_id":
+ * "...", "thumbs": "up"}: the score counts for the variant that served that
+ * request (its KPI windows, and a feedback line in the KPI log). */
+static void feedback(av_req_t *req)
+{
+    size_t n = evbuffer_get_length(req->body);
+    cJSON *root = cJSON_ParseWithLength((const char *)evbuffer_pullup(req->body, -1), n);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "request_id");
+    const cJSON *score = cJSON_GetObjectItemCaseSensitive(root, "score");
+    const cJSON *thumbs = cJSON_GetObjectItemCaseSensitive(root, "thumbs");
+    double v = -1;
+    if (cJSON_IsNumber(score) && score->valuedouble >= 0 && score->valuedouble <= 1)
+        v = score->valuedouble;
+    else if (cJSON_IsString(thumbs) && strcmp(thumbs->valuestring, "up") == 0)
+        v = 1;
+    else if (cJSON_IsString(thumbs) && strcmp(thumbs->valuestring, "down") == 0)
+        v = 0;
+    if (!cJSON_IsString(id) || v < 0) {
+        cJSON_Delete(root);
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_feedback", "%s",
+                             "expected {\"request_id\": \"...\", \"score\": 0 to 1} or {\"request_id\": \"...\", "
+                             "\"thumbs\": \"up\" or \"down\"}");
+        return;
+    }
+    av_split_state_t *split;
+    size_t variant;
+    if (av_feedback_lookup(id->valuestring, strlen(id->valuestring), &split, &variant) != 0) {
+        av_req_respond_error(req, 404, "invalid_request_error", "unknown_request_id",
+                             "request %.128s is not among the recent requests this gateway served (too old, from "
+                             "before a restart, or never seen)", id->valuestring);
+        cJSON_Delete(root);
+        return;
+    }
+    av_metrics_feedback(av_split_metrics(split), variant, req->worker->id, v);
+    const char *route = av_split_route_name(split), *name = av_split_variant_name(split, variant);
+    struct evbuffer *line = evbuffer_new();
+    av_audit_begin(line, "feedback");
+    av_audit_str(line, "request_id", id->valuestring);
+    av_audit_str(line, "route", route);
+    av_audit_str(line, "variant", name);
+    evbuffer_add_printf(line, ",\"score\":%.4g", v);
+    av_audit_end(line);
+    av_kpilog_append(req->worker->kpilog, line, 1);
+    evbuffer_free(line);
+    cJSON_Delete(root);
+    struct evbuffer *body = evbuffer_new();
+    evbuffer_add_printf(body, "{\"status\":\"recorded\",\"route\":");
+    av_json_str(body, route, strlen(route));
+    evbuffer_add_printf(body, ",\"variant\":");
+    av_json_str(body, name, strlen(name));
+    evbuffer_add_printf(body, ",\"score\":%.4g}\n", v);
+    size_t len = evbuffer_get_length(body);
+    av_headers_t h = {0};
+    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
+    req->status = 200;
+    req->logged = 1; /* the feedback line stands for it */
+    req->head_sent = 1;
+    req->client->respond_head(req, 200, &h, (int64_t)len);
+    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
+    evbuffer_free(body);
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    req->client->respond_end(req); /* may free req */
+}
+
 void av_req_run(av_req_t *req)
 {
     req->ran = 1;
     req->worker->stats.requests++;
     req->worker->stats.active_requests++;
     req->bytes_in = evbuffer_get_length(req->body);
+    const char *fp = req->cfg->feedback_path;
+    if (fp[0] != '\0' && req->method == HTTP_POST && strlen(fp) == strcspn(req->target, "?") &&
+        strncmp(req->target, fp, strlen(fp)) == 0) {
+        feedback(req);
+        return;
+    }
     const av_route_t *route = av_route_match(req->cfg, req);
     if (route == NULL) {
         av_req_respond_error(req, 404, "invalid_request_error", "route_not_found", "no route matches %s %.*s",

@@ -56,6 +56,16 @@ struct av_split_reg_s {
     av_split_state_t *retired; /* replaced, but older generations may still point at them */
 };
 
+const char *av_split_route_name(const av_split_state_t *s)
+{
+    return s->route;
+}
+
+const char *av_split_variant_name(const av_split_state_t *s, size_t i)
+{
+    return i < s->n ? s->names[i] : "?";
+}
+
 /* ---- buckets ---- */
 
 static uint64_t mix64(uint64_t h)

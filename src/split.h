@@ -51,6 +51,9 @@ void av_split_attach(av_split_reg_t *r, av_config_t *cfg);
 /* Sets a route's weights at once for every worker. Returns 0, or AV_EINVAL
  * (a weight below 0, or all 0). */
 int av_split_set_weights(av_split_state_t *s, const int64_t *weights, size_t n);
+/* The route's name and a variant's name, as the state knows them. */
+const char *av_split_route_name(const av_split_state_t *s);
+const char *av_split_variant_name(const av_split_state_t *s, size_t i);
 /* The current weights (n of them). */
 void av_split_weights(av_split_state_t *s, int64_t *weights, size_t n);
 

@@ -79,6 +79,19 @@ like "metrics: the rollout's state" "$m" 'aviary_rollout_state\{route="chat",sta
 printf '%s\n' "$m" >"$T/metrics.txt"
 check "metrics: promtool accepts them" sh -c "promtool check metrics <'$T/metrics.txt' >/dev/null 2>&1"
 
+# feedback: a score for a served request counts for its variant
+rid=$(curl -s -D - -o /dev/null --max-time 5 "http://$AV/v1/chat/completions" -d @"$T/body.json" | tr -d '\r' |
+      awk -F': ' 'tolower($1) == "x-request-id" {print $2}')
+out=$(curl -s --max-time 5 "http://$AV/v1/feedback" -d "{\"request_id\": \"$rid\", \"thumbs\": \"down\"}")
+like "feedback: recorded for the route and variant that served" "$out" '"status":"recorded","route":"chat","variant":"stable","score":0'
+wait_until 5 grep -q '"type":"feedback"' "$T/kpi.log"
+like "feedback: a line in the KPI log" "$(grep '"type":"feedback"' "$T/kpi.log")" \
+    "\"type\":\"feedback\",\"request_id\":\"$rid\",\"route\":\"chat\",\"variant\":\"stable\",\"score\":0"
+out=$(curl -s -w ' %{http_code}' --max-time 5 "http://$AV/v1/feedback" -d '{"request_id": "never-seen", "score": 1}')
+like "feedback for an unknown request: 404 with the reason" "$out" '"code":"unknown_request_id".* 404$'
+out=$(curl -s -w ' %{http_code}' --max-time 5 "http://$AV/v1/feedback" -d "{\"request_id\": \"$rid\", \"score\": 7}")
+like "feedback out of range: 400" "$out" '"code":"invalid_feedback".* 400$'
+
 # a restart resumes: rolled_back stays rolled back, promoted stays promoted
 stop_pid "$AV_PID"
 start_aviary "$T/a.json"

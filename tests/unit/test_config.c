@@ -132,7 +132,7 @@ static void test_type_and_bounds(void)
 static void test_unknown_and_duplicate_keys(void)
 {
     expect_error("{" MINIMAL_LISTEN ",\n  \"lisen\": 1}",
-                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy, rollout_state_file)");
+                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy, rollout_state_file, feedback_path)");
     expect_error("{" MINIMAL_LISTEN ",\n  \"workers\": 1, \"workers\": 2}", "t.json:2:17: workers: duplicate key");
 }
 
@@ -200,7 +200,7 @@ static void test_rollout(void)
     av_config_unref(c);
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {\"p99\": {}}}"),
                  "t.json:3:57: routes[0].rollout.kpis.p99: unknown KPI (known: error_rate, rate_429, block_rate, "
-                 "latency, ttft, cost)");
+                 "latency, ttft, cost, feedback)");
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"steps\": [10, 5, 100], "
                           "\"kpis\": {\"ttft\": {}}}"),
                  "t.json:3:62: routes[0].rollout.steps[1]: a step is a whole percentage from 1 to 100, above the one before");

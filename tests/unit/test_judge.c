@@ -145,10 +145,36 @@ static void test_low_traffic_waits(void)
     CHECK_INT(r.verdict, AV_VERDICT_SLO);
 }
 
+/* feedback scores: lower is worse, an absolute margin, a floor */
+static void test_feedback(void)
+{
+    rng_state = 11;
+    av_arm_t a = {0}, b = {0}, c = {0};
+    for (int i = 0; i < 2000; i++) {
+        a.fb_n++, b.fb_n++, c.fb_n++;
+        double sa = uniform() < 0.80 ? 1 : 0, sb = uniform() < 0.60 ? 1 : 0, sc = uniform() < 0.79 ? 1 : 0;
+        a.fb_sum += sa, a.fb_sq += sa * sa;
+        b.fb_sum += sb, b.fb_sq += sb * sb;
+        c.fb_sum += sc, c.fb_sq += sc * sc;
+    }
+    a.n = b.n = c.n = 2000;
+    av_kpi_t fb = {AV_KPI_FEEDBACK, 0.05, 0};
+    av_kpi_result_t r;
+    av_judge_kpi(&cfg, &fb, 1, &a, &b, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_FAIL); /* 80 % thumbs up against 60 % */
+    CHECK(r.baseline > 0.75 && r.candidate < 0.65);
+    av_judge_kpi(&cfg, &fb, 1, &a, &c, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_OK); /* 79 % is within 5 points */
+    av_kpi_t floor = {AV_KPI_FEEDBACK, 0.05, 0.7};
+    av_judge_kpi(&cfg, &floor, 1, &a, &b, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_SLO);
+}
+
 int main(void)
 {
     RUN(test_aa);
     RUN(test_regressions);
     RUN(test_low_traffic_waits);
+    RUN(test_feedback);
     TEST_DONE();
 }
