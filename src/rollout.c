@@ -7,6 +7,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,18 +140,30 @@ static void persist(av_rollouts_t *r)
     cJSON_free(text);
 }
 
+/* A number as JSON: null when it is not finite (an overflowing ratio). */
+static void jnum(struct evbuffer *b, const char *key, double v)
+{
+    if (isfinite(v))
+        evbuffer_add_printf(b, ",\"%s\":%.6g", key, v);
+    else
+        evbuffer_add_printf(b, ",\"%s\":%s", key, v > 0 ? "1e308" : "null");
+}
+
 static void kpis_json(struct evbuffer *b, const ro_t *o)
 {
     const av_rollout_cfg_t *c = &o->rt->rollout;
     evbuffer_add(b, "[", 1);
     for (size_t k = 0; k < c->nkpis; k++) {
         const av_kpi_result_t *res = &o->results[k];
-        evbuffer_add_printf(b,
-                            "%s{\"kpi\":\"%s\",\"verdict\":\"%s\",\"baseline\":%.6g,\"candidate\":%.6g,"
-                            "\"evidence\":%.6g,\"threshold\":%.6g,\"margin\":%.6g,\"slo\":%.6g,\"why\":",
-                            k ? "," : "", kpi_names[c->kpis[k].kind], verdict_names[res->verdict], res->baseline,
-                            res->candidate, res->evidence, (double)c->nkpis / c->alpha, c->kpis[k].margin,
-                            c->kpis[k].slo);
+        evbuffer_add_printf(b, "%s{\"kpi\":\"%s\",\"verdict\":\"%s\"", k ? "," : "", kpi_names[c->kpis[k].kind],
+                            verdict_names[res->verdict]);
+        jnum(b, "baseline", res->baseline);
+        jnum(b, "candidate", res->candidate);
+        jnum(b, "evidence", res->evidence);
+        jnum(b, "threshold", (double)c->nkpis / c->alpha);
+        jnum(b, "margin", c->kpis[k].margin);
+        jnum(b, "slo", c->kpis[k].slo);
+        evbuffer_add(b, ",\"why\":", 7);
         av_json_str(b, res->why ? res->why : "", res->why ? strlen(res->why) : 0);
         evbuffer_add(b, "}", 1);
     }
@@ -167,7 +180,7 @@ static void one_json(struct evbuffer *b, const ro_t *o)
                            "\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"srm_p\":%.6g,\"reason\":",
                         c->baseline_name, c->candidate_name, state_names[o->state], o->step + 1, c->nsteps,
                         (long long)share(o), (double)(av_now_us() - o->step_start_us) / 1e6,
-                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, o->srm_p);
+                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, isfinite(o->srm_p) ? o->srm_p : 1.0);
     av_json_str(b, o->reason, strlen(o->reason));
     evbuffer_add(b, ",\"kpis\":", 8);
     kpis_json(b, o);

@@ -301,6 +301,12 @@ void sim_req_handle(sim_req_t *r)
     s->stats.requests_in_flight++;
     r->phase = SIM_HEAD_WAIT;
     r->knobs = s->knobs;
+    if (s->bad_at_us != 0 && av_now_us() >= s->bad_at_us) { /* the instance has turned bad */
+        if (s->bad_error_rate >= 0)
+            r->knobs.error_rate = s->bad_error_rate;
+        if (s->bad_ttft_ms >= 0)
+            r->knobs.ttft_ms = s->bad_ttft_ms;
+    }
     for (int i = 0; i < r->nhdrs; i++)
         if (strncasecmp(hdr_name(r, i), "x-sim-", 6) == 0) {
             char name[64];
@@ -497,6 +503,9 @@ static void usage(FILE *f)
             "      --tps N              stream: tokens per second, 0 = unpaced (x-sim-tps)\n"
             "      --tokens N           completion tokens per answer (x-sim-tokens; default 16)\n"
             "      --error-rate R       share of requests answered 500 (x-sim-error-rate)\n"
+            "      --turn-bad-after-s N after N seconds, answer with the --bad-* knobs instead:\n"
+            "      --bad-error-rate R   ...this share of 500s\n"
+            "      --bad-ttft-ms N      ...this time to the first token\n"
             "      --rate-429 R         share of requests answered 429 (x-sim-429-rate)\n"
             "      --seed N             output text seed (x-sim-seed)\n"
             "      --echo               answer with the request received (x-sim-echo: 1)\n"
@@ -538,7 +547,7 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:8000", *port_file = NULL, *cert = NULL, *key = NULL;
     enum {
         O_PORTFILE = 256, O_LAT, O_TTFT, O_TPS, O_TOK, O_ERR, O_429, O_SEED, O_ECHO, O_MODELS, O_VER,
-        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY, O_LOG
+        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY, O_LOG, O_BAD_AFTER, O_BAD_ERR, O_BAD_TTFT
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'}, {"port-file", required_argument, NULL, O_PORTFILE},
@@ -550,6 +559,8 @@ int main(int argc, char **argv)
         {"tls-key", required_argument, NULL, O_KEY}, {"no-h2", no_argument, NULL, O_NOH2},
         {"h2-max-streams", required_argument, NULL, O_H2MAX}, {"h2-goaway-after", required_argument, NULL, O_GOAWAY},
         {"log", required_argument, NULL, O_LOG},
+        {"turn-bad-after-s", required_argument, NULL, O_BAD_AFTER}, {"bad-error-rate", required_argument, NULL, O_BAD_ERR},
+        {"bad-ttft-ms", required_argument, NULL, O_BAD_TTFT},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, O_VER}, {NULL, 0, NULL, 0},
     };
     static const char *const knob_headers[] = {
@@ -560,6 +571,9 @@ int main(int argc, char **argv)
     };
     int o;
     uint64_t v;
+    int64_t bad_after_s = -1;
+    s.bad_error_rate = -1;
+    s.bad_ttft_ms = -1;
     while ((o = getopt_long(argc, argv, "l:h", opts, NULL)) != -1) {
         switch (o) {
         case 'l': listen = optarg; break;
@@ -589,6 +603,29 @@ int main(int argc, char **argv)
             }
             s.h2_goaway_after = v;
             break;
+        case O_BAD_AFTER:
+            if (parse_u64(optarg, 86400, &v) != 0) {
+                fprintf(stderr, "aviary-sim: --turn-bad-after-s wants seconds (0 to 86400): %s\n", optarg);
+                return 2;
+            }
+            bad_after_s = (int64_t)v;
+            break;
+        case O_BAD_ERR: {
+            char *end;
+            s.bad_error_rate = strtod(optarg, &end);
+            if (*end != '\0' || s.bad_error_rate < 0 || s.bad_error_rate > 1) {
+                fprintf(stderr, "aviary-sim: --bad-error-rate wants a share from 0 to 1: %s\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case O_BAD_TTFT:
+            if (parse_u64(optarg, 600000, &v) != 0) {
+                fprintf(stderr, "aviary-sim: --bad-ttft-ms wants milliseconds: %s\n", optarg);
+                return 2;
+            }
+            s.bad_ttft_ms = (int64_t)v;
+            break;
         case 'h': usage(stdout); return 0;
         case O_VER: printf("aviary-sim %s\n", AV_VERSION); return 0;
         case O_LAT: case O_TTFT: case O_TPS: case O_TOK: case O_ERR: case O_429: case O_SEED:
@@ -604,6 +641,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "aviary-sim: unexpected argument: %s\n", argv[optind]);
         return 2;
     }
+    if (bad_after_s >= 0)
+        s.bad_at_us = av_now_us() + (uint64_t)bad_after_s * 1000000u;
     if ((cert == NULL) != (key == NULL)) {
         fprintf(stderr, "aviary-sim: --tls-cert and --tls-key go together\n");
         return 2;

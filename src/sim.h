@@ -38,6 +38,10 @@ typedef struct {
     int h2;                    /* offer h2 (ALPN, or accept the h2c preface) */
     uint32_t h2_max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS */
     uint64_t h2_goaway_after;  /* GOAWAY after this many streams on a connection (0: never) */
+    /* --turn-bad-after-s: from then on, these knobs (a rehearsal of a regression) */
+    uint64_t bad_at_us;        /* 0: never */
+    double bad_error_rate;     /* < 0: unchanged */
+    int64_t bad_ttft_ms;       /* < 0: unchanged */
 } sim_t;
 
 typedef struct sim_req_s sim_req_t;
