@@ -363,6 +363,18 @@ static void merge(const av_metrics_t *m, size_t v, uint64_t first_epoch, uint64_
     }
 }
 
+void av_metrics_hist(const av_metrics_t *m, size_t variant, int which, uint64_t since_wall_us, uint64_t now_wall_us,
+                     uint64_t *out)
+{
+    memset(out, 0, AV_HIST_BUCKETS * sizeof(*out));
+    if (m == NULL || variant >= m->nvariants)
+        return;
+    merged_t *s = av_malloc(sizeof(*s));
+    merge(m, variant, since_wall_us / 1000000u / WIN_SECONDS, now_wall_us / 1000000u / WIN_SECONDS, s);
+    memcpy(out, which == 0 ? s->lat : s->ttft, AV_HIST_BUCKETS * sizeof(*out));
+    free(s);
+}
+
 /* A quantile from hist.h buckets, in milliseconds (the bucket's middle), or -1. */
 static int64_t quantile_us(const uint64_t *h, double q)
 {

@@ -59,6 +59,12 @@ void av_metrics_arm(const av_metrics_t *m, size_t variant, struct av_arm_s *out)
  * `worker` (the one that took the feedback). */
 void av_metrics_feedback(av_metrics_t *m, size_t variant, int worker, double score);
 
+/* The variant's latency (which 0) or TTFT (which 1) histogram, in hist.h's
+ * buckets, over the windows from since_wall_us to now_wall_us (at most the
+ * last ten minutes; whole 10 s buckets). */
+void av_metrics_hist(const av_metrics_t *m, size_t variant, int which, uint64_t since_wall_us, uint64_t now_wall_us,
+                     uint64_t *out);
+
 /* A window summary per variant over the last `seconds` (10 to 600), as a
  * JSON array of objects. */
 void av_metrics_window_json(struct evbuffer *out, const av_metrics_t *m, const char *const *variants, size_t nvariants,

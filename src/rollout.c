@@ -15,6 +15,7 @@
 
 #include "av.h"
 #include "config.h"
+#include "hist.h"
 #include "judge.h"
 #include "jsonw.h"
 #include "kpilog.h"
@@ -38,7 +39,7 @@ typedef struct {
     const av_route_t *rt;     /* in the current generation */
     int state;
     size_t step;              /* the step running, awaited, paused in */
-    uint64_t step_start_us;
+    uint64_t step_start_us, step_start_wall_us;
     av_arm_t snap_a, snap_b, cur_a, cur_b;
     av_kpi_result_t results[AV_ROLLOUT_MAX_KPIS];
     double srm_p;
@@ -62,8 +63,25 @@ static void snapshot(ro_t *o)
     av_metrics_arm(m, o->rt->rollout.candidate, &o->snap_b);
     o->cur_a = o->cur_b = (av_arm_t){0};
     o->step_start_us = av_now_us();
+    o->step_start_wall_us = av_wall_us();
     memset(o->results, 0, sizeof(o->results));
     o->srm_p = 1.0;
+}
+
+/* The median of a hist.h histogram, in milliseconds (its bucket's middle), or 0. */
+static double hist_median_ms(const uint64_t *h)
+{
+    uint64_t n = 0, seen = 0;
+    for (int i = 0; i < AV_HIST_BUCKETS; i++)
+        n += h[i];
+    if (n == 0)
+        return 0;
+    for (int i = 0; i < AV_HIST_BUCKETS; i++) {
+        seen += h[i];
+        if (seen * 2 >= n)
+            return (double)av_hist_mid(i) / 1000.0;
+    }
+    return 0;
 }
 
 /* The candidate's share of baseline + candidate now, in percent. */
@@ -224,6 +242,37 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
     persist(r);
 }
 
+/* At a step's end, before it passes: a Mann-Whitney U test of the step's
+ * latency and TTFT distributions (from the 10 s windows), which sees a
+ * shift the means can hide (a slower tail). It fails the step only when the
+ * shift is significant at the KPI's share of alpha, towards the candidate
+ * being slower, and the candidate's median is past the allowed ratio.
+ * Returns 1 when it rolled back. */
+static int step_end_check(av_rollouts_t *r, ro_t *o)
+{
+    const av_rollout_cfg_t *c = &o->rt->rollout;
+    const struct av_metrics_s *m = av_split_metrics(o->rt->split);
+    for (size_t k = 0; k < c->nkpis; k++) {
+        int kind = c->kpis[k].kind;
+        if (kind != AV_KPI_LATENCY && kind != AV_KPI_TTFT)
+            continue;
+        uint64_t ha[AV_HIST_BUCKETS], hb[AV_HIST_BUCKETS];
+        uint64_t now = av_wall_us();
+        av_metrics_hist(m, c->baseline, kind == AV_KPI_TTFT, o->step_start_wall_us, now, ha);
+        av_metrics_hist(m, c->candidate, kind == AV_KPI_TTFT, o->step_start_wall_us, now, hb);
+        double u, z, p = av_mwu_hist(ha, hb, AV_HIST_BUCKETS, &u, &z);
+        double med_a = hist_median_ms(ha), med_b = hist_median_ms(hb);
+        if (p < c->alpha / (double)c->nkpis && z > 0 && med_a > 0 && med_b > med_a * c->kpis[k].margin) {
+            transition(r, o, RS_ROLLED_BACK, o->step,
+                       "%s at the step's end (Mann-Whitney U): candidate median %.4g ms against %.4g ms, z %.2f, "
+                       "p %.2g (margin %.3g)",
+                       kpi_names[kind], med_b, med_a, z, p, c->kpis[k].margin);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void judge(av_rollouts_t *r, ro_t *o)
 {
     const av_rollout_cfg_t *c = &o->rt->rollout;
@@ -263,6 +312,8 @@ static void judge(av_rollouts_t *r, ro_t *o)
         }
     }
     double secs = (double)(av_now_us() - o->step_start_us) / 1e6;
+    if (!waiting && secs >= (double)c->min_step_s && step_end_check(r, o))
+        return;
     if (!waiting && secs >= (double)c->min_step_s) {
         size_t next = o->step + 1;
         if (next >= c->nsteps || c->steps[next] == 100) /* all traffic leaves nothing to compare: promotion */
