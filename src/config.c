@@ -831,6 +831,7 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
                 {"block_rate", "max_increase", "slo", AV_KPI_BLOCKS}, {"latency", "max_ratio", "slo_ms", AV_KPI_LATENCY},
                 {"ttft", "max_ratio", "slo_ms", AV_KPI_TTFT},        {"cost", "max_ratio", "slo_usd", AV_KPI_COST},
                 {"feedback", "max_decrease", "slo_min", AV_KPI_FEEDBACK},
+                {"inter_token", "max_ratio", "slo_ms", AV_KPI_ITL},  {"tokens", "max_ratio", "slo", AV_KPI_TOKENS},
             };
             if (!cJSON_IsObject(m))
                 return fail(x, "expected {\"error_rate\": {\"max_increase\": 0.01}, \"ttft\": {\"max_ratio\": 1.2}, ...}");
@@ -841,10 +842,15 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
                     i++;
                 if (i == AV_NELEMS(kinds))
                     return fail(x, "unknown KPI (known: error_rate, rate_429, block_rate, latency, ttft, cost, "
-                                   "feedback)");
+                                   "feedback, inter_token, tokens)");
                 if (!cJSON_IsObject(e))
                     return fail(x, "expected {\"%s\": ..., \"%s\": ...}", kinds[i].margin, kinds[i].slo);
                 av_rollout_cfg_t *q = ro;
+                for (size_t j = 0; j < q->nkpis; j++)
+                    if (q->kpis[j].kind == kinds[i].kind)
+                        return fail(x, "KPI \"%s\" is named twice", kinds[i].name);
+                if (q->nkpis == AV_ROLLOUT_MAX_KPIS)
+                    return fail(x, "at most %d KPIs", AV_ROLLOUT_MAX_KPIS);
                 size_t n = q->nkpis++;
                 q->kpis[n].kind = kinds[i].kind;
                 int absolute = kinds[i].kind <= AV_KPI_BLOCKS || kinds[i].kind == AV_KPI_FEEDBACK;

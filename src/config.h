@@ -116,7 +116,7 @@ typedef struct {
 
 /* A route's progressive rollout (rollout.h runs it). */
 #define AV_ROLLOUT_MAX_STEPS 16
-#define AV_ROLLOUT_MAX_KPIS 6
+#define AV_ROLLOUT_MAX_KPIS 9
 typedef struct {
     int enabled;
     const char *baseline_name, *candidate_name;

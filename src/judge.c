@@ -31,6 +31,21 @@ void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_
     }
 }
 
+void av_arm_add_stream(av_arm_t *arm, double itl_ms, double output_tokens)
+{
+    if (itl_ms > 0) {
+        double l = log(itl_ms);
+        arm->itl_n++;
+        arm->itl_sum += l;
+        arm->itl_sq += l * l;
+    }
+    if (output_tokens >= 0) {
+        arm->tok_n++;
+        arm->tok_sum += output_tokens;
+        arm->tok_sq += output_tokens * output_tokens;
+    }
+}
+
 void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
 {
     out->n = now->n - then->n;
@@ -49,6 +64,12 @@ void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
     out->fb_n = now->fb_n - then->fb_n;
     out->fb_sum = now->fb_sum - then->fb_sum;
     out->fb_sq = now->fb_sq - then->fb_sq;
+    out->itl_n = now->itl_n - then->itl_n;
+    out->itl_sum = now->itl_sum - then->itl_sum;
+    out->itl_sq = now->itl_sq - then->itl_sq;
+    out->tok_n = now->tok_n - then->tok_n;
+    out->tok_sum = now->tok_sum - then->tok_sum;
+    out->tok_sq = now->tok_sq - then->tok_sq;
 }
 
 /* The log e-value of xb candidate events out of x = xa + xb, against p0,
@@ -203,6 +224,12 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
     case AV_KPI_COST:
         mean(cfg, k, alpha, 0, (double)a->cost_n, a->cost_sum, a->cost_sq, (double)b->cost_n, b->cost_sum,
              b->cost_sq, out);
+        break;
+    case AV_KPI_ITL:
+        mean(cfg, k, alpha, 1, (double)a->itl_n, a->itl_sum, a->itl_sq, (double)b->itl_n, b->itl_sum, b->itl_sq, out);
+        break;
+    case AV_KPI_TOKENS:
+        mean(cfg, k, alpha, 0, (double)a->tok_n, a->tok_sum, a->tok_sq, (double)b->tok_n, b->tok_sum, b->tok_sq, out);
         break;
     case AV_KPI_FEEDBACK: {
         /* lower is worse: judged as the negated score, with an absolute margin */

@@ -25,7 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { AV_KPI_ERRORS = 1, AV_KPI_429, AV_KPI_BLOCKS, AV_KPI_LATENCY, AV_KPI_TTFT, AV_KPI_COST, AV_KPI_FEEDBACK };
+enum { AV_KPI_ERRORS = 1, AV_KPI_429, AV_KPI_BLOCKS, AV_KPI_LATENCY, AV_KPI_TTFT, AV_KPI_COST, AV_KPI_FEEDBACK,
+       AV_KPI_ITL, AV_KPI_TOKENS };
 enum { AV_VERDICT_WAIT = 0, AV_VERDICT_OK, AV_VERDICT_FAIL, AV_VERDICT_SLO };
 
 /* What one arm saw: counts, and sums of the values (and their squares) a
@@ -36,6 +37,8 @@ typedef struct av_arm_s {
     double lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq;
     uint64_t fb_n;             /* feedback scores (0 to 1) the application posted */
     double fb_sum, fb_sq;
+    uint64_t itl_n, tok_n;     /* per request: log of its median inter-token ms; its output tokens */
+    double itl_sum, itl_sq, tok_sum, tok_sq;
 } av_arm_t;
 
 typedef struct {
@@ -58,6 +61,7 @@ typedef struct {
 } av_kpi_result_t;
 
 void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost);
+void av_arm_add_stream(av_arm_t *arm, double itl_ms, double output_tokens);
 /* out = now - then, field by field (what an arm saw between two reads). */
 void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out);
 /* Judges one KPI of candidate b against baseline a; nkpis splits alpha. */

@@ -53,6 +53,7 @@ typedef struct {
     uint64_t n, errors, r429, blocks, lat_n, ttft_n, cost_n;
     uint64_t lat_sum, lat_sq, ttft_sum, ttft_sq, cost_sum, cost_sq; /* double bits */
     uint64_t fb_n, fb_sum, fb_sq;                                     /* fb_sum, fb_sq: double bits */
+    uint64_t itl_n, itl_sum, itl_sq, tok_n, tok_sum, tok_sq;          /* sums: double bits */
 } arm_cell_t;
 
 typedef struct {
@@ -178,6 +179,17 @@ void av_metrics_record(av_metrics_t *m, size_t variant, int worker, const av_met
         ADD(a->ttft_n, 1);
         addd(&a->ttft_sum, l);
         addd(&a->ttft_sq, l * l);
+    }
+    if (r->itl_us > 0) {
+        double l = log((double)r->itl_us / 1000.0);
+        ADD(a->itl_n, 1);
+        addd(&a->itl_sum, l);
+        addd(&a->itl_sq, l * l);
+    }
+    if (r->output >= 0 && out == AV_OUT_OK) {
+        ADD(a->tok_n, 1);
+        addd(&a->tok_sum, (double)r->output);
+        addd(&a->tok_sq, (double)r->output * (double)r->output);
     }
     if (r->cost_nano >= 0) {
         double d = (double)r->cost_nano / 1e9;
@@ -460,6 +472,12 @@ void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
         out->fb_n += LOAD(a->fb_n);
         out->fb_sum += loadd(&a->fb_sum);
         out->fb_sq += loadd(&a->fb_sq);
+        out->itl_n += LOAD(a->itl_n);
+        out->itl_sum += loadd(&a->itl_sum);
+        out->itl_sq += loadd(&a->itl_sq);
+        out->tok_n += LOAD(a->tok_n);
+        out->tok_sum += loadd(&a->tok_sum);
+        out->tok_sq += loadd(&a->tok_sq);
     }
 }
 

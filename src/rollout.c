@@ -28,7 +28,7 @@ enum { RS_STEP, RS_AWAIT, RS_PAUSED, RS_HOLD, RS_PROMOTED, RS_ROLLED_BACK, RS_N 
 static const char *const state_names[RS_N] = {"step", "awaiting_approval", "paused", "holding", "promoted",
                                               "rolled_back"};
 static const char *const kpi_names[] = {"", "error_rate", "rate_429", "block_rate", "latency", "ttft", "cost",
-                                        "feedback"};
+                                        "feedback", "inter_token", "tokens"};
 static const char *const verdict_names[] = {"wait", "ok", "fail", "slo"};
 
 #define SRM_P 0.001     /* a split this unlikely halts the rollout */

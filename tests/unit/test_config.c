@@ -200,7 +200,7 @@ static void test_rollout(void)
     av_config_unref(c);
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"kpis\": {\"p99\": {}}}"),
                  "t.json:3:57: routes[0].rollout.kpis.p99: unknown KPI (known: error_rate, rate_429, block_rate, "
-                 "latency, ttft, cost, feedback)");
+                 "latency, ttft, cost, feedback, inter_token, tokens)");
     expect_error(RO_ROUTE("{\"baseline\": \"a\", \"candidate\": \"c\", \"steps\": [10, 5, 100], "
                           "\"kpis\": {\"ttft\": {}}}"),
                  "t.json:3:62: routes[0].rollout.steps[1]: a step is a whole percentage from 1 to 100, above the one before");

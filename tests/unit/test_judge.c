@@ -170,11 +170,31 @@ static void test_feedback(void)
     CHECK_INT(r.verdict, AV_VERDICT_SLO);
 }
 
+/* inter-token time and tokens per request: means like the others */
+static void test_stream_kpis(void)
+{
+    rng_state = 5;
+    av_arm_t a = {0}, b = {0};
+    for (int i = 0; i < 1000; i++) {
+        a.n++, b.n++;
+        av_arm_add_stream(&a, 20 * exp(0.3 * normal()), 100 + 10 * normal());
+        av_arm_add_stream(&b, 40 * exp(0.3 * normal()), 100 + 10 * normal());
+    }
+    av_kpi_t itl = {AV_KPI_ITL, 1.2, 0}, tok = {AV_KPI_TOKENS, 1.2, 0};
+    av_kpi_result_t r;
+    av_judge_kpi(&cfg, &itl, 2, &a, &b, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_FAIL); /* inter-token time doubled */
+    av_judge_kpi(&cfg, &tok, 2, &a, &b, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_OK);   /* the same length */
+    CHECK(r.baseline > 95 && r.baseline < 105);
+}
+
 int main(void)
 {
     RUN(test_aa);
     RUN(test_regressions);
     RUN(test_low_traffic_waits);
     RUN(test_feedback);
+    RUN(test_stream_kpis);
     TEST_DONE();
 }
