@@ -1351,6 +1351,7 @@ static const kspec_t top_spec[] = {
     {"pricing", K_CUSTOM, 0, 0, 0, 0, NULL, 0, NULL, c_pricing},
     {"policy", K_OBJ, 0, 0, 0, 0, NULL, 0, policy_spec, NULL},
     {"rollout_state_file", K_STR, offsetof(av_config_t, rollout_state_file), 1, 0, 0, NULL, 0, NULL, NULL},
+    {"rollout_webhook", K_STR, offsetof(av_config_t, rollout_webhook), 1, 0, 0, NULL, 0, NULL, NULL},
     {"feedback_path", K_STR, offsetof(av_config_t, feedback_path), 0, 0, 0, "/v1/feedback", 0, NULL, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
@@ -1450,6 +1451,13 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
     c->kpi_log = relative_to(&x, c->dir, c->kpi_log);
     c->audit_log = relative_to(&x, c->dir, c->audit_log);
     c->rollout_state_file = relative_to(&x, c->dir, c->rollout_state_file);
+    if (c->rollout_webhook != NULL &&
+        (strncmp(c->rollout_webhook, "http://", 7) != 0 || c->rollout_webhook[7] == '\0')) {
+        push_key(&x, "rollout_webhook");
+        fail(&x, "\"%s\" is not an http:// URL (the webhook is sent in cleartext; put a local relay in front "
+                 "of an https endpoint)", c->rollout_webhook);
+        goto fail;
+    }
     if (match_params(&x, c) != 0 || load_policies(&x, c) != 0)
         goto fail;
     cJSON_Delete(root);

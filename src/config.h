@@ -196,6 +196,7 @@ typedef struct av_config_s {
     av_price_t *prices;                  /* by model name */
     size_t nprices;
     const char *rollout_state_file;      /* where rollouts persist their state; NULL: nowhere */
+    const char *rollout_webhook;         /* http:// URL each transition is POSTed to; NULL: none */
     const char *feedback_path;           /* POST here scores a served request; "": none */
     const char *policy_dir;              /* policy files: DIR/NAME.lua */
     int64_t policy_memory_mb, policy_max_instructions, policy_max_ms;

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -205,6 +207,45 @@ static void one_json(struct evbuffer *b, const ro_t *o)
     evbuffer_add(b, "}", 1);
 }
 
+static void webhook_done(struct evhttp_request *req, void *arg)
+{
+    char *url = arg; /* a copy: the config it came from may be gone by now */
+    int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
+    if (code < 200 || code >= 300)
+        AV_WARN("rollout webhook %s: %s %d (the transition stands; the audit log has it)", url,
+                code ? "answered" : "failed, no answer", code);
+    free(url);
+}
+
+/* POSTs the transition's JSON line to the webhook, from the loop, without
+ * waiting; an answer other than 2xx is logged. */
+static void webhook(av_rollouts_t *r, const char *url, const char *json, size_t len)
+{
+    if (r->base == NULL)
+        return;
+    struct evhttp_uri *u = evhttp_uri_parse(url);
+    const char *host = u ? evhttp_uri_get_host(u) : NULL;
+    if (host == NULL) {
+        if (u != NULL)
+            evhttp_uri_free(u);
+        return;
+    }
+    int port = evhttp_uri_get_port(u) > 0 ? evhttp_uri_get_port(u) : 80;
+    const char *path = evhttp_uri_get_path(u) && evhttp_uri_get_path(u)[0] ? evhttp_uri_get_path(u) : "/";
+    struct evhttp_connection *c = evhttp_connection_base_new(r->base, NULL, host, (ev_uint16_t)port);
+    evhttp_connection_set_timeout(c, 5);
+    struct evhttp_request *req = evhttp_request_new(webhook_done, av_strdup(url));
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", host);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "User-Agent", "aviary-rollout");
+    evbuffer_add(evhttp_request_get_output_buffer(req), json, len);
+    if (evhttp_make_request(c, req, EVHTTP_REQ_POST, path) != 0)
+        AV_WARN("rollout webhook %s: cannot send", url);
+    evhttp_connection_free_on_completion(c);
+    evhttp_uri_free(u);
+}
+
 static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
@@ -217,7 +258,8 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
     vsnprintf(o->reason, sizeof(o->reason), fmt, ap);
     va_end(ap);
     struct evbuffer *b = evbuffer_new();
-    if (r->audit != NULL) { /* the numbers behind it: those of the step that ends */
+    const char *hook = r->cfg != NULL ? r->cfg->rollout_webhook : NULL;
+    if (r->audit != NULL || hook != NULL) { /* the numbers behind it: those of the step that ends */
         av_audit_begin(b, "rollout");
         av_audit_str(b, "route", o->route);
         av_audit_str(b, "from", state_names[from]);
@@ -229,7 +271,10 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
                             (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n);
         kpis_json(b, o);
         av_audit_end(b);
-        av_kpilog_append(r->audit, b, 1);
+        if (hook != NULL)
+            webhook(r, hook, (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
+        if (r->audit != NULL)
+            av_kpilog_append(r->audit, b, 1);
     }
     evbuffer_free(b);
     o->state = state;

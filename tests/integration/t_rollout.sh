@@ -7,6 +7,7 @@
 
 start_sim good
 start_sim bad --error-rate 0.3
+start_sim hook --log "$T/hook.log"
 export AVIARY_T_TOKEN=rollout-secret
 cat >"$T/a.json" <<JSON
 {
@@ -15,6 +16,7 @@ cat >"$T/a.json" <<JSON
   "admin": {"address": "127.0.0.1:0", "token_env": "AVIARY_T_TOKEN"},
   "log": {"kpi": "$T/kpi.log", "audit": "$T/audit.log", "level": "info"},
   "rollout_state_file": "$T/state.json",
+  "rollout_webhook": "http://127.0.0.1:$hook_PORT/hooks/rollout",
   "backends": {"good": {"url": "http://127.0.0.1:$good_PORT"}, "bad": {"url": "http://127.0.0.1:$bad_PORT"}},
   "routes": [
     {"name": "healthy", "match": {"headers": {"x-route": "healthy"}},
@@ -54,6 +56,9 @@ like "the reason names the KPI and the numbers" "$out" '"reason":"error_rate reg
 wait_until 5 grep -q '"to":"rolled_back"' "$T/audit.log"
 like "audit: the transition with its numbers" "$(grep '"to":"rolled_back"' "$T/audit.log")" \
     '"type":"rollout","route":"chat","from":"step","from_step":1,"to":"rolled_back","to_step":1,"reason":"error_rate regressed.*"samples":\{"baseline":[0-9]+,"candidate":[0-9]+\},"kpis":\[\{"kpi":"error_rate","verdict":"fail"'
+check "webhook: the transition was POSTed" wait_until 5 grep -q 'rolled_back' "$T/hook.log"
+like "webhook: the audit line as its body" "$(grep rolled_back "$T/hook.log")" \
+    '"method":"POST","path":"/hooks/rollout".*\\"type\\":\\"rollout\\",\\"route\\":\\"chat\\"'
 like "the state file says rolled_back" "$(cat "$T/state.json")" '"chat":[^}]*"state":[^,]*"rolled_back"'
 n_before=$(grep -c '"variant":"next"' "$T/kpi.log")
 load none 200
