@@ -581,31 +581,49 @@ refused:
     return 409;
 }
 
+/* A route name as a Prometheus label value: backslash, quote and newline escaped. */
+static const char *label(const char *s, char *buf, size_t size)
+{
+    size_t k = 0;
+    for (; *s && k + 3 < size; s++) {
+        if (*s == '\\' || *s == '"' || *s == '\n') {
+            buf[k++] = '\\';
+            buf[k++] = *s == '\n' ? 'n' : *s;
+        } else {
+            buf[k++] = *s;
+        }
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
 void av_rollouts_prometheus(av_rollouts_t *r, struct evbuffer *out)
 {
     if (r == NULL || r->n == 0)
         return;
+    char l[300];
     evbuffer_add_printf(out, "# HELP aviary_rollout_state The rollout's state (1 for the one it is in).\n"
                              "# TYPE aviary_rollout_state gauge\n");
     for (size_t i = 0; i < r->n; i++)
         for (int s = 0; s < RS_N; s++)
-            evbuffer_add_printf(out, "aviary_rollout_state{route=\"%s\",state=\"%s\"} %d\n", r->ro[i].route,
-                                state_names[s], r->ro[i].state == s);
+            evbuffer_add_printf(out, "aviary_rollout_state{route=\"%s\",state=\"%s\"} %d\n",
+                                label(r->ro[i].route, l, sizeof(l)), state_names[s], r->ro[i].state == s);
     evbuffer_add_printf(out, "# HELP aviary_rollout_step The step running (from 1).\n"
                              "# TYPE aviary_rollout_step gauge\n");
     for (size_t i = 0; i < r->n; i++)
-        evbuffer_add_printf(out, "aviary_rollout_step{route=\"%s\"} %zu\n", r->ro[i].route, r->ro[i].step + 1);
+        evbuffer_add_printf(out, "aviary_rollout_step{route=\"%s\"} %zu\n", label(r->ro[i].route, l, sizeof(l)),
+                            r->ro[i].step + 1);
     evbuffer_add_printf(out, "# HELP aviary_rollout_candidate_percent The candidate's share of the two variants.\n"
                              "# TYPE aviary_rollout_candidate_percent gauge\n");
     for (size_t i = 0; i < r->n; i++)
-        evbuffer_add_printf(out, "aviary_rollout_candidate_percent{route=\"%s\"} %lld\n", r->ro[i].route,
-                            (long long)share(&r->ro[i]));
+        evbuffer_add_printf(out, "aviary_rollout_candidate_percent{route=\"%s\"} %lld\n",
+                            label(r->ro[i].route, l, sizeof(l)), (long long)share(&r->ro[i]));
     evbuffer_add_printf(out, "# HELP aviary_rollout_kpi_verdict Each KPI's verdict (1 for the current one).\n"
                              "# TYPE aviary_rollout_kpi_verdict gauge\n");
     for (size_t i = 0; i < r->n; i++)
         for (size_t k = 0; k < r->ro[i].rt->rollout.nkpis; k++)
             for (int v = 0; v < 4; v++)
                 evbuffer_add_printf(out, "aviary_rollout_kpi_verdict{route=\"%s\",kpi=\"%s\",verdict=\"%s\"} %d\n",
-                                    r->ro[i].route, kpi_names[r->ro[i].rt->rollout.kpis[k].kind], verdict_names[v],
-                                    r->ro[i].results[k].verdict == v);
+                                    label(r->ro[i].route, l, sizeof(l)), kpi_names[r->ro[i].rt->rollout.kpis[k].kind],
+                                    verdict_names[v], r->ro[i].results[k].verdict == v);
 }
