@@ -800,6 +800,10 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
             }
             if (ro->steps[ro->nsteps - 1] != 100 || ro->nsteps < 2)
                 return fail(x, "the last step must be 100 (promotion), after at least one below it");
+        } else if (strcmp(k, "shadow_first") == 0) {
+            if (!cJSON_IsBool(m))
+                return fail(x, "expected true or false, got %s", type_name(m));
+            ro->shadow_first = cJSON_IsTrue(m);
         } else if (strcmp(k, "approve_before") == 0) {
             if (!cJSON_IsArray(m))
                 return fail(x, "expected step numbers (from 1), e.g. [3]");
@@ -869,7 +873,7 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
             }
         } else {
             return fail(x, "unknown key (known keys: baseline, candidate, steps, min_step_s, max_step_s, on_timeout, "
-                           "min_requests, min_events, alpha, approve_before, kpis)");
+                           "min_requests, min_events, alpha, approve_before, shadow_first, kpis)");
         }
         pop(x);
     }
@@ -1099,6 +1103,12 @@ static int c_routes(ctx_t *x, const cJSON *v, void *base)
             if (ro->baseline == r->nvariants || ro->candidate == r->nvariants || ro->baseline == ro->candidate) {
                 push_key(x, ro->baseline == r->nvariants ? "baseline" : "candidate");
                 return fail(x, "not a variant of this route (or the baseline twice)");
+            }
+            if (ro->shadow_first && (r->shadow_variant_name == NULL || r->shadow_variant != ro->candidate ||
+                                     r->shadow_percent == 0)) {
+                push_key(x, "shadow_first");
+                return fail(x, "a shadow stage needs the route's \"shadow\" to copy requests to the candidate, "
+                               "\"%s\"", ro->candidate_name);
             }
             pop(x);
         }

@@ -124,6 +124,7 @@ typedef struct {
     int64_t steps[AV_ROLLOUT_MAX_STEPS]; /* the candidate's share, percent, rising, the last 100 */
     size_t nsteps;
     unsigned approve;                    /* bit i: step i waits for POST .../approve before it starts */
+    int shadow_first;                    /* judge the candidate's shadow copies before the first step */
     int64_t min_step_s, max_step_s;
     const char *on_timeout;              /* "hold" or "rollback" */
     int64_t min_requests;

@@ -58,7 +58,7 @@ typedef struct {
 
 typedef struct {
     totals_t t;
-    arm_cell_t arm;
+    arm_cell_t arm, shadow_arm; /* shadow_arm: the copies sent to this variant */
     window_t w[WIN_BUCKETS];
 } cell_t;
 
@@ -128,39 +128,9 @@ static void le_add(uint64_t *h, const uint64_t *le, size_t n, uint64_t v)
     ADD(h[i], 1);
 }
 
-void av_metrics_record(av_metrics_t *m, size_t variant, int worker, const av_metrics_rec_t *r, uint64_t wall_us)
+/* What the rollout judges by (see av_metrics_arm). */
+static void arm_add(arm_cell_t *a, const av_metrics_rec_t *r, int out)
 {
-    if (m == NULL || variant >= m->nvariants || worker < 0 || worker >= m->nworkers)
-        return;
-    cell_t *c = &m->cells[variant * (size_t)m->nworkers + (size_t)worker];
-    int out = av_outcome(r->status, r->error);
-    int64_t tok[TOK_N] = {r->input, r->output, r->cached, r->cache_write, r->reasoning};
-    totals_t *t = &c->t;
-    ADD(t->outcomes[out], 1);
-    for (int k = 0; k < TOK_N; k++)
-        if (tok[k] > 0)
-            ADD(t->tokens[k], (uint64_t)tok[k]);
-    if (r->cost_nano >= 0)
-        ADD(t->cost_nano, (uint64_t)r->cost_nano);
-    else if (r->input + r->output > 0)
-        ADD(t->unpriced, 1);
-    if (r->latency_us >= 0) {
-        le_add(t->lat, lat_le, NLAT, (uint64_t)r->latency_us);
-        ADD(t->lat_sum, (uint64_t)r->latency_us);
-    }
-    if (r->ttft_us >= 0) {
-        le_add(t->ttft, lat_le, NLAT, (uint64_t)r->ttft_us);
-        ADD(t->ttft_sum, (uint64_t)r->ttft_us);
-        ADD(t->ttft_n, 1);
-    }
-    if (r->itl_us >= 0) {
-        le_add(t->itl, itl_le, NITL, (uint64_t)r->itl_us);
-        ADD(t->itl_sum, (uint64_t)r->itl_us);
-        ADD(t->itl_n, 1);
-    }
-    if (r->override)
-        return; /* forced variants stay out of the windows the rollout reads */
-    arm_cell_t *a = &c->arm;
     ADD(a->n, 1);
     if (out == AV_OUT_SERVER_ERROR || out == AV_OUT_TIMEOUT || (out == AV_OUT_CLIENT_ABORT && r->ttft_us >= 0))
         ADD(a->errors, 1); /* a stream the client lost after it began counts: the backend may have stalled */
@@ -197,6 +167,45 @@ void av_metrics_record(av_metrics_t *m, size_t variant, int worker, const av_met
         addd(&a->cost_sum, d);
         addd(&a->cost_sq, d * d);
     }
+}
+
+void av_metrics_record(av_metrics_t *m, size_t variant, int worker, const av_metrics_rec_t *r, uint64_t wall_us)
+{
+    if (m == NULL || variant >= m->nvariants || worker < 0 || worker >= m->nworkers)
+        return;
+    cell_t *c = &m->cells[variant * (size_t)m->nworkers + (size_t)worker];
+    int out = av_outcome(r->status, r->error);
+    if (r->shadow) { /* a copy: only the rollout's shadow stage counts it */
+        arm_add(&c->shadow_arm, r, out);
+        return;
+    }
+    int64_t tok[TOK_N] = {r->input, r->output, r->cached, r->cache_write, r->reasoning};
+    totals_t *t = &c->t;
+    ADD(t->outcomes[out], 1);
+    for (int k = 0; k < TOK_N; k++)
+        if (tok[k] > 0)
+            ADD(t->tokens[k], (uint64_t)tok[k]);
+    if (r->cost_nano >= 0)
+        ADD(t->cost_nano, (uint64_t)r->cost_nano);
+    else if (r->input + r->output > 0)
+        ADD(t->unpriced, 1);
+    if (r->latency_us >= 0) {
+        le_add(t->lat, lat_le, NLAT, (uint64_t)r->latency_us);
+        ADD(t->lat_sum, (uint64_t)r->latency_us);
+    }
+    if (r->ttft_us >= 0) {
+        le_add(t->ttft, lat_le, NLAT, (uint64_t)r->ttft_us);
+        ADD(t->ttft_sum, (uint64_t)r->ttft_us);
+        ADD(t->ttft_n, 1);
+    }
+    if (r->itl_us >= 0) {
+        le_add(t->itl, itl_le, NITL, (uint64_t)r->itl_us);
+        ADD(t->itl_sum, (uint64_t)r->itl_us);
+        ADD(t->itl_n, 1);
+    }
+    if (r->override)
+        return; /* forced variants stay out of the windows the rollout reads */
+    arm_add(&c->arm, r, out);
     uint64_t epoch = wall_us / 1000000u / WIN_SECONDS;
     window_t *w = &c->w[epoch % WIN_BUCKETS];
     if (LOAD(w->epoch) != epoch) { /* a bucket ten minutes old: start it afresh */
@@ -449,13 +458,14 @@ void av_metrics_window_json(struct evbuffer *out, const av_metrics_t *m, const c
     evbuffer_add(out, "]", 1);
 }
 
-void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
+static void arm_sum(const av_metrics_t *m, size_t variant, int shadow, av_arm_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (m == NULL || variant >= m->nvariants)
         return;
     for (int w = 0; w < m->nworkers; w++) {
-        const arm_cell_t *a = &m->cells[variant * (size_t)m->nworkers + (size_t)w].arm;
+        const cell_t *c = &m->cells[variant * (size_t)m->nworkers + (size_t)w];
+        const arm_cell_t *a = shadow ? &c->shadow_arm : &c->arm;
         out->n += LOAD(a->n);
         out->errors += LOAD(a->errors);
         out->r429 += LOAD(a->r429);
@@ -479,6 +489,16 @@ void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
         out->tok_sum += loadd(&a->tok_sum);
         out->tok_sq += loadd(&a->tok_sq);
     }
+}
+
+void av_metrics_arm(const av_metrics_t *m, size_t variant, av_arm_t *out)
+{
+    arm_sum(m, variant, 0, out);
+}
+
+void av_metrics_arm_shadow(const av_metrics_t *m, size_t variant, av_arm_t *out)
+{
+    arm_sum(m, variant, 1, out);
 }
 
 void av_metrics_feedback(av_metrics_t *m, size_t variant, int worker, double score)

@@ -25,6 +25,7 @@ typedef struct {
     int64_t input, output, cached, cache_write, reasoning;
     int64_t cost_nano;        /* < 0: unpriced */
     int blocked;              /* a policy denied the request or stopped its stream */
+    int shadow;               /* a shadow copy: counted only in the variant's shadow arm */
 } av_metrics_rec_t;
 
 /* The outcome class of a status and error class. */
@@ -55,6 +56,8 @@ void av_metrics_prometheus(struct evbuffer *out, const av_metrics_route_t *route
  * The controller takes differences of these between two reads. */
 struct av_arm_s;
 void av_metrics_arm(const av_metrics_t *m, size_t variant, struct av_arm_s *out);
+/* The same for the shadow copies sent to the variant (a rollout's shadow stage). */
+void av_metrics_arm_shadow(const av_metrics_t *m, size_t variant, struct av_arm_s *out);
 /* A feedback score (0 to 1) for a request the variant served, from worker
  * `worker` (the one that took the feedback). */
 void av_metrics_feedback(av_metrics_t *m, size_t variant, int worker, double score);

@@ -171,8 +171,9 @@ static void kpi_write(av_req_t *req)
         av_kpilog_append(req->worker->audit, b, r.nverdicts);
         evbuffer_free(b);
     }
-    if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow) {
+    if (req->route != NULL && req->variant != NULL && req->route->split != NULL) {
         av_metrics_rec_t mr = {
+            .shadow = req->shadow,
             .status = req->status, .error = req->error,
             .override = req->assign == AV_ASSIGN_OVERRIDE || req->assign == AV_ASSIGN_POLICY,
             .latency_us = r.latency_us, .ttft_us = ttft, .itl_us = gap,

@@ -26,9 +26,9 @@
 #include "split.h"
 #include "stats.h"
 
-enum { RS_STEP, RS_AWAIT, RS_PAUSED, RS_HOLD, RS_PROMOTED, RS_ROLLED_BACK, RS_N };
+enum { RS_STEP, RS_AWAIT, RS_PAUSED, RS_HOLD, RS_PROMOTED, RS_ROLLED_BACK, RS_SHADOW, RS_N };
 static const char *const state_names[RS_N] = {"step", "awaiting_approval", "paused", "holding", "promoted",
-                                              "rolled_back"};
+                                              "rolled_back", "shadow"};
 static const char *const kpi_names[] = {"", "error_rate", "rate_429", "block_rate", "latency", "ttft", "cost",
                                         "feedback", "inter_token", "tokens"};
 static const char *const verdict_names[] = {"wait", "ok", "fail", "slo"};
@@ -42,7 +42,7 @@ typedef struct {
     int state;
     size_t step;              /* the step running, awaited, paused in */
     uint64_t step_start_us, step_start_wall_us;
-    av_arm_t snap_a, snap_b, cur_a, cur_b;
+    av_arm_t snap_a, snap_b, snap_bs, cur_a, cur_b; /* snap_bs: the candidate's shadow copies */
     av_kpi_result_t results[AV_ROLLOUT_MAX_KPIS];
     double srm_p;
     char reason[512];
@@ -63,6 +63,7 @@ static void snapshot(ro_t *o)
     const struct av_metrics_s *m = av_split_metrics(o->rt->split);
     av_metrics_arm(m, o->rt->rollout.baseline, &o->snap_a);
     av_metrics_arm(m, o->rt->rollout.candidate, &o->snap_b);
+    av_metrics_arm_shadow(m, o->rt->rollout.candidate, &o->snap_bs);
     o->cur_a = o->cur_b = (av_arm_t){0};
     o->step_start_us = av_now_us();
     o->step_start_wall_us = av_wall_us();
@@ -93,6 +94,7 @@ static int64_t share(const ro_t *o)
     switch (o->state) {
     case RS_PROMOTED: return 100;
     case RS_ROLLED_BACK: return 0;
+    case RS_SHADOW: return 0;
     case RS_AWAIT: return o->step > 0 ? c->steps[o->step - 1] : 0;
     default: return c->steps[o->step];
     }
@@ -279,8 +281,8 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
     evbuffer_free(b);
     o->state = state;
     o->step = step;
-    if (state == RS_STEP)
-        snapshot(o); /* a new step judges from here; other states keep the last step's numbers to show */
+    if (state == RS_STEP || state == RS_SHADOW)
+        snapshot(o); /* a new stage judges from here; other states keep the last one's numbers to show */
     AV_INFO("rollout %s: %s -> %s, step %zu of %zu (candidate %lld%%): %s", o->route, state_names[from],
             state_names[state], step + 1, o->rt->rollout.nsteps, (long long)share(o), o->reason);
     apply_weights(o);
@@ -323,10 +325,14 @@ static void judge(av_rollouts_t *r, ro_t *o)
     const av_rollout_cfg_t *c = &o->rt->rollout;
     const struct av_metrics_s *m = av_split_metrics(o->rt->split);
     av_arm_t a, b;
+    int shadow = o->state == RS_SHADOW; /* the candidate is judged by its copies */
     av_metrics_arm(m, c->baseline, &a);
-    av_metrics_arm(m, c->candidate, &b);
+    if (shadow)
+        av_metrics_arm_shadow(m, c->candidate, &b);
+    else
+        av_metrics_arm(m, c->candidate, &b);
     av_arm_diff(&a, &o->snap_a, &o->cur_a);
-    av_arm_diff(&b, &o->snap_b, &o->cur_b);
+    av_arm_diff(&b, shadow ? &o->snap_bs : &o->snap_b, &o->cur_b);
     av_judge_cfg_t jc = {.alpha = c->alpha, .min_requests = (uint64_t)c->min_requests, .min_events = c->min_events};
     int waiting = 0;
     for (size_t k = 0; k < c->nkpis; k++) {
@@ -357,8 +363,16 @@ static void judge(av_rollouts_t *r, ro_t *o)
         }
     }
     double secs = (double)(av_now_us() - o->step_start_us) / 1e6;
-    if (!waiting && secs >= (double)c->min_step_s && step_end_check(r, o))
+    if (!waiting && secs >= (double)c->min_step_s && !shadow && step_end_check(r, o))
         return;
+    if (!waiting && secs >= (double)c->min_step_s && shadow) {
+        if (c->approve & 1)
+            transition(r, o, RS_AWAIT, 0, "the shadow stage passed; step 1 waits for approval");
+        else
+            transition(r, o, RS_STEP, 0, "the shadow stage passed: every KPI of the copies within its margin for "
+                       "%.0f s", secs);
+        return;
+    }
     if (!waiting && secs >= (double)c->min_step_s) {
         size_t next = o->step + 1;
         if (next >= c->nsteps || c->steps[next] == 100) /* all traffic leaves nothing to compare: promotion */
@@ -386,7 +400,7 @@ void av_rollouts_tick(av_rollouts_t *r)
         if (o->rt == NULL || o->rt->split == NULL)
             continue;
         apply_weights(o);
-        if (o->state == RS_STEP)
+        if (o->state == RS_STEP || o->state == RS_SHADOW)
             judge(r, o);
     }
 }
@@ -493,7 +507,7 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
             o->step = step;
             snprintf(o->reason, sizeof(o->reason), "resumed from %s after a restart", cfg->rollout_state_file);
         } else {
-            o->state = (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
+            o->state = rt->rollout.shadow_first ? RS_SHADOW : (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
             o->step = 0;
             snprintf(o->reason, sizeof(o->reason), "started");
         }
@@ -549,12 +563,13 @@ int av_rollouts_action(av_rollouts_t *r, const char *name, const char *action, c
     }
     int s = o->state;
     if (strcmp(action, "pause") == 0) {
-        if (s != RS_STEP && s != RS_AWAIT && s != RS_HOLD)
+        if (s != RS_STEP && s != RS_AWAIT && s != RS_HOLD && s != RS_SHADOW)
             goto refused;
         transition(r, o, RS_PAUSED, o->step, "paused by the admin API");
     } else if (strcmp(action, "resume") == 0) {
         if (s == RS_ROLLED_BACK) /* trying the same candidate again takes this explicit action */
-            transition(r, o, RS_STEP, 0, "resumed by the admin API after a rollback: starting over");
+            transition(r, o, o->rt->rollout.shadow_first ? RS_SHADOW : RS_STEP, 0,
+                       "resumed by the admin API after a rollback: starting over");
         else if (s == RS_PAUSED || s == RS_HOLD)
             transition(r, o, RS_STEP, o->step, "resumed by the admin API");
         else

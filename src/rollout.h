@@ -2,7 +2,7 @@
  * reads each rolling-out route's baseline and candidate since the step
  * began (metrics.h), judges every KPI (judge.h), and moves the candidate's
  * weight: forward when the step has run its time with every KPI passing,
- * to 0 at once when one regresses or breaks its SLO. States: step,
+ * to 0 at once when one regresses or breaks its SLO. States: shadow, step,
  * awaiting_approval, paused, holding, promoted, rolled_back. Transitions are
  * audit events with the numbers behind them and are persisted (write, fsync,
  * rename) so a restart resumes at the same step; rolled_back is sticky for
