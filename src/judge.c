@@ -104,12 +104,33 @@ static double log_evalue(uint64_t xb, uint64_t xa, double p0)
     return log_mix - log_null;
 }
 
+/* z such that P(Z > z) = p, by bisection (p in (0, 0.5]). */
+static double z_of(double p)
+{
+    double lo = 0, hi = 40;
+    for (int i = 0; i < 100; i++) {
+        double mid = (lo + hi) / 2;
+        if (av_norm_sf(mid) > p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return (lo + hi) / 2;
+}
+
 static void rate(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, uint64_t ea, uint64_t eb,
                  const av_arm_t *a, const av_arm_t *b, av_kpi_result_t *out)
 {
     double ra = a->n ? (double)ea / (double)a->n : 0.0, rb = b->n ? (double)eb / (double)b->n : 0.0;
     out->baseline = ra;
     out->candidate = rb;
+    out->n_baseline = a->n;
+    out->n_candidate = b->n;
+    if (a->n > 0 && b->n > 0) { /* the difference, with a Bonferroni-style normal interval at this KPI's alpha */
+        double se = sqrt(ra * (1 - ra) / (double)a->n + rb * (1 - rb) / (double)b->n), z = z_of(alpha / 2);
+        out->lo = rb - ra - z * se;
+        out->hi = rb - ra + z * se;
+    }
     if (k->slo > 0 && b->n >= cfg->min_requests && rb > k->slo) {
         out->verdict = AV_VERDICT_SLO;
         out->why = "over its absolute limit";
@@ -145,6 +166,8 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
                  double qa, double nb, double sb, double qb, av_kpi_result_t *out)
 {
     double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
+    out->n_baseline = (uint64_t)na;
+    out->n_candidate = (uint64_t)nb;
     out->baseline = logged ? exp(ma) : ma;
     out->candidate = logged ? exp(mb) : mb;
     if (k->slo > 0 && nb >= (double)cfg->min_requests && out->candidate > k->slo) {
@@ -168,6 +191,15 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
     double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
     double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
     out->evidence = lambda;
+    /* the mixture's confidence sequence: the differences Lambda would not reject */
+    double v = va / na + vb / nb, half = sqrt(2.0 * v * (v + tau2) / tau2 * (log(1.0 / alpha) + 0.5 * log((v + tau2) / v)));
+    if (logged) {
+        out->lo = exp(mb - ma - half);
+        out->hi = exp(mb - ma + half);
+    } else if (ma != 0) {
+        out->lo = (mb - half) / ma;
+        out->hi = (mb + half) / ma;
+    }
     if (mb > ma + shift && lambda >= 1.0 / alpha) {
         out->verdict = AV_VERDICT_FAIL;
         out->why = "regression: the candidate is slower or costlier than allowed";
@@ -185,6 +217,8 @@ static void mean_abs(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha,
     double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
     out->baseline = ma;
     out->candidate = mb;
+    out->n_baseline = (uint64_t)na;
+    out->n_candidate = (uint64_t)nb;
     if (na < (double)cfg->min_requests || nb < (double)cfg->min_requests) {
         out->verdict = AV_VERDICT_WAIT;
         out->why = "not enough data";
@@ -196,6 +230,9 @@ static void mean_abs(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha,
     double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
     double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
     out->evidence = lambda;
+    double v = va / na + vb / nb, half = sqrt(2.0 * v * (v + tau2) / tau2 * (log(1.0 / alpha) + 0.5 * log((v + tau2) / v)));
+    out->lo = mb - ma - half; /* of the negated score: the caller turns it round */
+    out->hi = mb - ma + half;
     if (mb > ma + shift && lambda >= 1.0 / alpha) {
         out->verdict = AV_VERDICT_FAIL;
         out->why = "regression";
@@ -213,7 +250,21 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
     switch (k->kind) {
     case AV_KPI_ERRORS: rate(cfg, k, alpha, a->errors, b->errors, a, b, out); break;
     case AV_KPI_429: rate(cfg, k, alpha, a->r429, b->r429, a, b, out); break;
-    case AV_KPI_BLOCKS: rate(cfg, k, alpha, a->blocks, b->blocks, a, b, out); break;
+    case AV_KPI_BLOCKS: {
+        /* two-sided: more blocks is a worse model, far fewer can be a bypass */
+        rate(cfg, k, alpha / 2, a->blocks, b->blocks, a, b, out);
+        if (out->verdict == AV_VERDICT_OK) {
+            av_kpi_result_t rev;
+            av_kpi_t kr = {k->kind, k->margin, 0};
+            rate(cfg, &kr, alpha / 2, b->blocks, a->blocks, b, a, &rev);
+            if (rev.verdict == AV_VERDICT_FAIL) {
+                out->verdict = AV_VERDICT_FAIL;
+                out->evidence = rev.evidence;
+                out->why = "the candidate's block rate fell far below the baseline's: a guardrail bypass?";
+            }
+        }
+        break;
+    }
     case AV_KPI_LATENCY:
         mean(cfg, k, alpha, 1, (double)a->lat_n, a->lat_sum, a->lat_sq, (double)b->lat_n, b->lat_sum, b->lat_sq, out);
         break;
@@ -247,6 +298,9 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
         mean_abs(&c2, &neg, alpha, k->margin, na, -a->fb_sum, a->fb_sq, nb, -b->fb_sum, b->fb_sq, out);
         out->baseline = -out->baseline;
         out->candidate = -out->candidate;
+        double lo = out->lo;
+        out->lo = -out->hi;
+        out->hi = -lo;
         if (out->verdict == AV_VERDICT_FAIL)
             out->why = "regression: the candidate's feedback is lower than allowed";
         break;

@@ -56,6 +56,9 @@ typedef struct {
 typedef struct {
     int verdict;            /* AV_VERDICT_* */
     double baseline, candidate; /* the KPI's value for each arm (rate, ms, dollars) */
+    double lo, hi;          /* an always-valid interval for candidate against baseline: a difference
+                             * (rates, scores) or a ratio (latency, TTFT, inter-token, cost, tokens) */
+    uint64_t n_baseline, n_candidate; /* the samples the KPI is taken over */
     double evidence;        /* the e-value or mSPRT ratio; fails at 1 / (alpha / kpis) */
     const char *why;        /* a few words: "not enough data", "no regression", ... */
 } av_kpi_result_t;

@@ -181,6 +181,10 @@ static void kpis_json(struct evbuffer *b, const ro_t *o)
                             verdict_names[res->verdict]);
         jnum(b, "baseline", res->baseline);
         jnum(b, "candidate", res->candidate);
+        jnum(b, "interval_lo", res->lo);
+        jnum(b, "interval_hi", res->hi);
+        evbuffer_add_printf(b, ",\"samples\":{\"baseline\":%llu,\"candidate\":%llu}",
+                            (unsigned long long)res->n_baseline, (unsigned long long)res->n_candidate);
         jnum(b, "evidence", res->evidence);
         jnum(b, "threshold", (double)c->nkpis / c->alpha);
         jnum(b, "margin", c->kpis[k].margin);

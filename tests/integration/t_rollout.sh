@@ -51,7 +51,7 @@ like "the candidate's weight is 0 at once" "$(curl -s --max-time 5 "http://$ADMI
     '"name":"next","baseline":false,"backend":"bad","model":null,"prompt_hash":null,"weight":0,'
 out=$(curl -s --max-time 5 "http://$ADMIN/rollouts/chat")
 like "GET /rollouts/NAME: the KPI's numbers and verdict" "$out" \
-    '"kpi":"error_rate","verdict":"fail","baseline":0,"candidate":0\.[0-9]+,"evidence":[0-9.e+]+,"threshold":20'
+    '"kpi":"error_rate","verdict":"fail","baseline":0,"candidate":0\.[0-9]+,"interval_lo":[-0-9.e]+,"interval_hi":0\.[0-9]+,"samples":\{"baseline":[0-9]+,"candidate":[0-9]+\},"evidence":[0-9.e+]+,"threshold":20'
 like "the reason names the KPI and the numbers" "$out" '"reason":"error_rate regressed: baseline 0, candidate 0\.[0-9]+'
 wait_until 5 grep -q '"to":"rolled_back"' "$T/audit.log"
 like "audit: the transition with its numbers" "$(grep '"to":"rolled_back"' "$T/audit.log")" \

@@ -8,6 +8,7 @@
  * - low traffic: every verdict is "wait". */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "judge.h"
 #include "test.h"
@@ -189,6 +190,24 @@ static void test_stream_kpis(void)
     CHECK(r.baseline > 95 && r.baseline < 105);
 }
 
+/* guardrail blocks are judged both ways: far fewer can mean a bypass */
+static void test_blocks_two_sided(void)
+{
+    av_arm_t a = {0}, b = {0}, c = {0};
+    a.n = b.n = c.n = 2000;
+    a.blocks = 200; /* 10 % */
+    b.blocks = 0;   /* none: a bypass? */
+    c.blocks = 196;
+    av_kpi_t k = {AV_KPI_BLOCKS, 0.02, 0};
+    av_kpi_result_t r;
+    av_judge_kpi(&cfg, &k, 1, &a, &b, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_FAIL);
+    CHECK(strstr(r.why, "bypass") != NULL);
+    av_judge_kpi(&cfg, &k, 1, &a, &c, &r);
+    CHECK_INT(r.verdict, AV_VERDICT_OK);
+    CHECK(r.lo < 0 && r.hi > 0); /* the interval of the difference holds 0 */
+}
+
 int main(void)
 {
     RUN(test_aa);
@@ -196,5 +215,6 @@ int main(void)
     RUN(test_low_traffic_waits);
     RUN(test_feedback);
     RUN(test_stream_kpis);
+    RUN(test_blocks_two_sided);
     TEST_DONE();
 }
