@@ -781,10 +781,12 @@ static int c_rollout(ctx_t *x, const cJSON *v, void *base)
                 ro->baseline_name = dup_str(x, m->valuestring);
             else if (k[0] == 'c')
                 ro->candidate_name = dup_str(x, m->valuestring);
-            else if (strcmp(m->valuestring, "hold") == 0 || strcmp(m->valuestring, "rollback") == 0)
+            else if (strcmp(m->valuestring, "hold") == 0 || strcmp(m->valuestring, "rollback") == 0 ||
+                     strcmp(m->valuestring, "approve") == 0)
                 ro->on_timeout = dup_str(x, m->valuestring);
             else
-                return fail(x, "\"%s\" is not an action (use \"hold\" or \"rollback\")", m->valuestring);
+                return fail(x, "\"%s\" is not an action (use \"hold\", \"rollback\" or \"approve\")",
+                            m->valuestring);
         } else if (strcmp(k, "steps") == 0) {
             if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) < 1 || cJSON_GetArraySize(m) > AV_ROLLOUT_MAX_STEPS)
                 return fail(x, "expected 1 to %d rising percentages ending at 100, e.g. [5, 25, 50, 100]",

@@ -126,7 +126,7 @@ typedef struct {
     unsigned approve;                    /* bit i: step i waits for POST .../approve before it starts */
     int shadow_first;                    /* judge the candidate's shadow copies before the first step */
     int64_t min_step_s, max_step_s;
-    const char *on_timeout;              /* "hold" or "rollback" */
+    const char *on_timeout;              /* "hold", "rollback" or "approve" (wait for approval of the next step) */
     int64_t min_requests;
     double min_events, alpha;
     struct { int kind; double margin, slo; } kpis[AV_ROLLOUT_MAX_KPIS]; /* judge.h's av_kpi_t */

@@ -87,6 +87,15 @@ static double hist_median_ms(const uint64_t *h)
     return 0;
 }
 
+/* Bucket i of hist.h spans [bucket_lo(i), bucket_lo(i + 1)) microseconds. */
+static double bucket_lo(unsigned i)
+{
+    if (i < 4)
+        return i;
+    unsigned b = i / 4 + 1, q = i % 4;
+    return (double)((uint64_t)(4 + q) << (b - 2));
+}
+
 /* The candidate's share of baseline + candidate now, in percent. */
 static int64_t share(const ro_t *o)
 {
@@ -293,11 +302,13 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
     persist(r);
 }
 
-/* At a step's end, before it passes: a Mann-Whitney U test of the step's
- * latency and TTFT distributions (from the 10 s windows), which sees a
- * shift the means can hide (a slower tail). It fails the step only when the
- * shift is significant at the KPI's share of alpha, towards the candidate
- * being slower, and the candidate's median is past the allowed ratio.
+/* At a step's end, before it passes, two checks of the step's latency and
+ * TTFT distributions (from the 10 s windows), which see what the means can
+ * hide: the p95 (an exact binomial test of how many candidate requests fall
+ * past the baseline's p95 times the margin), and a Mann-Whitney U test of
+ * the whole distributions, which fails the step only when the shift is
+ * significant, towards the candidate being slower, and the candidate's
+ * median is past the allowed ratio. Each at the KPI's share of alpha.
  * Returns 1 when it rolled back. */
 static int step_end_check(av_rollouts_t *r, ro_t *o)
 {
@@ -311,6 +322,36 @@ static int step_end_check(av_rollouts_t *r, ro_t *o)
         uint64_t now = av_wall_us();
         av_metrics_hist(m, c->baseline, kind == AV_KPI_TTFT, o->step_start_wall_us, now, ha);
         av_metrics_hist(m, c->candidate, kind == AV_KPI_TTFT, o->step_start_wall_us, now, hb);
+        /* the tail: candidate requests past the baseline's p95 times the margin; if the
+         * candidate's own p95 were within it, at most 5 % would be (a binomial tail, exact) */
+        uint64_t na = 0, nb = 0, seen = 0, past = 0;
+        for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+            na += ha[i];
+            nb += hb[i];
+        }
+        unsigned p95 = 0;
+        for (unsigned i = 0; i < AV_HIST_BUCKETS && na > 0; i++) {
+            seen += ha[i];
+            if (seen * 100 >= na * 95) {
+                p95 = i;
+                break;
+            }
+        }
+        double limit = bucket_lo(p95 + 1) * c->kpis[k].margin; /* the bucket's top, times the margin */
+        for (unsigned i = 0; i < AV_HIST_BUCKETS; i++)
+            if (bucket_lo(i) >= limit)
+                past += hb[i];
+        if (na >= (uint64_t)c->min_requests && nb >= (uint64_t)c->min_requests) {
+            double tail_p = av_binom_sf(past, nb, 0.05);
+            if (tail_p < c->alpha / (double)c->nkpis) {
+                transition(r, o, RS_ROLLED_BACK, o->step,
+                           "%s p95 at the step's end: %llu of %llu candidate requests past %.4g ms (the baseline's "
+                           "p95 times %.3g), p %.2g",
+                           kpi_names[kind], (unsigned long long)past, (unsigned long long)nb, limit / 1000.0,
+                           c->kpis[k].margin, tail_p);
+                return 1;
+            }
+        }
         double u, z, p = av_mwu_hist(ha, hb, AV_HIST_BUCKETS, &u, &z);
         double med_a = hist_median_ms(ha), med_b = hist_median_ms(hb);
         if (p < c->alpha / (double)c->nkpis && z > 0 && med_a > 0 && med_b > med_a * c->kpis[k].margin) {
@@ -379,11 +420,11 @@ static void judge(av_rollouts_t *r, ro_t *o)
     }
     if (!waiting && secs >= (double)c->min_step_s) {
         size_t next = o->step + 1;
-        if (next >= c->nsteps || c->steps[next] == 100) /* all traffic leaves nothing to compare: promotion */
+        if (next < c->nsteps && ((c->approve >> next) & 1))
+            transition(r, o, RS_AWAIT, next, "step %zu passed; step %zu waits for approval", o->step + 1, next + 1);
+        else if (next >= c->nsteps || c->steps[next] == 100) /* all traffic leaves nothing to compare: promotion */
             transition(r, o, RS_PROMOTED, c->nsteps - 1, "step %zu passed: every KPI within its margin for %.0f s; "
                        "promoted", o->step + 1, secs);
-        else if ((c->approve >> next) & 1)
-            transition(r, o, RS_AWAIT, next, "step %zu passed; step %zu waits for approval", o->step + 1, next + 1);
         else
             transition(r, o, RS_STEP, next, "step %zu passed: every KPI within its margin for %.0f s", o->step + 1,
                        secs);
@@ -392,6 +433,9 @@ static void judge(av_rollouts_t *r, ro_t *o)
     if (c->max_step_s > 0 && secs >= (double)c->max_step_s) {
         if (strcmp(c->on_timeout, "rollback") == 0)
             transition(r, o, RS_ROLLED_BACK, o->step, "step %zu ran %.0f s without a verdict", o->step + 1, secs);
+        else if (strcmp(c->on_timeout, "approve") == 0 && !shadow)
+            transition(r, o, RS_AWAIT, o->step + 1, "step %zu ran %.0f s without a verdict: the next step waits "
+                       "for approval", o->step + 1, secs);
         else
             transition(r, o, RS_HOLD, o->step, "step %zu ran %.0f s without a verdict: holding", o->step + 1, secs);
     }
@@ -581,7 +625,10 @@ int av_rollouts_action(av_rollouts_t *r, const char *name, const char *action, c
     } else if (strcmp(action, "approve") == 0) {
         if (s != RS_AWAIT)
             goto refused;
-        transition(r, o, RS_STEP, o->step, "step %zu approved by the admin API", o->step + 1);
+        if (o->rt->rollout.steps[o->step] == 100)
+            transition(r, o, RS_PROMOTED, o->step, "promotion approved by the admin API");
+        else
+            transition(r, o, RS_STEP, o->step, "step %zu approved by the admin API", o->step + 1);
     } else if (strcmp(action, "promote") == 0) {
         if (s == RS_PROMOTED)
             goto refused;

@@ -1,7 +1,9 @@
 /* test_rollout.c: the controller on synthetic metrics, without a network:
  * a candidate whose TTFT median moved up past the margin while its mean of
  * logs did not (a bimodal shift the mSPRT does not see) is rolled back by the
- * Mann-Whitney check at the step's end; a candidate like its baseline passes
+ * Mann-Whitney check at the step's end; one whose slowest tenth went four
+ * times slower (the p95, not the median) by the p95 check; a candidate like
+ * its baseline passes
  * the step; the state and reason show in the JSON view. */
 #include <event2/buffer.h>
 #include <string.h>
@@ -56,7 +58,7 @@ static const char *view(av_rollouts_t *ro)
 static void run(int bimodal, const char *want_state, const char *want_reason)
 {
     char err[512];
-    const char *text = bimodal >= 2 ? conf_shadow : conf;
+    const char *text = bimodal == 2 || bimodal == 3 ? conf_shadow : conf;
     av_config_t *cfg = av_config_parse("t.json", text, strlen(text), 1, err, sizeof(err));
     CHECK(cfg != NULL);
     if (cfg == NULL) {
@@ -69,7 +71,7 @@ static void run(int bimodal, const char *want_state, const char *want_reason)
     av_rollouts_sync(ro, cfg);
     struct av_metrics_s *m = av_split_metrics(cfg->routes[0].split);
     feed(m, 0, 300, 100);
-    if (bimodal >= 2) {
+    if (bimodal == 2 || bimodal == 3) {
         const char *v0 = view(ro);
         if (strstr(v0, "\"state\":\"shadow\",\"step\":1,\"steps\":2,\"candidate_percent\":0") == NULL) {
             printf("# want the shadow stage at first: %s\n", v0);
@@ -78,6 +80,9 @@ static void run(int bimodal, const char *want_state, const char *want_reason)
         shadow_copies = 1;
         feed(m, 1, 300, bimodal == 2 ? 200 : 100);
         shadow_copies = 0;
+    } else if (bimodal == 4) { /* 90 % as fast, 10 % four times slower: the p95 moved, the median did not */
+        feed(m, 1, 270, 100);
+        feed(m, 1, 30, 400);
     } else if (bimodal) { /* 60 % at 140 ms, 40 % at 60 ms: the median up 40 %, the geometric mean not */
         feed(m, 1, 180, 140);
         feed(m, 1, 120, 60);
@@ -105,6 +110,11 @@ static void test_like_baseline_passes(void)
     run(0, "\"state\":\"promoted\"", "step 1 passed: every KPI within its margin");
 }
 
+static void test_p95_at_step_end(void)
+{
+    run(4, "\"state\":\"rolled_back\"", "ttft p95 at the step's end: 30 of 300 candidate requests past");
+}
+
 static void test_shadow_stage(void)
 {
     run(2, "\"state\":\"rolled_back\"", "ttft regressed: baseline 100, candidate 200");
@@ -118,5 +128,6 @@ int main(void)
     RUN(test_mann_whitney_at_step_end);
     RUN(test_like_baseline_passes);
     RUN(test_shadow_stage);
+    RUN(test_p95_at_step_end);
     TEST_DONE();
 }
