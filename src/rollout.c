@@ -45,6 +45,7 @@ typedef struct {
     av_arm_t snap_a, snap_b, snap_bs, cur_a, cur_b; /* snap_bs: the candidate's shadow copies */
     av_kpi_result_t results[AV_ROLLOUT_MAX_KPIS];
     double srm_p;
+    int paused_in_shadow;     /* a pause taken in the shadow stage: no traffic, and resume goes back to it */
     char reason[512];
 } ro_t;
 
@@ -104,6 +105,7 @@ static int64_t share(const ro_t *o)
     case RS_PROMOTED: return 100;
     case RS_ROLLED_BACK: return 0;
     case RS_SHADOW: return 0;
+    case RS_PAUSED: return o->paused_in_shadow ? 0 : c->steps[o->step];
     case RS_AWAIT: return o->step > 0 ? c->steps[o->step - 1] : 0;
     default: return c->steps[o->step];
     }
@@ -117,7 +119,7 @@ static void apply_weights(ro_t *o)
         return;
     int64_t w[AV_SPLIT_MAX_VARIANTS], want[AV_SPLIT_MAX_VARIANTS];
     av_split_weights(rt->split, w, rt->nvariants);
-    memcpy(want, w, sizeof(w));
+    memcpy(want, w, rt->nvariants * sizeof(int64_t));
     size_t a = rt->rollout.baseline, b = rt->rollout.candidate;
     int64_t total = rt->variants[a].weight + rt->variants[b].weight;
     if (total <= 0)
@@ -144,6 +146,7 @@ static void persist(av_rollouts_t *r)
         cJSON_AddStringToObject(e, "fingerprint", r->ro[i].fingerprint);
         cJSON_AddStringToObject(e, "state", state_names[r->ro[i].state]);
         cJSON_AddNumberToObject(e, "step", (double)r->ro[i].step);
+        cJSON_AddBoolToObject(e, "paused_in_shadow", r->ro[i].paused_in_shadow);
         cJSON_AddStringToObject(e, "reason", r->ro[i].reason);
     }
     char *text = cJSON_Print(root);
@@ -493,7 +496,8 @@ static int state_by_name(const char *s)
 
 /* What the state file says of a route: its state and step, if it is about
  * the same candidate. */
-static int saved_state(cJSON *saved, const char *route, const char *fingerprint, int *state, size_t *step)
+static int saved_state(cJSON *saved, const char *route, const char *fingerprint, int *state, size_t *step,
+                       int *in_shadow)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(saved, "routes"), route);
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(e, "fingerprint");
@@ -507,6 +511,7 @@ static int saved_state(cJSON *saved, const char *route, const char *fingerprint,
         return 0;
     *state = s;
     *step = (size_t)sp->valuedouble;
+    *in_shadow = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "paused_in_shadow"));
     return 1;
 }
 
@@ -547,12 +552,13 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
         snprintf(o->route, sizeof(o->route), "%s", rt->name);
         snprintf(o->fingerprint, sizeof(o->fingerprint), "%s", rt->rollout.fingerprint);
         o->rt = rt;
-        int state;
+        int state, in_shadow = 0;
         size_t step;
-        if (saved != NULL && saved_state(saved, rt->name, rt->rollout.fingerprint, &state, &step) &&
+        if (saved != NULL && saved_state(saved, rt->name, rt->rollout.fingerprint, &state, &step, &in_shadow) &&
             step < rt->rollout.nsteps) {
             o->state = state;
             o->step = step;
+            o->paused_in_shadow = in_shadow;
             snprintf(o->reason, sizeof(o->reason), "resumed from %s after a restart", cfg->rollout_state_file);
         } else {
             o->state = rt->rollout.shadow_first ? RS_SHADOW : (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
@@ -613,11 +619,14 @@ int av_rollouts_action(av_rollouts_t *r, const char *name, const char *action, c
     if (strcmp(action, "pause") == 0) {
         if (s != RS_STEP && s != RS_AWAIT && s != RS_HOLD && s != RS_SHADOW)
             goto refused;
+        o->paused_in_shadow = s == RS_SHADOW;
         transition(r, o, RS_PAUSED, o->step, "paused by the admin API");
     } else if (strcmp(action, "resume") == 0) {
         if (s == RS_ROLLED_BACK) /* trying the same candidate again takes this explicit action */
             transition(r, o, o->rt->rollout.shadow_first ? RS_SHADOW : RS_STEP, 0,
                        "resumed by the admin API after a rollback: starting over");
+        else if (s == RS_PAUSED && o->paused_in_shadow)
+            transition(r, o, RS_SHADOW, 0, "resumed by the admin API: the shadow stage again");
         else if (s == RS_PAUSED || s == RS_HOLD)
             transition(r, o, RS_STEP, o->step, "resumed by the admin API");
         else
