@@ -242,6 +242,32 @@ static void add_variant_header(av_req_t *req, av_headers_t *h)
         av_headers_add(req->arena, h, name, strlen(name), req->variant->name, strlen(req->variant->name));
 }
 
+/* Sends a whole JSON answer made by the gateway (an error, a feedback receipt): head and body; frees body. */
+static void send_json(av_req_t *req, int status, struct evbuffer *body)
+{
+    size_t len = evbuffer_get_length(body);
+    av_headers_t h = {0};
+    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
+    add_variant_header(req, &h);
+    req->status = status;
+    if (req->t_head_us == 0)
+        req->t_head_us = av_now_us();
+    req->head_sent = 1;
+    req->client->respond_head(req, status, &h, (int64_t)len);
+    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
+    req->bytes_out += len;
+    evbuffer_free(body);
+}
+
+/* The answer is complete: its KPI line, then the client side's end (which may free req). */
+static void finish(av_req_t *req)
+{
+    req->finished = 1;
+    req->t_end_us = av_now_us();
+    kpi_write(req);
+    req->client->respond_end(req);
+}
+
 void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -251,21 +277,8 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     va_end(ap);
     struct evbuffer *body = evbuffer_new();
     av_error_json(body, type, code, msg, req->id);
-    size_t len = evbuffer_get_length(body);
-    av_headers_t h = {0};
-    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
-    add_variant_header(req, &h);
-    req->status = status;
-    req->t_head_us = av_now_us();
-    req->head_sent = 1;
-    req->client->respond_head(req, status, &h, (int64_t)len);
-    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
-    req->bytes_out += len;
-    evbuffer_free(body);
-    req->finished = 1;
-    req->t_end_us = av_now_us();
-    kpi_write(req);
-    req->client->respond_end(req); /* may free req */
+    send_json(req, status, body);
+    finish(req);
 }
 
 /* A policy's deny, as the route's dialect words errors: Anthropic's
@@ -293,22 +306,9 @@ static void respond_policy_denial(av_req_t *req)
     int status;
     const char *code, *message;
     av_policy_denial(req, &status, &code, &message);
-    struct evbuffer *body = policy_error_body(req, status, code, message);
-    size_t len = evbuffer_get_length(body);
-    av_headers_t h = {0};
-    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
-    req->status = status;
     req->error = "policy_denied";
-    req->t_head_us = av_now_us();
-    req->head_sent = 1;
-    req->client->respond_head(req, status, &h, (int64_t)len);
-    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
-    req->bytes_out += len;
-    evbuffer_free(body);
-    req->finished = 1;
-    req->t_end_us = av_now_us();
-    kpi_write(req);
-    req->client->respond_end(req); /* may free req */
+    send_json(req, status, policy_error_body(req, status, code, message));
+    finish(req);
 }
 
 /* The variant's edits to the body, the backend request, and off it goes. */
@@ -376,18 +376,9 @@ static void feedback(av_req_t *req)
     evbuffer_add_printf(body, ",\"variant\":");
     av_json_str(body, name, strlen(name));
     evbuffer_add_printf(body, ",\"score\":%.4g}\n", v);
-    size_t len = evbuffer_get_length(body);
-    av_headers_t h = {0};
-    av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
-    req->status = 200;
     req->logged = 1; /* the feedback line stands for it */
-    req->head_sent = 1;
-    req->client->respond_head(req, 200, &h, (int64_t)len);
-    req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
-    evbuffer_free(body);
-    req->finished = 1;
-    req->t_end_us = av_now_us();
-    req->client->respond_end(req); /* may free req */
+    send_json(req, 200, body);
+    finish(req);
 }
 
 void av_req_run(av_req_t *req)
@@ -482,19 +473,9 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         int st;
         const char *code, *message;
         av_policy_denial(req, &st, &code, &message);
-        struct evbuffer *body = policy_error_body(req, st, code, message);
-        size_t len = evbuffer_get_length(body);
-        av_headers_t h = {0};
-        av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
-        add_variant_header(req, &h);
-        req->status = st;
         req->error = "policy_denied";
         req->blocked = 1;
-        req->head_sent = 1;
-        req->client->respond_head(req, st, &h, (int64_t)len);
-        req->client->respond_body(req, (const char *)evbuffer_pullup(body, -1), len);
-        req->bytes_out += len;
-        evbuffer_free(body);
+        send_json(req, st, policy_error_body(req, st, code, message)); /* ended with the backend's answer */
         return;
     }
     req->head_sent = 1;

@@ -55,3 +55,24 @@ ratio_line() {
         }'
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+
+# wrk_run NAME PID URL MODE CONC: one wrk run ($T/MODE.lua, SECS seconds) against URL; records and
+# prints req/s, p50, p99 and the CPU time PID (and its children) spent per request
+wrk_run() {
+    local t0 t1 out nreq cpu rps p50 p99 errs
+    t0=$(ticks "$2")
+    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$5" -d"${SECS}s" --latency -s "$T/$4.lua" "$3" 2>&1)
+    t1=$(ticks "$2")
+    nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
+    cpu=$(cpu_per_req $((t1 - t0)) "$nreq")
+    rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
+    p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
+    errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    record "$1/$4/$5" "$rps" "$p50" "$p99" "$cpu"
+    printf '%-9s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
+        "$1" "$4" "$5" "$rps" "$p50" "$p99" "$cpu" "$errs"
+}

@@ -68,22 +68,10 @@ for mode in ("json", "stream"):
         % json.dumps(json.dumps(b)))
 PY
 
-to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
-run() { # name url mode conc
+run() { # name url mode conc: wrk_run (lib.sh) with the process that serves it
     local who=""
     case "$1" in plain) who=$plain_PID ;; policies) who=$policies_PID ;; direct) who=$SIM_PID ;; esac
-    t0=$(ticks $who)
-    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$4" -d"${SECS}s" --latency -s "$T/$3.lua" "$2" 2>&1)
-    t1=$(ticks $who)
-    nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
-    cpu=$(cpu_per_req $((t1 - t0)) "$nreq")
-    rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
-    p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
-    p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
-    errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-    record "$1/$3/$4" "$rps" "$p50" "$p99" "$cpu"
-    printf '%-9s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
-        "$1" "$3" "$4" "$rps" "$p50" "$p99" "$cpu" "$errs"
+    wrk_run "$1" "$who" "$2" "$3" "$4"
 }
 echo
 echo "== end to end: $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds, 4 KB prompt"

@@ -83,25 +83,10 @@ printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nw
 printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' \
     "'{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/stream.lua"
 
-# to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
-to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
-
-run() { # name url mode conc
+run() { # name url mode conc: wrk_run (lib.sh) with the process that serves it
     local who=""
     case "$1" in aviary) who=$AV_PID ;; base) who=$BASE_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
-    t0=$(ticks $who)
-    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$4" -d"${SECS}s" --latency -s "$T/$3.lua" "$2" 2>&1)
-    t1=$(ticks $who)
-    nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
-    # CPU microseconds the proxy (or, for direct, the sim) spent per request
-    cpu=$(cpu_per_req $((t1 - t0)) "$nreq")
-    rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec/ {print $2}')
-    p50=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2}')")
-    p99=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2}')")
-    errs=$(printf '%s\n' "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-    record "$1/$3/$4" "$rps" "$p50" "$p99" "$cpu"
-    printf '%-8s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
-        "$1" "$3" "$4" "$rps" "$p50" "$p99" "$cpu" "$errs"
+    wrk_run "$1" "$who" "$2" "$3" "$4"
 }
 
 echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds; proxies pinned to CPU $PROXY_CPU, one worker each"
