@@ -103,7 +103,13 @@ char *av_put_hex(char *p, uint64_t v)
 
 int av_streq_ci(const char *a, size_t alen, const char *b)
 {
-    return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+    /* byte by byte: most names differ at their first byte, and b's end is its NUL */
+    for (size_t i = 0; i < alen; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (y == 0 || (x != y && ((x | 0x20) != (y | 0x20) || (unsigned char)((x | 0x20) - 'a') > 'z' - 'a')))
+            return 0; /* b ended, or the bytes differ other than by a letter's case */
+    }
+    return b[alen] == '\0';
 }
 
 int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_storage *ss,

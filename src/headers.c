@@ -40,9 +40,24 @@ const av_header_t *av_headers_get(const av_headers_t *h, const char *name)
     return NULL;
 }
 
-static const char *const hop_headers[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "proxy-authorization", "proxy-authenticate",
+typedef struct {
+    const char *name;
+    size_t len;
+} name_t;
+#define NAME(s) {s, sizeof(s) - 1}
+
+/* Whether name is one of names (lengths first: most headers match none). */
+static int among(const name_t *names, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (names[i].len == len && strncasecmp(name, names[i].name, len) == 0)
+            return 1;
+    return 0;
+}
+
+static const name_t hop_headers[] = {
+    NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"), NAME("te"), NAME("trailer"),
+    NAME("transfer-encoding"), NAME("upgrade"), NAME("proxy-authorization"), NAME("proxy-authenticate"),
 };
 
 /* Whether name is one of the comma-separated tokens of a Connection header. */
@@ -67,9 +82,8 @@ static int in_connection(const av_headers_t *h, const char *name, size_t len)
 
 int av_header_is_hop(const av_headers_t *h, const char *name, size_t len)
 {
-    for (size_t i = 0; i < AV_NELEMS(hop_headers); i++)
-        if (av_streq_ci(name, len, hop_headers[i]))
-            return 1;
+    if (among(hop_headers, AV_NELEMS(hop_headers), name, len))
+        return 1;
     return h != NULL && in_connection(h, name, len);
 }
 
@@ -89,12 +103,12 @@ int av_request_id_valid(const char *s, size_t len)
 /* Headers the gateway sets itself, so the client's copies are dropped. */
 static int replaced(const av_header_t *e, const av_backend_t *b)
 {
-    static const char *const ours[] = {
-        "host", "content-length", "expect", "x-forwarded-for", "x-forwarded-proto", "x-request-id",
+    static const name_t ours[] = {
+        NAME("host"), NAME("content-length"), NAME("expect"), NAME("x-forwarded-for"), NAME("x-forwarded-proto"),
+        NAME("x-request-id"),
     };
-    for (size_t i = 0; i < AV_NELEMS(ours); i++)
-        if (av_streq_ci(e->name, e->name_len, ours[i]))
-            return 1;
+    if (among(ours, AV_NELEMS(ours), e->name, e->name_len))
+        return 1;
     if (av_streq_ci(e->name, e->name_len, "authorization") && !b->forward_authorization)
         return 1;
     if (e->name_len >= 9 && strncasecmp(e->name, "x-aviary-", 9) == 0)

@@ -1,12 +1,16 @@
-/* jscan.c: a single pass over a JSON object's top level. Strings are walked
- * byte by byte with memchr-free loops short enough to stay in cache; nested
- * containers are matched with a bit stack. */
+/* jscan.c: a single pass over a JSON object's top level, or over its keys
+ * at every depth (the walk). Strings are skipped sixteen bytes at a time
+ * where SSE2 is (eight elsewhere) to their first quote, backslash or control
+ * byte; nested containers are matched with a bit stack. */
 #include "jscan.h"
 
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_DEPTH 512
 
@@ -27,8 +31,6 @@ static inline void skip_ws(scan_t *c)
     }
 }
 
-/* At an opening quote: moves past the closing one. Sets *escaped when a
- * backslash was seen. Raw control bytes are not allowed in JSON strings. */
 /* Eight bytes at a time: nonzero when any is '"', '\\' or below 0x20. */
 static inline uint64_t special8(uint64_t v)
 {
@@ -39,49 +41,78 @@ static inline uint64_t special8(uint64_t v)
     return has_q | has_b | has_ctl;
 }
 
-static int skip_string(scan_t *c, char *escaped)
+/* Bytes that end a run of plain string bytes: the quote, a backslash, and
+ * the control bytes JSON does not allow raw. */
+static const unsigned char string_stop[256] = {[0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1};
+
+/* From just past an opening quote at i: the offset past the closing quote,
+ * or 0 on a bad or unterminated string. Short strings (keys, most values)
+ * go byte by byte, long ones eight bytes at a time; locals only, inlined
+ * into the walk, so the index stays in a register. */
+static inline __attribute__((always_inline)) size_t string_end_from(const char *s, size_t n, size_t i,
+                                                                   char *escaped)
 {
-    c->i++;
     for (;;) {
-        /* to the next quote, backslash or control byte, eight bytes at a time */
-        while (c->i + 8 <= c->len) {
-            uint64_t v;
-            memcpy(&v, c->s + c->i, 8);
-            uint64_t m = special8(v);
+#ifdef __SSE2__
+        /* sixteen bytes at a time while sixteen are left: one mask of the quotes, backslashes and control bytes */
+        const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1f);
+        while (i + 16 <= n) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+            __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                       _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)); /* v <= 0x1f */
+            unsigned m = (unsigned)_mm_movemask_epi8(hit);
             if (m != 0) {
-                c->i += (size_t)__builtin_ctzll(m) >> 3; /* the lowest flag is the first such byte */
+                i += (size_t)__builtin_ctz(m);
                 goto special;
             }
-            c->i += 8;
+            i += 16;
         }
-        while (c->i < c->len) {
-            unsigned char ch = (unsigned char)c->s[c->i];
-            if (ch == '"' || ch == '\\' || ch < 0x20)
+#else
+        while (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            uint64_t m = special8(v);
+            if (m != 0) {
+                i += (size_t)__builtin_ctzll(m) >> 3; /* the lowest flag is the first such byte */
                 goto special;
-            c->i++;
+            }
+            i += 8;
         }
-        return -1;
-    special:;
-        unsigned char ch = (unsigned char)c->s[c->i];
-        if (ch == '"') {
-            c->i++;
+#endif
+        while (i < n && !string_stop[(unsigned char)s[i]])
+            i++;
+        if (i >= n)
             return 0;
-        }
-        if (ch < 0x20)
-            return -1;
-        /* a backslash */
-        if (escaped != NULL)
-            *escaped = 1;
-        if (++c->i >= c->len || strchr("\"\\/bfnrtu", c->s[c->i]) == NULL || c->s[c->i] == '\0')
-            return -1;
-        if (c->s[c->i] == 'u') {
+    special:
+        if (s[i] == '"')
+            return i + 1;
+        if ((unsigned char)s[i] < 0x20)
+            return 0;
+        *escaped = 1; /* a backslash: the escapes skip_string accepts */
+        if (++i >= n || s[i] == '\0' || strchr("\"\\/bfnrtu", s[i]) == NULL)
+            return 0;
+        if (s[i] == 'u') {
             for (int k = 1; k <= 4; k++)
-                if (c->i + (size_t)k >= c->len || !isxdigit((unsigned char)c->s[c->i + (size_t)k]))
-                    return -1;
-            c->i += 4;
+                if (i + (size_t)k >= n || !isxdigit((unsigned char)s[i + (size_t)k]))
+                    return 0;
+            i += 4;
         }
-        c->i++;
+        i++;
     }
+}
+
+/* At an opening quote: moves past the closing one. Sets *escaped when a
+ * backslash was seen. Raw control bytes are not allowed in JSON strings. */
+static int skip_string(scan_t *c, char *escaped)
+{
+    char esc = 0;
+    size_t end = string_end_from(c->s, c->len, c->i + 1, &esc);
+    if (end == 0)
+        return -1;
+    c->i = end;
+    if (escaped != NULL && esc)
+        *escaped = 1;
+    return 0;
 }
 
 static int is_token_byte(char ch)
@@ -287,6 +318,82 @@ int av_jscan_keys(const char *text, size_t len, av_jscan_key_fn fn, void *arg)
             c.i++;
             skip_ws(&c);
             if (fn(arg, text + k, klen, c.i))
+                return 1;
+        }
+    }
+}
+
+/* The walk's byte classes between strings: all it stops at. */
+enum { W_SKIP = 0, W_QUOTE, W_OPEN, W_CLOSE };
+static const unsigned char walk_class[256] = {
+    ['"'] = W_QUOTE, ['{'] = W_OPEN, ['['] = W_OPEN, ['}'] = W_CLOSE, [']'] = W_CLOSE,
+};
+
+size_t av_jscan_string_len(const char *text, size_t len)
+{
+    char escaped = 0;
+    if (len == 0 || text[0] != '"')
+        return 0;
+    return string_end_from(text, len, 1, &escaped);
+}
+
+int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
+{
+    av_jpath_t p;
+    uint32_t objects = 0; /* bit d - 1: the container at depth d is an object */
+    unsigned depth = 0;
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
+        i++;
+    if (i >= len || text[i] != '{')
+        return -1;
+    for (;;) {
+        /* to the next string, minding the brackets on the way */
+        unsigned cl = W_SKIP;
+        while (i < len && (cl = walk_class[(unsigned char)text[i]]) == W_SKIP)
+            i++;
+        if (i >= len)
+            return -1;
+        char ch = text[i++];
+        if (cl == W_OPEN) {
+            if (depth == AV_JWALK_MAX_DEPTH)
+                return -1;
+            depth++;
+            if (ch == '{')
+                objects |= 1u << (depth - 1);
+            else
+                objects &= ~(1u << (depth - 1));
+            p.key[depth] = NULL;
+            p.key_len[depth] = 0;
+            continue;
+        }
+        if (cl == W_CLOSE) {
+            if (depth == 0 || (ch == '}') != (int)((objects >> (depth - 1)) & 1))
+                return -1;
+            if (--depth > 0)
+                continue;
+            while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
+                i++;
+            return i == len ? 0 : -1;
+        }
+        size_t k = i; /* a string's first byte */
+        p.escaped = 0;
+        if ((i = string_end_from(text, len, i, &p.escaped)) == 0)
+            return -1;
+        size_t klen = i - 1 - k;
+        while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
+            i++;
+        if (i < len && text[i] == ':') {
+            if (!((objects >> (depth - 1)) & 1))
+                return -1; /* a key in an array */
+            i++;
+            while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
+                i++;
+            p.key[depth] = text + k;
+            p.key_len[depth] = (unsigned)klen;
+            p.depth = depth;
+            p.val = i;
+            if (fn(arg, &p))
                 return 1;
         }
     }

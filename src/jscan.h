@@ -46,6 +46,32 @@ int av_jscan_array(const char *text, size_t len, av_jscan_fn fn, void *arg, size
 typedef int (*av_jscan_key_fn)(void *arg, const char *key, size_t key_len, size_t val_off);
 int av_jscan_keys(const char *text, size_t len, av_jscan_key_fn fn, void *arg);
 
+/* Every key of the one object text is, at any depth, in order, with the
+ * keys on its way down: one pass, without checking the structure beyond
+ * whole strings and brackets that match (a cut text fails at its end). For
+ * a member at depth d (1: the top level), key[d] is its key and key[k], k < d,
+ * the key holding the container at depth k + 1; an array's level has no
+ * key (key[k] NULL). escaped: this key has a backslash (compare it decoded).
+ * val: the offset of the value's first byte. */
+#define AV_JWALK_MAX_DEPTH 16
+typedef struct {
+    const char *key[AV_JWALK_MAX_DEPTH + 1];
+    unsigned key_len[AV_JWALK_MAX_DEPTH + 1];
+    unsigned depth;
+    char escaped;
+    size_t val;
+} av_jpath_t;
+/* Returns nonzero to stop the walk. */
+typedef int (*av_jwalk_fn)(void *arg, const av_jpath_t *p);
+/* Returns 0 when text is one object (surrounding whitespace allowed) whose
+ * strings end and brackets match, 1 when fn stopped the walk, -1 when the
+ * text is not such an object or nests deeper than AV_JWALK_MAX_DEPTH. */
+int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg);
+
+/* The length of the JSON string text starts with (at its opening quote),
+ * both quotes included; 0 when it is not one whole, well-formed string. */
+size_t av_jscan_string_len(const char *text, size_t len);
+
 /* Decodes the JSON string escapes in s (len bytes, no quotes) into out, which
  * has room for len + 1 bytes (decoding never grows the text); NUL-terminates.
  * Returns the decoded length, or -1 on a bad escape or an escaped NUL. */

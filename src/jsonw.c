@@ -13,8 +13,18 @@ char *av_jw_str(char *p, const char *s, size_t len)
     if (s == NULL)
         return AV_PUT_LIT(p, "null");
     *p++ = '"';
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
+    size_t start = 0, i = 0;
+    /* eight bytes at a time past those that need no escape (most of them) */
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    while (i + 8 <= len) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\'), d = v ^ (ones * 0x7f);
+        if ((((q - ones) & ~q) | ((b - ones) & ~b) | ((d - ones) & ~d) | ((v - ones * 0x20) & ~v)) & high)
+            break;
+        i += 8;
+    }
+    for (; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
             continue;

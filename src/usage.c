@@ -93,45 +93,81 @@ typedef struct {
     av_usage_t *u;
 } usage_scan_t;
 
+#define KEY_IS(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), sizeof(lit) - 1) == 0)
+
+/* Every dialect's names for the counts, assigned (never added): a later
+ * report replaces an earlier one, which is what Anthropic's cumulative
+ * message_delta needs. detail: the name is inside a *_tokens_details object. */
+static void usage_count(av_usage_t *u, const char *k, size_t n, int detail, int64_t v)
+{
+    if (detail) {
+        if (KEY_IS(k, n, "cached_tokens"))
+            u->cached = v;
+        else if (KEY_IS(k, n, "reasoning_tokens"))
+            u->reasoning = v;
+        return;
+    }
+    if (KEY_IS(k, n, "prompt_tokens") || KEY_IS(k, n, "input_tokens"))
+        u->input = v;
+    else if (KEY_IS(k, n, "completion_tokens") || KEY_IS(k, n, "output_tokens"))
+        u->output = v;
+    else if (KEY_IS(k, n, "cache_read_input_tokens"))
+        u->cached = v;
+    else if (KEY_IS(k, n, "cache_creation_input_tokens"))
+        u->cache_write = v;
+    else
+        return;
+    u->reported = 1;
+}
+
+static int is_details(const char *k, size_t n)
+{
+    return KEY_IS(k, n, "prompt_tokens_details") || KEY_IS(k, n, "input_tokens_details") ||
+           KEY_IS(k, n, "completion_tokens_details") || KEY_IS(k, n, "output_tokens_details");
+}
+
+/* A member's key as plain bytes: decoded into buf when it has escapes
+ * (NULL when it cannot be or is too long to be a name we know). */
+static const char *plain_key(const av_jmember_t *m, char *buf, size_t cap, size_t *n)
+{
+    *n = m->key_len;
+    if (!m->key_escaped)
+        return m->key;
+    if (m->key_len >= cap)
+        return NULL;
+    long k = av_jscan_unescape(m->key, m->key_len, buf);
+    if (k < 0)
+        return NULL;
+    *n = (size_t)k;
+    return buf;
+}
+
 static int on_usage_detail(void *arg, const av_jmember_t *m)
 {
-    av_usage_t *u = arg;
+    char buf[64];
+    size_t n;
+    const char *k = plain_key(m, buf, sizeof(buf), &n);
     int64_t v = num(m);
-    if (v < 0)
-        return 0;
-    if (av_jscan_key_is(m, "cached_tokens"))
-        u->cached = v;
-    else if (av_jscan_key_is(m, "reasoning_tokens"))
-        u->reasoning = v;
+    if (k != NULL && v >= 0)
+        usage_count(arg, k, n, 1, v);
     return 0;
 }
 
-/* Every dialect's names, assigned (never added): a later report replaces an
- * earlier one, which is what Anthropic's cumulative message_delta needs. */
 static int on_usage(void *arg, const av_jmember_t *m)
 {
-    av_usage_t *u = arg;
-    size_t off;
+    char buf[64];
+    size_t n, off;
+    const char *k = plain_key(m, buf, sizeof(buf), &n);
+    if (k == NULL)
+        return 0;
     if (m->type == '{') {
-        if (av_jscan_key_is(m, "prompt_tokens_details") || av_jscan_key_is(m, "input_tokens_details") ||
-            av_jscan_key_is(m, "completion_tokens_details") || av_jscan_key_is(m, "output_tokens_details"))
-            av_jscan_object(m->val, m->val_len, on_usage_detail, u, &off);
+        if (is_details(k, n))
+            av_jscan_object(m->val, m->val_len, on_usage_detail, arg, &off);
         return 0;
     }
     int64_t v = num(m);
-    if (v < 0)
-        return 0;
-    if (av_jscan_key_is(m, "prompt_tokens") || av_jscan_key_is(m, "input_tokens"))
-        u->input = v;
-    else if (av_jscan_key_is(m, "completion_tokens") || av_jscan_key_is(m, "output_tokens"))
-        u->output = v;
-    else if (av_jscan_key_is(m, "cache_read_input_tokens"))
-        u->cached = v;
-    else if (av_jscan_key_is(m, "cache_creation_input_tokens"))
-        u->cache_write = v;
-    else
-        return 0;
-    u->reported = 1;
+    if (v >= 0)
+        usage_count(arg, k, n, 0, v);
     return 0;
 }
 
@@ -336,97 +372,192 @@ static int response_item(void *arg, const av_jmember_t *it)
     return 0;
 }
 
-/* One JSON object: a stream event's data, or a whole response. Returns 1
- * when it is OpenAI's usage-only chunk (no choices, a usage). */
-/* OpenAI token chunks are most of a stream and carry little we need: a
- * piece of text, at the end a finish reason. One walk over the chunk's keys
- * at every depth finds them; a chunk with anything more (usage, tool calls,
- * a typed part, two texts or two finish reasons: several choices) or a text
- * we must hash goes the full way. */
+/* ---- OpenAI objects in one walk ----
+ * OpenAI's chunks and answers (chat, completions, embeddings) carry little
+ * we need, at known places: usage counts, the first choice's text (in its
+ * delta or message, or completions' text), finish reason and tool call ids.
+ * One walk over the keys at every depth (av_jscan_walk) finds them; anything
+ * it does not expect (escaped keys, two texts or finish reasons: several
+ * choices, no choices and a type) goes to the full reading below, which
+ * gives the same answer for what the walk reads. */
+#define OA_NUMS 12
+
 typedef struct {
-    const char *s, *key;
-    size_t n, key_len, val, finish;
-    int found, finishes;
-} token_chunk_t;
+    const char *s;
+    size_t n;
+    size_t content, text, finish; /* value offsets: delta/message content, choice text, finish reason */
+    int contents, texts, finishes, tool_ids, nnums;
+    unsigned has;
+    struct {
+        const char *key;
+        unsigned len, detail;
+        size_t val;
+    } nums[OA_NUMS];
+} oa_t;
 
-#define KEY_IS(k, n, lit) ((n) == sizeof(lit) - 1 && memcmp((k), (lit), sizeof(lit) - 1) == 0)
+enum { OA_CHOICES = 1, OA_NO_CHOICE = 2, OA_USAGE = 4, OA_TYPE = 8, OA_MSG = 16, OA_TOOLS = 32 };
 
-static int on_chunk_key(void *arg, const char *k, size_t n, size_t val)
+#define PATH_IS(p, d, lit) ((p)->key[d] != NULL && KEY_IS((p)->key[d], (p)->key_len[d], lit))
+
+static size_t skip_ws_at(const char *s, size_t n, size_t i)
 {
-    token_chunk_t *t = arg;
-    char first = val < t->n ? t->s[val] : 0;
-    if (KEY_IS(k, n, "usage") || KEY_IS(k, n, "tool_calls") || KEY_IS(k, n, "type") ||
-        KEY_IS(k, n, "function_call") || memchr(k, '\\', n))
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+        i++;
+    return i;
+}
+
+static int on_oa_key(void *arg, const av_jpath_t *p)
+{
+    oa_t *o = arg;
+    if (p->escaped)
         return 1;
-    if (KEY_IS(k, n, "finish_reason") && first != 'n') {
-        if (t->finishes++ || first != '"')
-            return 1;
-        t->finish = val;
-    } else if (n == t->key_len && memcmp(k, t->key, n) == 0 && first == '"') {
-        if (t->found++)
-            return 1;
-        t->val = val;
+    unsigned d = p->depth;
+    const char *k = p->key[d];
+    size_t n = p->key_len[d];
+    char first = p->val < o->n ? o->s[p->val] : 0;
+    if (d == 1) {
+        if (KEY_IS(k, n, "choices")) {
+            if (first != '[')
+                return 1;
+            o->has |= OA_CHOICES;
+            size_t i = skip_ws_at(o->s, o->n, p->val + 1);
+            if (i < o->n && o->s[i] == ']')
+                o->has |= OA_NO_CHOICE;
+        } else if (KEY_IS(k, n, "usage")) {
+            if (first == '{')
+                o->has |= OA_USAGE;
+        } else if (KEY_IS(k, n, "type")) {
+            o->has |= OA_TYPE;
+        }
+        return 0;
+    }
+    if (PATH_IS(p, 1, "usage")) {
+        if ((first >= '0' && first <= '9') || first == '-') {
+            int detail = d == 3 && p->key[2] != NULL && is_details(p->key[2], p->key_len[2]);
+            if (d == 2 || detail) {
+                if (o->nnums == OA_NUMS)
+                    return 1;
+                o->nums[o->nnums].key = k;
+                o->nums[o->nnums].len = (unsigned)n;
+                o->nums[o->nnums].detail = (unsigned)detail;
+                o->nums[o->nnums++].val = p->val;
+            }
+        }
+        return 0;
+    }
+    if (!PATH_IS(p, 1, "choices"))
+        return 0;
+    if (d == 3) {
+        if (KEY_IS(k, n, "finish_reason")) {
+            if (first == '"') { /* null until the last chunk */
+                if (o->finishes++)
+                    return 1;
+                o->finish = p->val;
+            }
+        } else if (KEY_IS(k, n, "text")) {
+            if (o->texts++)
+                return 1;
+            o->text = p->val;
+        } else if ((KEY_IS(k, n, "delta") || KEY_IS(k, n, "message")) && first == '{') {
+            o->has |= OA_MSG;
+        }
+    } else if (d == 4 && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message"))) {
+        if (KEY_IS(k, n, "content")) {
+            if (o->contents++)
+                return 1;
+            o->content = p->val;
+        } else if (KEY_IS(k, n, "tool_calls")) {
+            o->has |= OA_TOOLS;
+        }
+    } else if (d == 6 && PATH_IS(p, 4, "tool_calls") && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message")) &&
+               KEY_IS(k, n, "id") && first == '"') {
+        o->tool_ids++;
     }
     return 0;
 }
 
-/* The end of the string whose opening quote is at v: its closing quote, or NULL. */
-static const char *string_end(const char *v, const char *end)
+static int64_t num_at(const char *s, size_t n, size_t i)
 {
-    const char *q = v + 1;
-    while (q < end && *q != '"')
-        q += *q == '\\' ? 2 : 1;
-    return q < end ? q : NULL;
+    int64_t v = 0;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
 }
 
-/* Returns 1 when it read the event. */
-static int openai_token_chunk(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+/* A string value at offset off as a member, for text() and set_finish(); 0 when it is not one. */
+static int string_at(const char *s, size_t n, size_t off, av_jmember_t *m)
 {
-    if (u->want_text || (u->dialect != AV_DIALECT_CHAT && u->dialect != AV_DIALECT_COMPLETIONS))
+    size_t len = off < n ? av_jscan_string_len(s + off, n - off) : 0;
+    if (len == 0)
         return 0;
-    size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
-    if (pre > 0 && n >= pre + suf && memcmp(s, u->tmpl, pre) == 0 && memcmp(s + n - suf, u->tmpl + pre, suf) == 0 &&
-        string_end(s + pre - 1, s + n) == s + n - suf) {
-        av_jmember_t m = {.val = s + pre - 1, .val_len = n - suf + 1 - (pre - 1), .type = '"'};
-        text(u, &m, now_us);
-        return 1;
-    }
-    token_chunk_t t = {.s = s, .n = n};
-    t.key = u->dialect == AV_DIALECT_CHAT ? "content" : "text";
-    t.key_len = strlen(t.key);
-    if (av_jscan_keys(s, n, on_chunk_key, &t) != 0 || t.found + t.finishes == 0)
-        return 0;
-    const char *v = s + t.val, *q = NULL; /* v at the text's opening quote */
-    if (t.found && (q = string_end(v, s + n)) == NULL)
-        return 0;
-    if (t.finishes) {
-        const char *f = s + t.finish, *fq = string_end(f, s + n);
-        if (fq == NULL)
-            return 0;
-        av_jmember_t m = {.val = f, .val_len = (size_t)(fq + 1 - f), .type = '"'};
-        set_finish(u, &m);
-    }
-    if (!t.found)
-        return 1;
-    av_jmember_t m = {.val = v, .val_len = (size_t)(q + 1 - v), .type = '"'};
-    text(u, &m, now_us);
-    if (t.finishes)
-        return 1; /* the last chunk: no template from it */
-    pre = (size_t)(v + 1 - s);
-    suf = (size_t)(s + n - q);
-    if (pre + suf <= sizeof(u->tmpl)) {
-        memcpy(u->tmpl, s, pre);
-        memcpy(u->tmpl + pre, q, suf);
-        u->tmpl_pre = (uint16_t)pre;
-        u->tmpl_suf = (uint16_t)suf;
-    }
+    *m = (av_jmember_t){.val = s + off, .val_len = len, .type = '"'};
     return 1;
 }
 
+/* Returns -1 when the full reading must look, else what read_json returns. */
+static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    oa_t o = {.s = s, .n = n};
+    if (av_jscan_walk(s, n, on_oa_key, &o) != 0)
+        return -1;
+    if (!(o.has & OA_CHOICES) && (!(o.has & OA_USAGE) || (o.has & OA_TYPE)))
+        return -1;
+    for (int i = 0; i < o.nnums; i++)
+        usage_count(u, o.nums[i].key, o.nums[i].len, (int)o.nums[i].detail, num_at(s, n, o.nums[i].val));
+    if (!(o.has & OA_CHOICES))
+        return 0;
+    if (o.has & OA_NO_CHOICE) /* the usage chunk, when it has a usage */
+        return (o.has & OA_USAGE) != 0;
+    av_jmember_t m = {0};
+    size_t at = 0;
+    if ((o.has & OA_MSG) ? o.contents : o.texts) {
+        at = (o.has & OA_MSG) ? o.content : o.text;
+        if (string_at(s, n, at, &m))
+            text(u, &m, now_us);
+        else
+            at = 0; /* not a string: no text */
+    }
+    if (o.finishes && string_at(s, n, o.finish, &m))
+        set_finish(u, &m);
+    u->tool_calls += o.tool_ids;
+    /* a token chunk: keep the bytes around its text for the next one */
+    if (u->stream && at > 0 && !o.finishes && !(o.has & (OA_USAGE | OA_TOOLS))) {
+        size_t pre = at + 1, suf = n - (at + m.val_len - 1);
+        if (pre + suf <= sizeof(u->tmpl)) {
+            memcpy(u->tmpl, s, pre);
+            memcpy(u->tmpl + pre, s + at + m.val_len - 1, suf);
+            u->tmpl_pre = (uint16_t)pre;
+            u->tmpl_suf = (uint16_t)suf;
+        }
+    }
+    return 0;
+}
+
+/* A chunk with the same bytes around its text as the last token chunk
+ * (in a stream they differ only in the text): read without a walk.
+ * Returns 1 when it was one. */
+static int openai_same_chunk(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
+    if (pre == 0 || n < pre + suf || memcmp(s, u->tmpl, pre) != 0 || memcmp(s + n - suf, u->tmpl + pre, suf) != 0 ||
+        av_jscan_string_len(s + pre - 1, n - (pre - 1)) != n - suf + 1 - (pre - 1))
+        return 0;
+    av_jmember_t m = {.val = s + pre - 1, .val_len = n - suf + 1 - (pre - 1), .type = '"'};
+    text(u, &m, now_us);
+    return 1;
+}
+
+/* One JSON object: a stream event's data, or a whole response. Returns 1
+ * when it is OpenAI's usage-only chunk (no choices, a usage). */
 static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
-    if (u->stream && openai_token_chunk(u, s, n, now_us))
-        return 0;
+    if (u->dialect != AV_DIALECT_ANTHROPIC && u->dialect != AV_DIALECT_RESPONSES && !u->full_reading) {
+        if (u->stream && openai_same_chunk(u, s, n, now_us))
+            return 0;
+        int rc = openai_read(u, s, n, now_us);
+        if (rc >= 0)
+            return rc;
+    }
     top_t t = {0};
     size_t off;
     if (av_jscan_object(s, n, on_top, &t, &off) != 0)

@@ -35,6 +35,7 @@ typedef struct av_usage_s {
     uint64_t hash;
     int incomplete;        /* an event or body too long to read: counts and text may be short */
     int want_text;         /* decode the text to hash it (a shadow pair compares); else chars is the escaped length */
+    int full_reading;      /* no shortcuts for OpenAI objects (tests compare the two readings) */
     /* reading */
     char *buf;             /* the line being read (stream) or the body (JSON) */
     size_t len, cap;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "arena.h"
+#include "av.h"
 #include "config.h"
 #include "headers.h"
 #include "req_t.h"
@@ -114,6 +115,21 @@ static void test_hop_and_response_filter(void)
     av_arena_free(a);
 }
 
+/* Header names compare without case, letters only; length counts. */
+static void test_streq_ci(void)
+{
+    CHECK_INT(av_streq_ci("Content-Length", 14, "content-length"), 1);
+    CHECK_INT(av_streq_ci("CONTENT-LENGTH", 14, "content-length"), 1);
+    CHECK_INT(av_streq_ci("content-len", 11, "content-length"), 0);
+    CHECK_INT(av_streq_ci("content-length-x", 16, "content-length"), 0);
+    CHECK_INT(av_streq_ci("te", 2, "te"), 1);
+    CHECK_INT(av_streq_ci("a\0", 2, "a"), 0);
+    CHECK_INT(av_streq_ci("@", 1, "`"), 0); /* differ by 0x20 but are no letters */
+    CHECK_INT(av_streq_ci("[", 1, "{"), 0);
+    CHECK_INT(av_streq_ci("", 0, ""), 1);
+    CHECK_INT(av_streq_ci("", 0, "x"), 0);
+}
+
 static void test_request_id_validation(void)
 {
     CHECK(av_request_id_valid("abc-123_x.y:z", 13));
@@ -130,6 +146,7 @@ int main(void)
     RUN(test_rewrite);
     RUN(test_authorization_policy);
     RUN(test_hop_and_response_filter);
+    RUN(test_streq_ci);
     RUN(test_request_id_validation);
     TEST_DONE();
 }

@@ -50,6 +50,20 @@ static void test_writer(void)
     memset(worst, 1, sizeof(worst));
     W(av_jw_str(p, worst, sizeof(worst)));
     CHECK_INT(strlen(out), AV_JW_STR_MAX(sizeof(worst)));
+    /* a byte to escape at every place of a longer string (eight bytes are checked at a time) */
+    const char special[] = {'"', '\\', '\n', 0x1f, 0x7f};
+    for (size_t k = 0; k < 21; k++) {
+        for (size_t j = 0; j < sizeof(special); j++) {
+            char in[21], want[40];
+            memset(in, 'a', sizeof(in));
+            in[k] = special[j];
+            W(av_jw_str(p, in, sizeof(in)));
+            const char *esc = special[j] == '"' ? "\\\"" : special[j] == '\\' ? "\\\\" : special[j] == '\n' ? "\\n"
+                            : special[j] == 0x1f ? "\\u001f" : "\\u007f";
+            snprintf(want, sizeof(want), "\"%.*s%s%.*s\"", (int)k, in, esc, (int)(20 - k), in + k + 1);
+            CHECK_STR(out, want);
+        }
+    }
 }
 
 typedef struct {
@@ -178,6 +192,60 @@ static void test_scan_keys(void)
     CHECK_INT((int)k3.n, 4); /* only "a" was seen */
 }
 
+typedef struct {
+    char seen[512];
+    size_t n;
+    int stop_at;
+} walk_t;
+
+/* Writes each key as its path (an array's level as []) with depth and value offset. */
+static int on_walk(void *arg, const av_jpath_t *p)
+{
+    walk_t *w = arg;
+    for (unsigned d = 1; d <= p->depth; d++)
+        w->n += (size_t)snprintf(w->seen + w->n, sizeof(w->seen) - w->n, "%s%.*s%s", d > 1 ? "." : "",
+                                 p->key[d] ? (int)p->key_len[d] : 2, p->key[d] ? p->key[d] : "[]", p->escaped && d == p->depth ? "\\" : "");
+    w->n += (size_t)snprintf(w->seen + w->n, sizeof(w->seen) - w->n, "@%zu ", p->val);
+    return --w->stop_at == 0;
+}
+
+/* The walk names each key by its path; quotes and colons in strings are
+ * never keys; cut texts, mismatched brackets, keys in arrays and text after
+ * the object fail; the callback can stop the walk. */
+static void test_walk(void)
+{
+    const char *t = " {\"a\":{\"b\" : [1,{\"c\":\"x\\\":\\\"d\\\":\"}]},\"e\":[[{\"f\":{}}]],\"g\\u0041\":2} ";
+    walk_t w = {.stop_at = -1};
+    CHECK_INT(av_jscan_walk(t, strlen(t), on_walk, &w), 0);
+    CHECK_STR(w.seen, "a@6 a.b@13 a.b.[].c@21 e@41 e.[].[].f@48 g\\u0041\\@64 ");
+    walk_t w2 = {.stop_at = 2};
+    CHECK_INT(av_jscan_walk(t, strlen(t), on_walk, &w2), 1);
+    CHECK_STR(w2.seen, "a@6 a.b@13 ");
+    const char *bad[] = {"{\"a\":\"open", "{\"a\":[1}", "{\"a\":{}", "{\"a\":1}}", "[1,2]", "{\"a\":1} x",
+                         "{\"a\":[\"k\":1]}", "", "{\"a\":\"\\q\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        walk_t w3 = {.stop_at = -1};
+        int rc = av_jscan_walk(bad[i], strlen(bad[i]), on_walk, &w3);
+        if (rc != -1)
+            printf("# accepted: %s\n", bad[i]);
+        CHECK_INT(rc, -1);
+    }
+    /* nesting: as deep as AV_JWALK_MAX_DEPTH, and no deeper */
+    char deep[2 * AV_JWALK_MAX_DEPTH + 8];
+    for (int extra = 0; extra <= 1; extra++) {
+        int levels = AV_JWALK_MAX_DEPTH - 1 + extra, n = 0;
+        for (int i = 0; i < levels; i++)
+            deep[n++] = i == 0 ? '{' : '[';
+        deep[n++] = '{';
+        deep[n++] = '}';
+        for (int i = levels - 1; i >= 0; i--)
+            deep[n++] = i == 0 ? '}' : ']';
+        walk_t w4 = {.stop_at = -1};
+        /* the innermost {} is one level more: levels + 1 in all */
+        CHECK_INT(av_jscan_walk(deep, (size_t)n, on_walk, &w4), levels + 1 <= AV_JWALK_MAX_DEPTH ? 0 : -1);
+    }
+}
+
 static void test_agrees_with_cjson(void)
 {
     const char *base = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"h\\n\"}],"
@@ -209,6 +277,7 @@ int main(void)
     RUN(test_scan_rejects);
     RUN(test_unescape);
     RUN(test_scan_keys);
+    RUN(test_walk);
     RUN(test_agrees_with_cjson);
     TEST_DONE();
 }

@@ -49,6 +49,41 @@ static const char embeddings_json[] =
     "\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}";
 static const want_t embeddings_want = {8, -1, -1, -1, -1, "", 0, 0, 0};
 
+/* tool calls streamed, the JSON spaced out, a null usage before the real one */
+static const char chat_tools_stream[] =
+    "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": null, "
+    "\"tool_calls\": [{\"index\": 0, \"id\": \"call_1\", \"type\": \"function\", \"function\": {\"name\": \"f\", "
+    "\"arguments\": \"\"}}]}, \"finish_reason\": null}]}\n\n"
+    "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {\"tool_calls\": [{\"index\": 0, \"function\": "
+    "{\"arguments\": \"{\\\"a\\\":\"}}]}, \"finish_reason\": null}]}\n\n"
+    "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {\"tool_calls\": [{\"index\": 1, \"id\": \"call_2\", "
+    "\"function\": {\"name\": \"g\", \"arguments\": \"{}\"}}]}, \"finish_reason\": null}]}\n\n"
+    "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {}, \"finish_reason\": \"tool_calls\"}], \"usage\": null}\n\n"
+    "data: {\"id\": \"c3\", \"choices\": [], \"usage\": {\"prompt_tokens\": 15, \"completion_tokens\": 6, \"total_tokens\": 21}}\n\n"
+    "data: [DONE]\n\n";
+static const want_t chat_tools_want = {15, 6, -1, -1, -1, "tool_calls", 2, 0, 0};
+
+static const char completions_stream[] =
+    "data: {\"id\":\"x\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"Once\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"x\",\"object\":\"text_completion\",\"choices\":[{\"text\":\" upon\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n"
+    "data: {\"id\":\"x\",\"object\":\"text_completion\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2,\"total_tokens\":6}}\n\n"
+    "data: [DONE]\n\n";
+static const want_t completions_want = {4, 2, -1, -1, -1, "length", 0, 9, 2};
+
+/* two choices (the first one counts), pretty-printed, a usage key escaped */
+static const char chat_two_json[] =
+    "{\n  \"id\": \"c4\",\n  \"choices\": [\n"
+    "    {\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"A\\nB\"}, \"finish_reason\": \"stop\"},\n"
+    "    {\"index\": 1, \"message\": {\"role\": \"assistant\", \"content\": \"second\"}, \"finish_reason\": \"length\"}\n"
+    "  ],\n  \"usage\": {\"prompt_tok\\u0065ns\": 5, \"completion_tokens\": 4}\n}\n";
+static const want_t chat_two_want = {5, 4, -1, -1, -1, "stop", 0, 3, 1};
+
+/* a body cut short counts nothing from it (the request is then estimated) */
+static const char chat_cut_json[] =
+    "{\"id\":\"c5\",\"choices\":[{\"index\":0,\"message\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}";
+static const want_t chat_cut_want = {-1, -1, -1, -1, -1, "", 0, 0, 0};
+
 static const char anthropic_stream[] =
     "event: message_start\n"
     "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\",\"type\":\"message\",\"usage\":{\"input_tokens\":10,"
@@ -115,36 +150,35 @@ static void show(const av_usage_t *u, const want_t *w)
 }
 
 /* Feeds text split at every byte boundary (two pieces), then a byte at a
- * time; with the text decoded (the full reading) and without (the fast path
- * for OpenAI token chunks), which must count alike. */
+ * time; with the text decoded and without, each by the shortcuts for
+ * OpenAI objects and by the full reading: all four must count alike. */
 static void every_split(const char *text, int dialect, int stream, const want_t *w)
 {
     size_t n = strlen(text);
-    for (size_t k = 0; k <= 2 * n + 3; k++) {
-        av_usage_t u;
-        av_usage_init(&u, dialect, stream, 0);
-        u.want_text = k <= n + 1; /* decoded: chars are bytes of the text itself */
-        if (k > n + 1)
-            k -= n + 2, u.want_text = 0;
-        if (k <= n) {
-            av_usage_feed(&u, text, k, 1000 + k, NULL, NULL);
-            av_usage_feed(&u, text + k, n - k, 2000 + k, NULL, NULL);
-        } else {
-            for (size_t i = 0; i < n; i++)
-                av_usage_feed(&u, text + i, 1, 1000 + i, NULL, NULL);
-        }
-        av_usage_end(&u, 5000, NULL, NULL);
-        int ok = same(&u, w);
-        CHECK(ok);
-        if (!ok) {
-            printf("# split at %zu of %zu, want_text %d\n", k, n, u.want_text);
-            show(&u, w);
+    for (int mode = 0; mode < 4; mode++) {
+        for (size_t k = 0; k <= n + 1; k++) {
+            av_usage_t u;
+            av_usage_init(&u, dialect, stream, 0);
+            u.want_text = !(mode & 1); /* decoded: chars are bytes of the text itself */
+            u.full_reading = (mode & 2) != 0;
+            if (k <= n) {
+                av_usage_feed(&u, text, k, 1000 + k, NULL, NULL);
+                av_usage_feed(&u, text + k, n - k, 2000 + k, NULL, NULL);
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    av_usage_feed(&u, text + i, 1, 1000 + i, NULL, NULL);
+            }
+            av_usage_end(&u, 5000, NULL, NULL);
+            int ok = same(&u, w);
+            CHECK(ok);
+            if (!ok) {
+                printf("# split at %zu of %zu, want_text %d, full reading %d\n", k, n, u.want_text, u.full_reading);
+                show(&u, w);
+                av_usage_free(&u);
+                return;
+            }
             av_usage_free(&u);
-            return;
         }
-        if (!u.want_text)
-            k += n + 2; /* back to the loop's count */
-        av_usage_free(&u);
     }
 }
 
@@ -161,6 +195,10 @@ static void test_openai(void)
     every_split(chat_crlf, AV_DIALECT_CHAT, 1, &crlf_want);
     every_split(chat_json, AV_DIALECT_CHAT, 0, &chat_json_want);
     every_split(embeddings_json, AV_DIALECT_EMBEDDINGS, 0, &embeddings_want);
+    every_split(chat_tools_stream, AV_DIALECT_CHAT, 1, &chat_tools_want);
+    every_split(completions_stream, AV_DIALECT_COMPLETIONS, 1, &completions_want);
+    every_split(chat_two_json, AV_DIALECT_CHAT, 0, &chat_two_want);
+    every_split(chat_cut_json, AV_DIALECT_CHAT, 0, &chat_cut_want);
 }
 
 static void test_anthropic(void)
