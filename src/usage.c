@@ -386,6 +386,7 @@ typedef struct {
     const char *s;
     size_t n;
     size_t content, text, finish; /* value offsets: delta/message content, choice text, finish reason */
+    size_t content_key, msg_open; /* offsets of content's key (its quote) and of its delta or message's brace */
     int contents, texts, finishes, tool_ids, nnums;
     unsigned has;
     struct {
@@ -460,12 +461,14 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
             o->text = p->val;
         } else if ((KEY_IS(k, n, "delta") || KEY_IS(k, n, "message")) && first == '{') {
             o->has |= OA_MSG;
+            o->msg_open = p->val;
         }
     } else if (d == 4 && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message"))) {
         if (KEY_IS(k, n, "content")) {
             if (o->contents++)
                 return 1;
             o->content = p->val;
+            o->content_key = (size_t)(k - o->s) - 1;
         } else if (KEY_IS(k, n, "tool_calls")) {
             o->has |= OA_TOOLS;
         }
@@ -520,12 +523,25 @@ static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
     if (o.finishes && string_at(s, n, o.finish, &m))
         set_finish(u, &m);
     u->tool_calls += o.tool_ids;
-    /* a token chunk: keep the bytes around its text for the next one */
+    /* a token chunk: keep the bytes around its text for the next one. The
+     * first chunk's members before the content (the role, said once) are
+     * left out: the next chunks carry the content alone. Should they carry
+     * more, the next miss makes a template of the chunk as it is. */
     if (u->stream && at > 0 && !o.finishes && !(o.has & (OA_USAGE | OA_TOOLS))) {
-        size_t pre = at + 1, suf = n - (at + m.val_len - 1);
+        size_t cut = 0, cut_len = 0; /* [cut, cut + cut_len): the members before the content */
+        if (u->tmpl_pre == 0 && at == o.content && (o.has & OA_MSG) && o.msg_open + 1 < o.content_key) {
+            cut = o.msg_open + 1;
+            cut_len = o.content_key - cut;
+        }
+        size_t pre = at + 1 - cut_len, close = at + m.val_len - 1, suf = n - close;
         if (pre + suf <= sizeof(u->tmpl)) {
-            memcpy(u->tmpl, s, pre);
-            memcpy(u->tmpl + pre, s + at + m.val_len - 1, suf);
+            if (cut_len > 0) {
+                memcpy(u->tmpl, s, cut);
+                memcpy(u->tmpl + cut, s + o.content_key, at + 1 - o.content_key);
+            } else {
+                memcpy(u->tmpl, s, pre);
+            }
+            memcpy(u->tmpl + pre, s + close, suf);
             u->tmpl_pre = (uint16_t)pre;
             u->tmpl_suf = (uint16_t)suf;
         }
@@ -703,6 +719,26 @@ static void emit_held(av_usage_t *u, av_usage_emit_cb emit, void *arg)
     }
 }
 
+/* A whole event at s that is a token chunk like the last one: "data: ",
+ * the template's bytes around one string, a blank line, read without
+ * splitting it into lines. Returns its length, or 0 when it is not one. */
+static size_t same_event(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
+{
+    size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
+    if (pre == 0 || u->full_reading || n < 6 + pre + suf + 2 || memcmp(s, "data: ", 6) != 0 ||
+        memcmp(s + 6, u->tmpl, pre) != 0)
+        return 0;
+    size_t open = 6 + pre - 1, q = av_jscan_string_len(s + open, n - open);
+    if (q == 0 || open + q - 1 + suf + 2 > n)
+        return 0;
+    size_t close = open + q - 1;
+    if (memcmp(s + close, u->tmpl + pre, suf) != 0 || s[close + suf] != '\n' || s[close + suf + 1] != '\n')
+        return 0;
+    av_jmember_t m = {.val = s + open, .val_len = q, .type = '"'};
+    text(u, &m, now_us);
+    return close + suf + 2;
+}
+
 void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, av_usage_emit_cb emit, void *arg)
 {
     if (len == 0)
@@ -722,6 +758,17 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
     /* strip: bytes [fwd, ev) go to the client as one piece; [ev, ...) is the event being read */
     size_t pos = 0, fwd = 0, ev = 0;
     while (pos < len) {
+        size_t same;
+        if (u->len == 0 && !u->skip_line && u->pend == NULL && u->data_len == 0 &&
+            (same = same_event(u, data + pos, len - pos, now_us)) > 0) {
+            pos += same; /* an event's end, not the usage chunk's */
+            if (u->strip) {
+                if (evbuffer_get_length(u->held) > 0)
+                    emit_held(u, emit, arg);
+                ev = pos;
+            }
+            continue;
+        }
         const char *nl = memchr(data + pos, '\n', len - pos);
         if (nl == NULL) { /* a line continued in the next read */
             size_t n = len - pos;

@@ -49,6 +49,19 @@ static const char embeddings_json[] =
     "\"usage\":{\"prompt_tokens\":8,\"total_tokens\":8}}";
 static const want_t embeddings_want = {8, -1, -1, -1, -1, "", 0, 0, 0};
 
+/* shaped like OpenAI's and vLLM's streams: the role said once in the first
+ * chunk, then chunks alike but for their text (read by the bytes around it),
+ * a keep-alive comment between events */
+#define LIKE_HEAD "data: {\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"m\",\"choices\":"
+#define LIKE_TOKEN(t) LIKE_HEAD "[{\"index\":0,\"delta\":{\"content\":\"" t "\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+static const char like_stream[] =
+    LIKE_HEAD "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+    LIKE_TOKEN("One") LIKE_TOKEN(" two") ": keep-alive\n\n" LIKE_TOKEN(" thr\\\"ee")
+    LIKE_HEAD "[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n";
+static const char like_usage_event[] =
+    LIKE_HEAD "[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n";
+static const want_t like_want = {9, 4, -1, -1, -1, "stop", 0, 14, 3};
+
 /* tool calls streamed, the JSON spaced out, a null usage before the real one */
 static const char chat_tools_stream[] =
     "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": null, "
@@ -195,6 +208,9 @@ static void test_openai(void)
     every_split(chat_crlf, AV_DIALECT_CHAT, 1, &crlf_want);
     every_split(chat_json, AV_DIALECT_CHAT, 0, &chat_json_want);
     every_split(embeddings_json, AV_DIALECT_EMBEDDINGS, 0, &embeddings_want);
+    char like[4096];
+    snprintf(like, sizeof(like), "%s%s%s", like_stream, like_usage_event, done_event);
+    every_split(like, AV_DIALECT_CHAT, 1, &like_want);
     every_split(chat_tools_stream, AV_DIALECT_CHAT, 1, &chat_tools_want);
     every_split(completions_stream, AV_DIALECT_COMPLETIONS, 1, &completions_want);
     every_split(chat_two_json, AV_DIALECT_CHAT, 0, &chat_two_want);
@@ -219,11 +235,12 @@ static void to_buf(void *arg, const char *data, size_t len)
 }
 
 /* strip: the client's bytes are the stream without the usage event, at every split */
-static void test_strip_usage_chunk(void)
+/* The client gets the stream without the usage chunk, byte for byte, however it is split. */
+static void strip_every_split(const char *stream, const char *usage_event, const want_t *w)
 {
     char all[4096], want[4096];
-    snprintf(all, sizeof(all), "%s%s%s", chat_stream, chat_usage_event, done_event);
-    snprintf(want, sizeof(want), "%s%s", chat_stream, done_event);
+    snprintf(all, sizeof(all), "%s%s%s", stream, usage_event, done_event);
+    snprintf(want, sizeof(want), "%s%s", stream, done_event);
     size_t n = strlen(all);
     for (size_t k = 0; k <= n; k++) {
         av_usage_t u;
@@ -234,7 +251,7 @@ static void test_strip_usage_chunk(void)
         av_usage_feed(&u, all + k, n - k, 2, to_buf, out);
         av_usage_end(&u, 3, to_buf, out);
         size_t got = evbuffer_get_length(out);
-        int ok = got == strlen(want) && memcmp(evbuffer_pullup(out, -1), want, got) == 0 && same(&u, &chat_want);
+        int ok = got == strlen(want) && memcmp(evbuffer_pullup(out, -1), want, got) == 0 && same(&u, w);
         CHECK(ok);
         evbuffer_free(out);
         av_usage_free(&u);
@@ -243,6 +260,12 @@ static void test_strip_usage_chunk(void)
             return;
         }
     }
+}
+
+static void test_strip_usage_chunk(void)
+{
+    strip_every_split(chat_stream, chat_usage_event, &chat_want);
+    strip_every_split(like_stream, like_usage_event, &like_want);
 }
 
 static void feed_str(av_usage_t *u, const char *s, uint64_t now)

@@ -1,0 +1,122 @@
+#!/bin/bash
+# tests/bench/instr.sh BUILDDIR [REQUESTS]: the user-space instructions each proxy spends
+# per request, counted by valgrind's callgrind: aviary, nginx (keep-alive proxy_pass) and,
+# with BASE=OTHER_BUILDDIR, another build's aviary, on the same sim and requests (h2load
+# over HTTP/1.1, 64 connections, JSON and streamed). Instruction counts do not move with
+# what else the machine is doing, so they show what a change costs where the wall-clock
+# ratios of run.sh are noise. They leave out the kernel's share (the same syscalls for
+# all three: one read and one write per client request and per backend answer) and
+# cache misses. Needs: apt-get install valgrind nginx-light nghttp2-client. Not part of
+# the test run; takes about a minute per proxy.
+set -eu
+B=${1:-build}
+N=${2:-4000}
+command -v valgrind >/dev/null || { echo "instr: valgrind missing: apt-get install valgrind" >&2; exit 1; }
+command -v h2load >/dev/null || { echo "instr: h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || { echo "instr: nginx missing: apt-get install nginx-light" >&2; exit 1; }
+T=$(mktemp -d "${TMPDIR:-/tmp}/aviary-instr.XXXXXX")
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$T"; }
+trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
+
+"$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+pids="$pids $!"
+wait_file "$T/sim.port"
+SIM=$(cat "$T/sim.port")
+
+# total_ir FILE...: the instructions callgrind counted in its output files (all threads)
+total_ir() { awk '/^summary:/ {s += $2} END {print s + 0}' "$@"; }
+
+# load URL MODE COUNT: COUNT requests, all answered 2xx, or the run fails
+load() {
+    local body=$T/$2.json out
+    out=$(h2load --h1 -n "$3" -c 64 -m 1 -d "$body" -H 'content-type: application/json' "$1" 2>&1)
+    printf '%s\n' "$out" | grep -q "status codes: $3 2xx" || { echo "instr: not all answered 2xx: $out" >&2; return 1; }
+}
+printf '{"model":"m","messages":[{"role":"user","content":"hello there"}]}' >"$T/json.json"
+printf '{"model":"m","stream":true,"messages":[{"role":"user","content":"hello there"}]}' >"$T/stream.json"
+
+declare -A IR
+# measure NAME MODE URL PID: instructions of a warm-up run and of a run with N more requests;
+# the difference over N is the cost of a request, start-up and shutdown left out
+measure() {
+    local name=$1 mode=$2 url=$3 pid=$4 a b
+    load "$url" "$mode" 200
+    callgrind_control -z "$pid" >/dev/null 2>&1 || true
+    load "$url" "$mode" "$N"
+    rm -f "$T"/cg.*
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    sleep 1
+    a=$(total_ir "$T"/cg.*)
+    IR[$name/$mode]=$((a / N))
+    printf '%-7s %-7s %9d instructions per request\n' "$name" "$mode" "${IR[$name/$mode]}"
+}
+
+cat >"$T/aviary.json" <<JSON
+{"listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
+ "log": {"kpi": "$T/kpi.log", "level": "warn"},
+ "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256}},
+ "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"},
+             "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
+JSON
+# run_aviary NAME BUILD: one aviary under callgrind, both modes
+run_aviary() {
+    rm -f "$T/ready"
+    valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$2/src/aviary" -c "$T/aviary.json" \
+        --ready-file "$T/ready" 2>"$T/$1.err" &
+    local pid=$!
+    pids="$pids $pid"
+    for _ in $(seq 600); do [ -s "$T/ready" ] && break; sleep 0.1; done
+    [ -s "$T/ready" ] || { echo "instr: $1 did not start" >&2; cat "$T/$1.err" >&2; exit 1; }
+    local url="http://$(awk '$1 == "listen" {print $2; exit}' "$T/ready")/v1/chat/completions"
+    measure "$1" json "$url" "$pid"
+    measure "$1" stream "$url" "$pid"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+echo "== $(date -u +%FT%TZ), $N requests per case, 64 connections, HTTP/1.1; user-space instructions (callgrind)"
+run_aviary aviary "$B"
+[ -z "${BASE:-}" ] || run_aviary base "$BASE"
+
+NG=$(free_port)
+mkdir -p "$T/ng"
+cat >"$T/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $T/nginx.pid;
+error_log $T/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log $T/access.log combined buffer=64k flush=1s;
+    client_body_temp_path $T/ng; proxy_temp_path $T/ng; fastcgi_temp_path $T/ng;
+    uwsgi_temp_path $T/ng; scgi_temp_path $T/ng;
+    upstream sim { server 127.0.0.1:$SIM; keepalive 256; }
+    server {
+        listen 127.0.0.1:$NG;
+        location /v1/ {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$NGINX" -c "$T/nginx.conf" 2>"$T/nginx.vg" &
+NG_PID=$!
+pids="$pids $NG_PID"
+for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NG/v1/models" && break; sleep 0.1; done
+measure nginx json "http://127.0.0.1:$NG/v1/chat/completions" "$NG_PID"
+measure nginx stream "http://127.0.0.1:$NG/v1/chat/completions" "$NG_PID"
+
+echo
+for mode in json stream; do
+    awk -v m=$mode -v a="${IR[aviary/$mode]}" -v n="${IR[nginx/$mode]}" -v b="${IR[base/$mode]:-}" 'BEGIN {
+        printf "%-7s aviary / nginx %.2f", m, a / n
+        if (b != "") printf "   aviary / base %.2f (%+d instructions per request)", a / b, a - b
+        printf "\n" }'
+done
