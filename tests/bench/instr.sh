@@ -4,10 +4,11 @@
 # with BASE=OTHER_BUILDDIR, another build's aviary, on the same sim and requests (h2load
 # over HTTP/1.1, 64 connections, JSON and streamed). Instruction counts do not move with
 # what else the machine is doing, so they show what a change costs where the wall-clock
-# ratios of run.sh are noise. They leave out the kernel's share (the same syscalls for
-# all three: one read and one write per client request and per backend answer) and
-# cache misses. Needs: apt-get install valgrind nginx-light nghttp2-client. Not part of
-# the test run; takes about a minute per proxy.
+# ratios of run.sh are noise. They leave out the kernel's share (most of the CPU time in
+# run.sh; compare syscalls apart, with strace -c -f) and cache misses. Needs: apt-get install valgrind nginx-light nghttp2-client. Not part of
+# the test run; takes about a minute per proxy. STREAM_USAGE=false: aviary does not ask
+# the sim for the usage event of streams (it still reads every event), to tell the cost of
+# that event from the cost of reading.
 set -eu
 B=${1:-build}
 N=${2:-4000}
@@ -57,7 +58,8 @@ measure() {
 cat >"$T/aviary.json" <<JSON
 {"listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
  "log": {"kpi": "$T/kpi.log", "level": "warn"},
- "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256}},
+ "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256,
+                     "stream_usage": ${STREAM_USAGE:-true}}},
  "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"},
              "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
 JSON
