@@ -46,9 +46,9 @@ static inline uint64_t special8(uint64_t v)
 static const unsigned char string_stop[256] = {[0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1};
 
 /* From just past an opening quote at i: the offset past the closing quote,
- * or 0 on a bad or unterminated string. Short strings (keys, most values)
- * go byte by byte, long ones eight bytes at a time; locals only, inlined
- * into the walk, so the index stays in a register. */
+ * or 0 on a bad or unterminated string. Sixteen bytes at a time with SSE2
+ * (eight without) while that many are left, then byte by byte; locals
+ * only, and inlined, so the index stays in a register. */
 static inline __attribute__((always_inline)) size_t string_end_from(const char *s, size_t n, size_t i,
                                                                    char *escaped)
 {
@@ -88,7 +88,7 @@ static inline __attribute__((always_inline)) size_t string_end_from(const char *
             return i + 1;
         if ((unsigned char)s[i] < 0x20)
             return 0;
-        *escaped = 1; /* a backslash: the escapes skip_string accepts */
+        *escaped = 1; /* a backslash: one of JSON's escapes must follow */
         if (++i >= n || s[i] == '\0' || strchr("\"\\/bfnrtu", s[i]) == NULL)
             return 0;
         if (s[i] == 'u') {
