@@ -84,31 +84,9 @@ run_aviary aviary "$B"
 [ -z "${BASE:-}" ] || run_aviary base "$BASE"
 
 NG=$(free_port)
-mkdir -p "$T/ng"
-cat >"$T/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log $T/access.log combined buffer=64k flush=1s;
-    client_body_temp_path $T/ng; proxy_temp_path $T/ng; fastcgi_temp_path $T/ng;
-    uwsgi_temp_path $T/ng; scgi_temp_path $T/ng;
-    upstream sim { server 127.0.0.1:$SIM; keepalive 256; }
-    server {
-        listen 127.0.0.1:$NG;
-        location /v1/ {
-            proxy_pass http://sim;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-CONF
-valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$NGINX" -c "$T/nginx.conf" 2>"$T/nginx.vg" &
+nginx_h1_conf "$NG" "$SIM"
+valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$NGINX" -c "$T/nginx.conf" \
+    -g 'daemon off; master_process off;' 2>"$T/nginx.vg" &
 NG_PID=$!
 pids="$pids $NG_PID"
 for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NG/v1/models" && break; sleep 0.1; done

@@ -76,3 +76,31 @@ wrk_run() {
     printf '%-9s %-7s c=%-3s %10s req/s  p50 %8s ms  p99 %8s ms  cpu %6s us/req %s\n' \
         "$1" "$4" "$5" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
+
+# nginx_h1_conf PORT SIMPORT: $T/nginx.conf for nginx as a keep-alive HTTP/1.1 proxy_pass to
+# the sim on 127.0.0.1:PORT (one worker, buffered access log, unbuffered proxying); start it
+# with -g 'daemon off;' (and 'master_process off;' for one process)
+nginx_h1_conf() {
+    mkdir -p "$T/ng"
+    cat >"$T/nginx.conf" <<CONF
+worker_processes 1;
+pid $T/nginx.pid;
+error_log $T/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log $T/access.log combined buffer=64k flush=1s;
+    client_body_temp_path $T/ng; proxy_temp_path $T/ng; fastcgi_temp_path $T/ng;
+    uwsgi_temp_path $T/ng; scgi_temp_path $T/ng;
+    upstream sim { server 127.0.0.1:$2; keepalive 256; }
+    server {
+        listen 127.0.0.1:$1;
+        location /v1/ {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+}

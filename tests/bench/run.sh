@@ -51,28 +51,7 @@ if [ -n "${BASE:-}" ]; then
 fi
 
 NG=$(free_port)
-mkdir -p "$T/ng"
-cat >"$T/nginx.conf" <<CONF
-worker_processes 1;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log $T/access.log combined buffer=64k flush=1s;
-    client_body_temp_path $T/ng; proxy_temp_path $T/ng; fastcgi_temp_path $T/ng;
-    uwsgi_temp_path $T/ng; scgi_temp_path $T/ng;
-    upstream sim { server 127.0.0.1:$SIM; keepalive 256; }
-    server {
-        listen 127.0.0.1:$NG;
-        location /v1/ {
-            proxy_pass http://sim;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-CONF
+nginx_h1_conf "$NG" "$SIM"
 taskset -c "$PROXY_CPU" "$NGINX" -c "$T/nginx.conf" -g 'daemon off;' 2>>"$T/nginx.err" &
 NG_PID=$!
 pids="$pids $!"
