@@ -42,6 +42,7 @@ struct av_h1conn_s {
     int keepalive;      /* the client wants the connection kept */
     int resp_keepalive; /* and this response allows it */
     int chunked, no_body;
+    h1_acc_t chunk;     /* a chunked body's pieces since the last flush, after room for the size line */
     struct event *timer;
     char client_ip[48];
     int tls;
@@ -154,20 +155,49 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
     c->resp_keepalive = keep;
 }
 
+/* Room before a staged chunk's bytes for its size line: sixteen hex digits and CRLF. */
+#define CHUNK_HEAD 18
+/* A chunk buffer grown past this by a large body is let go once sent. */
+#define CHUNK_KEEP (64u * 1024u)
+
+/* A chunked body's pieces are staged and sent as one chunk at the flush
+ * that ends the backend's read (or at the end): a read of twenty events
+ * costs one chunk's framing, not twenty; nothing waits past the read. */
 static void respond_body(av_req_t *req, const char *data, size_t len)
 {
     av_h1conn_t *c = req->client_ctx;
     if (c->no_body || len == 0)
         return;
-    struct evbuffer *out = av_sock_output(c->sock);
-    if (c->chunked) {
-        char size[AV_PUT_NUM_MAX + 2];
-        char *e = AV_PUT_LIT(av_put_hex(size, len), "\r\n");
-        evbuffer_add(out, size, (size_t)(e - size));
-        evbuffer_add(out, data, len);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, data, len);
+    if (!c->chunked) {
+        evbuffer_add(av_sock_output(c->sock), data, len);
+        return;
+    }
+    h1_acc_t *a = &c->chunk;
+    if (a->len == 0)
+        a->len = CHUNK_HEAD;
+    acc_add(a, data, len);
+}
+
+/* The staged pieces as one chunk: its size line written into the room
+ * before them, CRLF after. */
+static void send_chunk(av_h1conn_t *c)
+{
+    h1_acc_t *a = &c->chunk;
+    if (a->len == 0)
+        return;
+    size_t n = a->len - CHUNK_HEAD, start = CHUNK_HEAD - 2;
+    a->p[CHUNK_HEAD - 2] = '\r';
+    a->p[CHUNK_HEAD - 1] = '\n';
+    do {
+        a->p[--start] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n > 0);
+    acc_add(a, "\r\n", 2);
+    evbuffer_add(av_sock_output(c->sock), a->p + start, a->len - start);
+    a->len = 0;
+    if (a->cap > CHUNK_KEEP) {
+        free(a->p);
+        *a = (h1_acc_t){0};
     }
 }
 
@@ -175,6 +205,7 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
  * the kernel did not take it all (saves two epoll_ctl per response). */
 static void flush_out(av_h1conn_t *c)
 {
+    send_chunk(c);
     av_sock_flush(c->sock);
 }
 
@@ -213,6 +244,7 @@ static void finish_exchange(av_h1conn_t *c)
 static void respond_end(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
+    send_chunk(c);
     if (c->chunked)
         evbuffer_add(av_sock_output(c->sock), "0\r\n\r\n", 5);
     flush_out(c);
@@ -222,6 +254,7 @@ static void respond_end(av_req_t *req)
 static void respond_abort(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
+    send_chunk(c);
     if (c->chunked && req->stream) {
         /* SSE clients get a last event saying why, and a well-formed end */
         struct evbuffer *ev = evbuffer_new();
@@ -244,7 +277,7 @@ static void respond_abort(av_req_t *req)
 static size_t pending(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
-    return av_sock_pending(c->sock);
+    return av_sock_pending(c->sock) + (c->chunk.len > 0 ? c->chunk.len - CHUNK_HEAD : 0);
 }
 
 static const av_client_ops_t h1_ops = {
@@ -502,6 +535,7 @@ static void conn_free(av_h1conn_t *c)
     free(c->url.p);
     free(c->name.p);
     free(c->value.p);
+    free(c->chunk.p);
     free(c);
     av_worker_conn_closed(w);
 }

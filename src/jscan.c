@@ -337,16 +337,12 @@ size_t av_jscan_string_len(const char *text, size_t len)
     return string_end_from(text, len, 1, &escaped);
 }
 
-int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
+/* The walk from offset i, at a point between a value's pieces (not inside
+ * a string), with the containers p and objects say are open. */
+static int walk_run(const char *text, size_t len, size_t i, av_jpath_t *p, av_jwalk_fn fn, void *arg)
 {
-    av_jpath_t p;
-    uint32_t objects = 0; /* bit d - 1: the container at depth d is an object */
-    unsigned depth = 0;
-    size_t i = 0;
-    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
-        i++;
-    if (i >= len || text[i] != '{')
-        return -1;
+    uint32_t objects = p->objects; /* bit d - 1: the container at depth d is an object */
+    unsigned depth = p->depth;
     for (;;) {
         /* to the next string, minding the brackets on the way */
         unsigned cl = W_SKIP;
@@ -363,8 +359,8 @@ int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
                 objects |= 1u << (depth - 1);
             else
                 objects &= ~(1u << (depth - 1));
-            p.key[depth] = NULL;
-            p.key_len[depth] = 0;
+            p->key[depth] = NULL;
+            p->key_len[depth] = 0;
             continue;
         }
         if (cl == W_CLOSE) {
@@ -377,8 +373,8 @@ int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
             return i == len ? 0 : -1;
         }
         size_t k = i; /* a string's first byte */
-        p.escaped = 0;
-        if ((i = string_end_from(text, len, i, &p.escaped)) == 0)
+        p->escaped = 0;
+        if ((i = string_end_from(text, len, i, &p->escaped)) == 0)
             return -1;
         size_t klen = i - 1 - k;
         while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
@@ -389,14 +385,86 @@ int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
             i++;
             while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
                 i++;
-            p.key[depth] = text + k;
-            p.key_len[depth] = (unsigned)klen;
-            p.depth = depth;
-            p.val = i;
-            if (fn(arg, &p))
+            p->key[depth] = text + k;
+            p->key_len[depth] = (unsigned)klen;
+            p->depth = depth;
+            p->objects = objects;
+            p->val = i;
+            if (fn(arg, p))
                 return 1;
         }
     }
+}
+
+int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg)
+{
+    av_jpath_t p;
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t'))
+        i++;
+    if (i >= len || text[i] != '{')
+        return -1;
+    p.depth = 0;
+    p.objects = 0;
+    return walk_run(text, len, i, &p, fn, arg);
+}
+
+int av_jscan_mark(const char *text, const av_jpath_t *p, int inside, av_jwalk_mark_t *m)
+{
+    unsigned depth = p->depth;
+    m->objects = p->objects;
+    if (inside) {
+        char ch = text[p->val];
+        if ((ch != '{' && ch != '[') || depth == AV_JWALK_MAX_DEPTH)
+            return -1;
+        m->at = p->val + 1;
+        depth++;
+        if (ch == '{')
+            m->objects |= 1u << (depth - 1);
+        else
+            m->objects &= ~(1u << (depth - 1));
+    } else {
+        m->at = (size_t)(p->key[depth] - text) - 1; /* the key's opening quote */
+    }
+    m->depth = depth;
+    for (unsigned d = 1; d < depth; d++) {
+        m->key_off[d] = p->key[d] != NULL ? (unsigned)(p->key[d] - text) : 0;
+        m->key_len[d] = p->key[d] != NULL ? p->key_len[d] : (unsigned)-1;
+    }
+    return 0;
+}
+
+int av_jscan_walk_from(const char *text, size_t len, const av_jwalk_mark_t *m, av_jwalk_fn fn, void *arg)
+{
+    av_jpath_t p;
+    if (m->at > len || m->depth == 0 || m->depth > AV_JWALK_MAX_DEPTH)
+        return -1;
+    for (unsigned d = 1; d < m->depth; d++) {
+        p.key[d] = m->key_len[d] == (unsigned)-1 ? NULL : text + m->key_off[d];
+        p.key_len[d] = m->key_len[d] == (unsigned)-1 ? 0 : m->key_len[d];
+    }
+    p.key[m->depth] = NULL;
+    p.key_len[m->depth] = 0;
+    p.depth = m->depth;
+    p.objects = m->objects;
+    return walk_run(text, len, m->at, &p, fn, arg);
+}
+
+size_t av_jscan_same_prefix(const char *a, const char *b, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
+        __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        unsigned diff = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) ^ 0xffffu;
+        if (diff != 0)
+            return i + (size_t)__builtin_ctz(diff);
+    }
+#endif
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
 }
 
 int av_jscan_object_at(const char *text, size_t len, av_jscan_fn fn, void *arg, size_t *end)

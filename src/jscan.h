@@ -58,6 +58,7 @@ typedef struct {
     const char *key[AV_JWALK_MAX_DEPTH + 1];
     unsigned key_len[AV_JWALK_MAX_DEPTH + 1];
     unsigned depth;
+    unsigned objects; /* bit k - 1: the container at depth k is an object (the walk's own) */
     char escaped;
     size_t val;
 } av_jpath_t;
@@ -67,6 +68,26 @@ typedef int (*av_jwalk_fn)(void *arg, const av_jpath_t *p);
  * strings end and brackets match, 1 when fn stopped the walk, -1 when the
  * text is not such an object or nests deeper than AV_JWALK_MAX_DEPTH. */
 int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg);
+
+/* A place in a walk to go on from in another text with the same bytes up to
+ * it: a stream's events share their first hundred bytes or so (id, model,
+ * the choice's opening), and the walk of the next one can begin past them. */
+typedef struct {
+    size_t at;     /* where the walk goes on; the texts agree on the bytes before it */
+    unsigned depth, objects;
+    unsigned key_off[AV_JWALK_MAX_DEPTH + 1], key_len[AV_JWALK_MAX_DEPTH + 1]; /* key_len -1: no key */
+} av_jwalk_mark_t;
+/* From fn's p, in the text being walked: a mark before p's key (the walk
+ * from it gives fn this key again), or with inside, past the bracket that
+ * opens p's value (the walk from it gives fn the keys within). Returns -1
+ * when inside and the value is not an object or array, or nests too deep. */
+int av_jscan_mark(const char *text, const av_jpath_t *p, int inside, av_jwalk_mark_t *m);
+/* The walk of text from mark m, which was taken in a text with the same
+ * bytes as this one before m->at: fn sees what the walk of the whole text
+ * would show it from there on, and the result is the same. */
+int av_jscan_walk_from(const char *text, size_t len, const av_jwalk_mark_t *m, av_jwalk_fn fn, void *arg);
+/* How many bytes a and b (n each) agree on from their start. */
+size_t av_jscan_same_prefix(const char *a, const char *b, size_t n);
 
 /* The length of the JSON string text starts with (at its opening quote),
  * both quotes included; 0 when it is not one whole, well-formed string. */

@@ -4,7 +4,6 @@
  * bytes plus a short pass over the members that matter. */
 #include "usage.h"
 
-#include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,18 +23,14 @@ void av_usage_init(av_usage_t *u, int dialect, int stream, int strip)
     u->strip = strip && stream;
     u->input = u->output = u->cached = u->cache_write = u->reasoning = -1;
     u->hash = FNV_OFFSET;
-    if (u->strip)
-        u->held = evbuffer_new();
 }
 
 void av_usage_free(av_usage_t *u)
 {
     free(u->buf);
     free(u->data);
-    if (u->held != NULL)
-        evbuffer_free(u->held);
-    u->buf = u->data = NULL;
-    u->held = NULL;
+    free(u->held);
+    u->buf = u->data = u->held = NULL;
 }
 
 /* ---- members ---- */
@@ -382,13 +377,15 @@ static int response_item(void *arg, const av_jmember_t *it)
  * gives the same answer for what the walk reads. */
 #define OA_NUMS 12
 
+enum { MARK_CHOICES, MARK_MSG }; /* before the top-level choices; inside the first choice's delta */
+
 typedef struct {
     const char *s;
     size_t n;
-    size_t content, text, finish; /* value offsets: delta/message content, choice text, finish reason */
-    size_t content_key, msg_open; /* offsets of content's key (its quote) and of its delta or message's brace */
-    int contents, texts, finishes, tool_ids, nnums;
-    unsigned has;
+    av_usage_seen_t v;
+    int nnums;
+    int marking;              /* a stream: take marks for the next chunks */
+    av_usage_mark_t took[2];  /* marks taken in this walk */
     struct {
         const char *key;
         unsigned len, detail;
@@ -407,6 +404,17 @@ static size_t skip_ws_at(const char *s, size_t n, size_t i)
     return i;
 }
 
+/* A mark for the next chunks' walks, with what this walk has seen so far
+ * (no usage numbers: those point into this chunk). */
+static void take_mark(oa_t *o, const av_jpath_t *p, int inside, int which)
+{
+    av_usage_mark_t *m = &o->took[which];
+    if (av_jscan_mark(o->s, p, inside, &m->at) == 0) {
+        m->seen = o->v;
+        m->valid = 1;
+    }
+}
+
 static int on_oa_key(void *arg, const av_jpath_t *p)
 {
     oa_t *o = arg;
@@ -418,17 +426,19 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
     char first = p->val < o->n ? o->s[p->val] : 0;
     if (d == 1) {
         if (KEY_IS(k, n, "choices")) {
+            if (o->marking && o->nnums == 0 && !o->took[MARK_CHOICES].valid)
+                take_mark(o, p, 0, MARK_CHOICES);
             if (first != '[')
                 return 1;
-            o->has |= OA_CHOICES;
+            o->v.has |= OA_CHOICES;
             size_t i = skip_ws_at(o->s, o->n, p->val + 1);
             if (i < o->n && o->s[i] == ']')
-                o->has |= OA_NO_CHOICE;
+                o->v.has |= OA_NO_CHOICE;
         } else if (KEY_IS(k, n, "usage")) {
             if (first == '{')
-                o->has |= OA_USAGE;
+                o->v.has |= OA_USAGE;
         } else if (KEY_IS(k, n, "type")) {
-            o->has |= OA_TYPE;
+            o->v.has |= OA_TYPE;
         }
         return 0;
     }
@@ -451,30 +461,32 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
     if (d == 3) {
         if (KEY_IS(k, n, "finish_reason")) {
             if (first == '"') { /* null until the last chunk */
-                if (o->finishes++)
+                if (o->v.finishes++)
                     return 1;
-                o->finish = p->val;
+                o->v.finish = p->val;
             }
         } else if (KEY_IS(k, n, "text")) {
-            if (o->texts++)
+            if (o->v.texts++)
                 return 1;
-            o->text = p->val;
+            o->v.text = p->val;
         } else if ((KEY_IS(k, n, "delta") || KEY_IS(k, n, "message")) && first == '{') {
-            o->has |= OA_MSG;
-            o->msg_open = p->val;
+            o->v.has |= OA_MSG;
+            o->v.msg_open = p->val;
+            if (o->marking && o->nnums == 0 && !o->took[MARK_MSG].valid)
+                take_mark(o, p, 1, MARK_MSG);
         }
     } else if (d == 4 && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message"))) {
         if (KEY_IS(k, n, "content")) {
-            if (o->contents++)
+            if (o->v.contents++)
                 return 1;
-            o->content = p->val;
-            o->content_key = (size_t)(k - o->s) - 1;
+            o->v.content = p->val;
+            o->v.content_key = (size_t)(k - o->s) - 1;
         } else if (KEY_IS(k, n, "tool_calls")) {
-            o->has |= OA_TOOLS;
+            o->v.has |= OA_TOOLS;
         }
     } else if (d == 6 && PATH_IS(p, 4, "tool_calls") && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message")) &&
                KEY_IS(k, n, "id") && first == '"') {
-        o->tool_ids++;
+        o->v.tool_ids++;
     }
     return 0;
 }
@@ -497,55 +509,98 @@ static int string_at(const char *s, size_t n, size_t off, av_jmember_t *m)
     return 1;
 }
 
+#define EV_PRE 6 /* "data: " before the template's chunk bytes */
+
+/* The template's mark this chunk's walk can begin at: the furthest one
+ * before the first byte where the chunk and the template differ. */
+static const av_usage_mark_t *mark_for(const av_usage_t *u, const char *s, size_t n)
+{
+    if (u->tmpl_pre == 0 || !(u->marks[0].valid || u->marks[1].valid))
+        return NULL;
+    size_t same = av_jscan_same_prefix(s, u->tmpl + EV_PRE, n < u->tmpl_pre ? n : u->tmpl_pre);
+    const av_usage_mark_t *best = NULL;
+    for (int k = 0; k < 2; k++)
+        if (u->marks[k].valid && u->marks[k].at.at <= same && (best == NULL || u->marks[k].at.at > best->at.at))
+            best = &u->marks[k];
+    return best;
+}
+
+/* Keeps the bytes of token chunk s around its text (the string at offset
+ * at, len bytes long) as the template for the next ones, with the marks
+ * its walk took (o) or, for a walk that began at a mark (from), those
+ * before it. The first chunk's members before the content (the role,
+ * said once) are left out: the next chunks carry the content alone.
+ * Should they carry more, the next miss makes a template of the chunk as
+ * it is. */
+static void keep_template(av_usage_t *u, const oa_t *o, const av_usage_mark_t *from, const char *s, size_t n,
+                          size_t at, size_t len)
+{
+    size_t cut = 0, cut_len = 0; /* [cut, cut + cut_len): the members before the content */
+    if (u->tmpl_pre == 0 && at == o->v.content && (o->v.has & OA_MSG) && o->v.msg_open + 1 < o->v.content_key) {
+        cut = o->v.msg_open + 1;
+        cut_len = o->v.content_key - cut;
+    }
+    size_t pre = at + 1 - cut_len, close = at + len - 1, suf = n - close;
+    if (EV_PRE + pre + suf + 2 > sizeof(u->tmpl))
+        return; /* the template there was stays: it is still exact */
+    char *t = u->tmpl + EV_PRE;
+    memcpy(u->tmpl, "data: ", EV_PRE);
+    if (cut_len > 0) {
+        memcpy(t, s, cut);
+        memcpy(t + cut, s + o->v.content_key, at + 1 - o->v.content_key);
+    } else {
+        memcpy(t, s, pre);
+    }
+    memcpy(t + pre, s + close, suf);
+    memcpy(t + pre + suf, "\n\n", 2);
+    u->tmpl_pre = (uint16_t)pre;
+    u->tmpl_suf = (uint16_t)suf;
+    for (int k = 0; k < 2; k++) {
+        if (o->took[k].valid)
+            u->marks[k] = o->took[k];
+        else if (from == NULL || !u->marks[k].valid || u->marks[k].at.at > from->at.at)
+            u->marks[k].valid = 0; /* a mark the walk did not pass stays only when its bytes did not change */
+        if (cut_len > 0 && u->marks[k].at.at > cut)
+            u->marks[k].valid = 0; /* past the cut its offsets moved */
+    }
+}
+
 /* Returns -1 when the full reading must look, else what read_json returns. */
 static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
-    oa_t o = {.s = s, .n = n};
-    if (av_jscan_walk(s, n, on_oa_key, &o) != 0)
+    oa_t o = {.s = s, .n = n, .marking = u->stream};
+    const av_usage_mark_t *from = u->stream ? mark_for(u, s, n) : NULL;
+    int rc;
+    if (from != NULL) {
+        o.v = from->seen;
+        rc = av_jscan_walk_from(s, n, &from->at, on_oa_key, &o);
+    } else {
+        rc = av_jscan_walk(s, n, on_oa_key, &o);
+    }
+    if (rc != 0)
         return -1;
-    if (!(o.has & OA_CHOICES) && (!(o.has & OA_USAGE) || (o.has & OA_TYPE)))
+    if (!(o.v.has & OA_CHOICES) && (!(o.v.has & OA_USAGE) || (o.v.has & OA_TYPE)))
         return -1;
     for (int i = 0; i < o.nnums; i++)
         usage_count(u, o.nums[i].key, o.nums[i].len, (int)o.nums[i].detail, num_at(s, n, o.nums[i].val));
-    if (!(o.has & OA_CHOICES))
+    if (!(o.v.has & OA_CHOICES))
         return 0;
-    if (o.has & OA_NO_CHOICE) /* the usage chunk, when it has a usage */
-        return (o.has & OA_USAGE) != 0;
+    if (o.v.has & OA_NO_CHOICE) /* the usage chunk, when it has a usage */
+        return (o.v.has & OA_USAGE) != 0;
     av_jmember_t m = {0};
     size_t at = 0;
-    if ((o.has & OA_MSG) ? o.contents : o.texts) {
-        at = (o.has & OA_MSG) ? o.content : o.text;
+    if ((o.v.has & OA_MSG) ? o.v.contents : o.v.texts) {
+        at = (o.v.has & OA_MSG) ? o.v.content : o.v.text;
         if (string_at(s, n, at, &m))
             text(u, &m, now_us);
         else
             at = 0; /* not a string: no text */
     }
-    if (o.finishes && string_at(s, n, o.finish, &m))
+    if (o.v.finishes && string_at(s, n, o.v.finish, &m))
         set_finish(u, &m);
-    u->tool_calls += o.tool_ids;
-    /* a token chunk: keep the bytes around its text for the next one. The
-     * first chunk's members before the content (the role, said once) are
-     * left out: the next chunks carry the content alone. Should they carry
-     * more, the next miss makes a template of the chunk as it is. */
-    if (u->stream && at > 0 && !o.finishes && !(o.has & (OA_USAGE | OA_TOOLS))) {
-        size_t cut = 0, cut_len = 0; /* [cut, cut + cut_len): the members before the content */
-        if (u->tmpl_pre == 0 && at == o.content && (o.has & OA_MSG) && o.msg_open + 1 < o.content_key) {
-            cut = o.msg_open + 1;
-            cut_len = o.content_key - cut;
-        }
-        size_t pre = at + 1 - cut_len, close = at + m.val_len - 1, suf = n - close;
-        if (pre + suf <= sizeof(u->tmpl)) {
-            if (cut_len > 0) {
-                memcpy(u->tmpl, s, cut);
-                memcpy(u->tmpl + cut, s + o.content_key, at + 1 - o.content_key);
-            } else {
-                memcpy(u->tmpl, s, pre);
-            }
-            memcpy(u->tmpl + pre, s + close, suf);
-            u->tmpl_pre = (uint16_t)pre;
-            u->tmpl_suf = (uint16_t)suf;
-        }
-    }
+    u->tool_calls += o.v.tool_ids;
+    if (u->stream && at > 0 && !o.v.finishes && !(o.v.has & (OA_USAGE | OA_TOOLS)))
+        keep_template(u, &o, from, s, n, at, m.val_len);
     return 0;
 }
 
@@ -555,7 +610,8 @@ static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 static int openai_same_chunk(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
     size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
-    if (pre == 0 || n < pre + suf || memcmp(s, u->tmpl, pre) != 0 || memcmp(s + n - suf, u->tmpl + pre, suf) != 0 ||
+    const char *t = u->tmpl + EV_PRE;
+    if (pre == 0 || n < pre + suf || memcmp(s, t, pre) != 0 || memcmp(s + n - suf, t + pre, suf) != 0 ||
         av_jscan_string_len(s + pre - 1, n - (pre - 1)) != n - suf + 1 - (pre - 1))
         return 0;
     av_jmember_t m = {.val = s + pre - 1, .val_len = n - suf + 1 - (pre - 1), .type = '"'};
@@ -712,31 +768,30 @@ static int line(av_usage_t *u, const char *s, size_t n, int stable, uint64_t now
 
 static void emit_held(av_usage_t *u, av_usage_emit_cb emit, void *arg)
 {
-    size_t n = evbuffer_get_length(u->held);
-    if (n > 0) {
-        emit(arg, (const char *)evbuffer_pullup(u->held, -1), n);
-        evbuffer_drain(u->held, n);
+    if (u->held_len > 0) {
+        emit(arg, u->held, u->held_len);
+        u->held_len = 0;
     }
 }
 
-/* A whole event at s that is a token chunk like the last one: "data: ",
- * the template's bytes around one string, a blank line, read without
- * splitting it into lines. Returns its length, or 0 when it is not one. */
+/* A whole event at s that is a token chunk like the last one: the
+ * template's bytes ("data: " and the chunk's) around one string, then the
+ * rest of it and the blank line, read without splitting it into lines.
+ * Returns its length, or 0 when it is not one. */
 static size_t same_event(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
-    size_t pre = u->tmpl_pre, suf = u->tmpl_suf;
-    if (pre == 0 || u->full_reading || n < 6 + pre + suf + 2 || memcmp(s, "data: ", 6) != 0 ||
-        memcmp(s + 6, u->tmpl, pre) != 0)
+    size_t pre = EV_PRE + u->tmpl_pre, suf = u->tmpl_suf + 2;
+    if (u->tmpl_pre == 0 || n < pre + suf || memcmp(s, u->tmpl, pre) != 0)
         return 0;
-    size_t open = 6 + pre - 1, q = av_jscan_string_len(s + open, n - open);
-    if (q == 0 || open + q - 1 + suf + 2 > n)
+    size_t open = pre - 1, q = av_jscan_string_len(s + open, n - open);
+    if (q == 0 || open + q - 1 + suf > n)
         return 0;
     size_t close = open + q - 1;
-    if (memcmp(s + close, u->tmpl + pre, suf) != 0 || s[close + suf] != '\n' || s[close + suf + 1] != '\n')
+    if (memcmp(s + close, u->tmpl + pre, suf) != 0)
         return 0;
     av_jmember_t m = {.val = s + open, .val_len = q, .type = '"'};
     text(u, &m, now_us);
-    return close + suf + 2;
+    return close + suf;
 }
 
 void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us, av_usage_emit_cb emit, void *arg)
@@ -763,8 +818,7 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
             (same = same_event(u, data + pos, len - pos, now_us)) > 0) {
             pos += same; /* an event's end, not the usage chunk's */
             if (u->strip) {
-                if (evbuffer_get_length(u->held) > 0)
-                    emit_held(u, emit, arg);
+                emit_held(u, emit, arg);
                 ev = pos;
             }
             continue;
@@ -802,9 +856,9 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
             if (drop) { /* the usage chunk: what came before it goes, it does not */
                 if (ev > fwd)
                     emit(arg, data + fwd, ev - fwd);
-                evbuffer_drain(u->held, evbuffer_get_length(u->held));
+                u->held_len = 0;
                 fwd = pos;
-            } else if (evbuffer_get_length(u->held) > 0) {
+            } else {
                 emit_held(u, emit, arg); /* an event begun in an earlier read, now whole */
             }
             ev = pos;
@@ -814,8 +868,11 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
     if (u->strip) {
         if (ev > fwd)
             emit(arg, data + fwd, ev - fwd);
-        if (len > ev)
-            evbuffer_add(u->held, data + ev, len - ev);
+        if (len > ev) {
+            grow(&u->held, &u->held_cap, u->held_len + (len - ev));
+            memcpy(u->held + u->held_len, data + ev, len - ev);
+            u->held_len += len - ev;
+        }
     }
 }
 

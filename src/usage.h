@@ -11,10 +11,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evbuffer;
+#include "jscan.h"
 
 #define AV_USAGE_MAX_EVENT (1u << 20)  /* an event or JSON body longer than this is not read */
 #define AV_USAGE_GAP_BUCKETS 96        /* inter-token gaps: hist.h buckets */
+
+/* What the walk of an OpenAI object has seen so far (usage.c's own). */
+typedef struct {
+    size_t content, text, finish; /* value offsets: delta/message content, choice text, finish reason */
+    size_t content_key, msg_open; /* offsets of content's key (its quote) and of its delta or message's brace */
+    int contents, texts, finishes, tool_ids;
+    unsigned has;
+} av_usage_seen_t;
+typedef struct {
+    av_jwalk_mark_t at;
+    av_usage_seen_t seen;
+    int valid;
+} av_usage_mark_t;
 
 typedef struct av_usage_s {
     int dialect;           /* AV_DIALECT_* (config.h) */
@@ -44,13 +57,20 @@ typedef struct av_usage_s {
     size_t data_len, data_cap;
     const char *pend;      /* the event's only data line, still in the caller's buffer */
     size_t pend_len;
-    struct evbuffer *held; /* strip: the raw bytes of an event begun in an earlier read */
-    /* the last OpenAI token chunk around its text: the bytes up to and with
-     * the text's opening quote, then those from its closing quote on. A
-     * chunk with the same bytes around a well-formed string is read without
-     * a scan: in a stream they differ only in the text. */
+    char *held;            /* strip: the raw bytes of an event begun in an earlier read */
+    size_t held_len, held_cap;
+    /* the last OpenAI token chunk around its text, as an event: "data: ",
+     * the chunk's bytes up to and with the text's opening quote (tmpl_pre
+     * of them), those from its closing quote on (tmpl_suf), a blank line. An
+     * event with the same bytes around a well-formed string is read without
+     * a walk: in a stream they differ only in the text. */
     uint16_t tmpl_pre, tmpl_suf;
-    char tmpl[320];
+    char tmpl[336];
+    /* where in the template the walk of a chunk unlike it can begin (before
+     * the choices; inside the first choice's delta), with what the walk had
+     * seen there: the finish and usage chunks share the template's first
+     * bytes. usage.c's own. */
+    av_usage_mark_t marks[2];
 } av_usage_t;
 
 /* Where strip sends what the client should get: in order, in as few calls as

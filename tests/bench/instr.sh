@@ -8,7 +8,8 @@
 # run.sh; compare syscalls apart, with strace -c -f) and cache misses. Needs: apt-get install valgrind nginx-light nghttp2-client. Not part of
 # the test run; takes about a minute per proxy. STREAM_USAGE=false: aviary does not ask
 # the sim for the usage event of streams (it still reads every event), to tell the cost of
-# that event from the cost of reading.
+# that event from the cost of reading. KEEP=DIR: callgrind's files of each measured run are
+# kept there as NAME-MODE.cg.PID, for callgrind_annotate (per function, where the cost is).
 set -eu
 B=${1:-build}
 N=${2:-4000}
@@ -51,15 +52,20 @@ measure() {
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     a=$(total_ir "$T"/cg.*)
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP"
+        for f in "$T"/cg.*; do cp "$f" "$KEEP/$name-$mode.${f##*/}"; done
+    fi
     IR[$name/$mode]=$((a / N))
     printf '%-7s %-7s %9d instructions per request\n' "$name" "$mode" "${IR[$name/$mode]}"
 }
 
+SU=""  # left out unless asked for: a BASE build from before usage does not know the key
+[ -z "${STREAM_USAGE:-}" ] || SU=", \"stream_usage\": $STREAM_USAGE"
 cat >"$T/aviary.json" <<JSON
 {"listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
  "log": {"kpi": "$T/kpi.log", "level": "warn"},
- "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256,
-                     "stream_usage": ${STREAM_USAGE:-true}}},
+ "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256$SU}},
  "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"},
              "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
 JSON
