@@ -24,6 +24,34 @@ while read -r t; do
 done <"$T/arrivals"
 check "stream: each event arrived before the next was produced (gaps >= 250 ms)" test "$gaps_ok" -eq 1
 
+# events that come in one backend read go out as one HTTP/1.1 chunk, not one chunk per
+# event; the framing is well-formed and the body is the stream, byte for byte
+cat >"$T/chunks.py" <<'PY'
+import sys
+raw, body, chunks, i = sys.stdin.buffer.read(), b"", 0, 0
+while True:
+    nl = raw.index(b"\r\n", i)
+    size = int(raw[i:nl], 16)
+    if size == 0:
+        assert raw[nl + 2:] == b"\r\n", "no final CRLF"
+        break
+    body += raw[nl + 2:nl + 2 + size]
+    assert raw[nl + 2 + size:nl + 4 + size] == b"\r\n", "a chunk without its CRLF"
+    i, chunks = nl + 4 + size, chunks + 1
+sys.stdout.buffer.write(b"%d\n" % chunks + body)
+PY
+curl -s --raw -N --max-time 10 "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 16' -H 'x-sim-seed: 7' \
+     -d '{"model":"m","stream":true,"messages":[]}' | python3 "$T/chunks.py" >"$T/chunked"
+curl -s -N --max-time 10 "http://$AV/v1/chat/completions" -H 'x-sim-tokens: 16' -H 'x-sim-seed: 7' \
+     -d '{"model":"m","stream":true,"messages":[]}' >"$T/plain"
+chunks=$(head -1 "$T/chunked")
+events=$(grep -c '^data: ' "$T/plain")
+check "one read, one chunk: $events events came in $chunks chunks (fewer than half as many)" \
+    test "${chunks:-99}" -gt 0 -a "$(( ${chunks:-99} * 2 ))" -lt "$events"
+tail -n +2 "$T/chunked" | sed -E 's/"created":[0-9]+/"created":0/; s/"id":"[^"]*"/"id":""/' >"$T/chunked.body"
+sed -E 's/"created":[0-9]+/"created":0/; s/"id":"[^"]*"/"id":""/' "$T/plain" >"$T/plain.body"
+check "one read, one chunk: the unframed body is the stream" cmp -s "$T/chunked.body" "$T/plain.body"
+
 # client leaves mid-stream: the backend stream is cancelled and its connection closed
 before_cancelled=$(sim_stat sim streams_cancelled)
 curl -s -N --max-time 30 "http://$AV/v1/chat/completions" -H 'x-sim-tps: 10' -H 'x-sim-tokens: 200' \

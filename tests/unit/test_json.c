@@ -246,6 +246,78 @@ static void test_walk(void)
     }
 }
 
+typedef struct {
+    const char *t;
+    walk_t w;
+    int n;
+    size_t entry[16];           /* where each key's entry begins in w.seen */
+    av_jwalk_mark_t before[16], inside[16];
+    int has_inside[16];
+} marks_t;
+
+static int on_mark(void *arg, const av_jpath_t *p)
+{
+    marks_t *k = arg;
+    if (k->n == 16)
+        return 1;
+    k->entry[k->n] = k->w.n;
+    CHECK_INT(av_jscan_mark(k->t, p, 0, &k->before[k->n]), 0);
+    k->has_inside[k->n] = av_jscan_mark(k->t, p, 1, &k->inside[k->n]) == 0;
+    k->n++;
+    return on_walk(&k->w, p);
+}
+
+/* A walk from a mark shows what the whole walk shows from there on: before
+ * each key, and inside each object or array value; in another text with
+ * the same bytes before the mark it reads that text's own tail (a cut or
+ * broken tail fails as the whole walk would). */
+static void test_walk_marks(void)
+{
+    const char *t = "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                    "\"finish_reason\":null}],\"e\":[[{\"f\":{}}]],\"g\":{}} ";
+    marks_t k = {.t = t, .w = {.stop_at = -1}};
+    CHECK_INT(av_jscan_walk(t, strlen(t), on_mark, &k), 0);
+    CHECK_INT(k.n, 10);
+    int insides = 0;
+    for (int i = 0; i < k.n; i++) {
+        walk_t w = {.stop_at = -1};
+        CHECK_INT(av_jscan_walk_from(t, strlen(t), &k.before[i], on_walk, &w), 0);
+        CHECK_STR(w.seen, k.w.seen + k.entry[i]);
+        if (!k.has_inside[i])
+            continue;
+        insides++;
+        walk_t w2 = {.stop_at = -1};
+        CHECK_INT(av_jscan_walk_from(t, strlen(t), &k.inside[i], on_walk, &w2), 0);
+        CHECK_STR(w2.seen, i + 1 < k.n ? k.w.seen + k.entry[i + 1] : "");
+    }
+    CHECK_INT(insides, 5); /* choices, delta, e, f, g */
+    /* another text, alike up to the delta's brace (mark 3 inside: "delta") */
+    const char *u = "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}";
+    walk_t whole = {.stop_at = -1}, from = {.stop_at = -1};
+    CHECK_INT(av_jscan_walk(u, strlen(u), on_walk, &whole), 0);
+    CHECK_INT((int)av_jscan_same_prefix(t, u, strlen(u)), (int)k.inside[3].at);
+    CHECK_INT(av_jscan_walk_from(u, strlen(u), &k.inside[3], on_walk, &from), 0);
+    CHECK_STR(from.seen, "choices.[].finish_reason@61 ");
+    CHECK(strstr(whole.seen, from.seen) != NULL);
+    const char *bad[] = {"{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{}]}",
+                         "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"a\":\"cut",
+                         "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{}}]} x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        walk_t w = {.stop_at = -1};
+        CHECK_INT(av_jscan_walk_from(bad[i], strlen(bad[i]), &k.inside[3], on_walk, &w), -1);
+        CHECK_INT(av_jscan_walk(bad[i], strlen(bad[i]), on_walk, &w), -1);
+    }
+    /* the shared prefix: to the first byte that differs, at every place */
+    char a[40], b[40];
+    memset(a, 'x', sizeof(a));
+    for (size_t at = 0; at <= sizeof(a); at++) {
+        memcpy(b, a, sizeof(b));
+        if (at < sizeof(b))
+            b[at] = 'y';
+        CHECK_INT((int)av_jscan_same_prefix(a, b, sizeof(a)), (int)at);
+    }
+}
+
 static void test_agrees_with_cjson(void)
 {
     const char *base = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"h\\n\"}],"
@@ -278,6 +350,7 @@ int main(void)
     RUN(test_unescape);
     RUN(test_scan_keys);
     RUN(test_walk);
+    RUN(test_walk_marks);
     RUN(test_agrees_with_cjson);
     TEST_DONE();
 }

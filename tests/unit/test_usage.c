@@ -62,6 +62,25 @@ static const char like_usage_event[] =
     LIKE_HEAD "[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n";
 static const want_t like_want = {9, 4, -1, -1, -1, "stop", 0, 14, 3};
 
+/* a stream whose chunks change shape: a new id (the template and its marks
+ * made again), a tool call beside the text, logprobs after it (walked from
+ * inside the delta), an escaped key after the delta (the full reading) */
+#define SHIFT_HEAD(id) "data: {\"id\":\"" id "\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"m\",\"choices\":"
+#define SHIFT_LOGPROBS(t) SHIFT_HEAD("b") "[{\"index\":0,\"delta\":{\"content\":\"" t "\"},\"logprobs\":{\"content\":[{\"token\":\"" t \
+    "\",\"logprob\":-0.5}]},\"finish_reason\":null}]}\n\n"
+static const char shift_stream[] =
+    SHIFT_HEAD("a") "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n"
+    SHIFT_HEAD("a") "[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":null}]}\n\n"
+    SHIFT_HEAD("b") "[{\"index\":0,\"delta\":{\"content\":\"yy\"},\"finish_reason\":null}]}\n\n"
+    SHIFT_HEAD("b") "[{\"index\":0,\"delta\":{\"content\":\"z\",\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":"
+    "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n"
+    SHIFT_LOGPROBS("w") SHIFT_LOGPROBS("v")
+    SHIFT_HEAD("b") "[{\"index\":0,\"delta\":{},\"log\\u0070robs\":null,\"finish_reason\":\"stop\"}]}\n\n";
+static const char shift_usage_event[] =
+    SHIFT_HEAD("b") "[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":5,\"total_tokens\":16,"
+    "\"completion_tokens_details\":{\"reasoning_tokens\":2}}}\n\n";
+static const want_t shift_want = {11, 5, -1, -1, 2, "stop", 1, 6, 5};
+
 /* tool calls streamed, the JSON spaced out, a null usage before the real one */
 static const char chat_tools_stream[] =
     "data: {\"id\": \"c3\", \"choices\": [{\"index\": 0, \"delta\": {\"role\": \"assistant\", \"content\": null, "
@@ -212,6 +231,9 @@ static void test_openai(void)
     snprintf(like, sizeof(like), "%s%s%s", like_stream, like_usage_event, done_event);
     every_split(like, AV_DIALECT_CHAT, 1, &like_want);
     every_split(chat_tools_stream, AV_DIALECT_CHAT, 1, &chat_tools_want);
+    char shift[4096];
+    snprintf(shift, sizeof(shift), "%s%s%s", shift_stream, shift_usage_event, done_event);
+    every_split(shift, AV_DIALECT_CHAT, 1, &shift_want);
     every_split(completions_stream, AV_DIALECT_COMPLETIONS, 1, &completions_want);
     every_split(chat_two_json, AV_DIALECT_CHAT, 0, &chat_two_want);
     every_split(chat_cut_json, AV_DIALECT_CHAT, 0, &chat_cut_want);
@@ -266,6 +288,7 @@ static void test_strip_usage_chunk(void)
 {
     strip_every_split(chat_stream, chat_usage_event, &chat_want);
     strip_every_split(like_stream, like_usage_event, &like_want);
+    strip_every_split(shift_stream, shift_usage_event, &shift_want);
 }
 
 static void feed_str(av_usage_t *u, const char *s, uint64_t now)
