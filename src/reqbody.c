@@ -5,6 +5,7 @@
 #include "reqbody.h"
 
 #include <event2/buffer.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
@@ -188,33 +189,70 @@ int av_body_dialect(const av_req_t *req)
 
 typedef struct {
     size_t at, del;         /* replace del bytes at offset at ... */
-    struct evbuffer *ins;   /* ... with these */
+    const char *bytes;      /* ... with len bytes that outlive the edit ... */
+    size_t len;
+    struct evbuffer *ins;   /* ... or, when built piece by piece, with these */
 } edit_t;
 
 typedef struct {
+    av_arena_t *arena;
     edit_t e[AV_BODY_MAX_PARAMS + 8];
     size_t n;
-    struct evbuffer *prefix; /* members added after the opening brace */
+    struct {
+        const char *p; /* "name":value, in the arena */
+        size_t len;
+    } add[AV_BODY_MAX_PARAMS + 8]; /* members added after the opening brace */
+    size_t nadd;
 } edits_t;
 
-static struct evbuffer *replace(edits_t *ed, const av_jmember_t *m, const char *text)
+static edit_t *new_edit(edits_t *ed, const av_jmember_t *m, const char *text)
 {
     if (ed->n == AV_NELEMS(ed->e))
         return NULL;
     edit_t *e = &ed->e[ed->n++];
-    e->at = (size_t)(m->val - text);
-    e->del = m->val_len;
+    *e = (edit_t){.at = (size_t)(m->val - text), .del = m->val_len};
+    return e;
+}
+
+/* Member m's value is to be replaced by what goes into the buffer returned. */
+static struct evbuffer *replace(edits_t *ed, const av_jmember_t *m, const char *text)
+{
+    edit_t *e = new_edit(ed, m, text);
+    if (e == NULL)
+        return NULL;
     e->ins = evbuffer_new();
     return e->ins;
 }
 
+/* Member m's value is to be replaced by len bytes that live as long as the request. */
+static void replace_with(edits_t *ed, const av_jmember_t *m, const char *text, const char *bytes, size_t len)
+{
+    edit_t *e = new_edit(ed, m, text);
+    if (e != NULL) {
+        e->bytes = bytes;
+        e->len = len;
+    }
+}
+
 static void add_member(edits_t *ed, const char *name, const char *json, size_t json_len)
 {
-    if (evbuffer_get_length(ed->prefix) > 0)
-        evbuffer_add(ed->prefix, ",", 1);
-    av_json_str(ed->prefix, name, strlen(name));
-    evbuffer_add(ed->prefix, ":", 1);
-    evbuffer_add(ed->prefix, json, json_len);
+    if (ed->nadd == AV_NELEMS(ed->add))
+        return;
+    size_t nl = strlen(name);
+    char *p = av_arena_alloc(ed->arena, AV_JW_STR_MAX(nl) + 1 + json_len), *q = av_jw_str(p, name, nl);
+    *q++ = ':';
+    memcpy(q, json, json_len);
+    ed->add[ed->nadd].p = p;
+    ed->add[ed->nadd++].len = (size_t)(q - p) + json_len;
+}
+
+/* A JSON string in the arena. */
+static const char *arena_json_str(av_arena_t *a, const char *s, size_t *len)
+{
+    size_t n = strlen(s);
+    char *p = av_arena_alloc(a, AV_JW_STR_MAX(n));
+    *len = (size_t)(av_jw_str(p, s, n) - p);
+    return p;
 }
 
 typedef struct {
@@ -245,9 +283,7 @@ static void edit_params(const av_body_t *b, const av_variant_t *v, edits_t *ed)
     av_jscan_object(b->text, b->len, on_param, &p, &err_off); /* scanned whole before: cannot fail */
     for (size_t h = 0; h < p.nhits; h++) {
         const av_param_t *pa = &v->params[p.which[h]];
-        struct evbuffer *out = replace(ed, &p.hits[h], b->text);
-        if (out != NULL)
-            evbuffer_add(out, pa->json, pa->json_len);
+        replace_with(ed, &p.hits[h], b->text, pa->json, pa->json_len);
     }
     for (size_t i = 0; i < v->nparams && i < AV_BODY_MAX_PARAMS; i++)
         if (!p.present[i])
@@ -365,6 +401,8 @@ static int on_stream_opt(void *arg, const av_jmember_t *m)
         o->asked = m->type == 't';
         return 0; /* ours replaces it */
     }
+    if (o->out == NULL)
+        return 0; /* only looking for include_usage */
     evbuffer_add(o->out, ",\"", 2);
     evbuffer_add(o->out, m->key, m->key_len);
     evbuffer_add(o->out, "\":", 2);
@@ -411,6 +449,13 @@ static void edit_stream_usage(const av_body_t *b, edits_t *ed)
     ADD_LIT(out, "}");
 }
 
+static void free_body(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    (void)arg;
+    free((void *)data);
+}
+
 void av_body_rewrite(av_req_t *req, const av_body_t *b)
 {
     const av_variant_t *v = req->variant;
@@ -420,20 +465,16 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
     int stream_usage = b->text != NULL && wants_stream_usage(req, b);
     if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL && !stream_usage))
         return;
-    edits_t ed = {.prefix = evbuffer_new()};
+    edits_t ed;
+    ed.arena = req->arena;
+    ed.n = ed.nadd = 0;
     if (!model_same) {
-        for (size_t i = 0; i < b->n_model; i++) {
-            struct evbuffer *out = replace(&ed, &b->model[i], b->text);
-            if (out != NULL)
-                av_json_str(out, want, strlen(want));
-        }
-        if (b->n_model == 0) {
-            struct evbuffer *tmp = evbuffer_new();
-            av_json_str(tmp, want, strlen(want));
-            size_t n = evbuffer_get_length(tmp);
-            add_member(&ed, "model", (const char *)evbuffer_pullup(tmp, -1), n);
-            evbuffer_free(tmp);
-        }
+        size_t wl;
+        const char *wj = arena_json_str(req->arena, want, &wl);
+        for (size_t i = 0; i < b->n_model; i++)
+            replace_with(&ed, &b->model[i], b->text, wj, wl);
+        if (b->n_model == 0)
+            add_member(&ed, "model", wj, wl);
         req->model = want;
     }
     if (v->nparams > 0)
@@ -451,25 +492,39 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
             ed.e[j] = ed.e[j - 1];
             ed.e[j - 1] = t;
         }
-    struct evbuffer *nb = evbuffer_new();
+    /* the new body in one piece: at most the old one, the added members with their
+     * commas and the edits' bytes */
+    size_t cap = b->len + 1;
+    for (size_t i = 0; i < ed.nadd; i++)
+        cap += ed.add[i].len + 1;
+    for (size_t i = 0; i < ed.n; i++)
+        cap += ed.e[i].ins != NULL ? evbuffer_get_length(ed.e[i].ins) : ed.e[i].len;
+    char *nb = av_malloc(cap), *p = nb;
     size_t at = b->first + 1;
-    evbuffer_add(nb, b->text, at);
-    if (evbuffer_get_length(ed.prefix) > 0) {
-        evbuffer_add_buffer(nb, ed.prefix);
-        if (b->n_members > 0)
-            evbuffer_add(nb, ",", 1);
+    p = av_put(p, b->text, at);
+    for (size_t i = 0; i < ed.nadd; i++) {
+        if (i > 0)
+            *p++ = ',';
+        p = av_put(p, ed.add[i].p, ed.add[i].len);
     }
+    if (ed.nadd > 0 && b->n_members > 0)
+        *p++ = ',';
     for (size_t i = 0; i < ed.n; i++) {
-        evbuffer_add(nb, b->text + at, ed.e[i].at - at);
-        evbuffer_add_buffer(nb, ed.e[i].ins);
-        evbuffer_free(ed.e[i].ins);
-        at = ed.e[i].at + ed.e[i].del;
+        edit_t *e = &ed.e[i];
+        p = av_put(p, b->text + at, e->at - at);
+        if (e->ins != NULL) {
+            size_t n = evbuffer_get_length(e->ins);
+            evbuffer_copyout(e->ins, p, n);
+            p += n;
+            evbuffer_free(e->ins);
+        } else {
+            p = av_put(p, e->bytes, e->len);
+        }
+        at = e->at + e->del;
     }
-    evbuffer_add(nb, b->text + at, b->len - at);
-    evbuffer_free(ed.prefix);
+    p = av_put(p, b->text + at, b->len - at);
     evbuffer_drain(req->body, b->len);
-    evbuffer_add_buffer(req->body, nb);
-    evbuffer_free(nb);
+    evbuffer_add_reference(req->body, nb, (size_t)(p - nb), free_body, NULL);
     if (v->prompt.text != NULL)
         req->prompt_hash = v->prompt.hash;
 }

@@ -568,13 +568,19 @@ static void keep_template(av_usage_t *u, const oa_t *o, const av_usage_mark_t *f
 /* Returns -1 when the full reading must look, else what read_json returns. */
 static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
 {
-    oa_t o = {.s = s, .n = n, .marking = u->stream};
+    oa_t o; /* not zeroed whole: the marks and numbers are written before they are read */
+    o.s = s;
+    o.n = n;
+    o.nnums = 0;
+    o.marking = u->stream;
+    o.took[MARK_CHOICES].valid = o.took[MARK_MSG].valid = 0;
     const av_usage_mark_t *from = u->stream ? mark_for(u, s, n) : NULL;
     int rc;
     if (from != NULL) {
         o.v = from->seen;
         rc = av_jscan_walk_from(s, n, &from->at, on_oa_key, &o);
     } else {
+        o.v = (av_usage_seen_t){0};
         rc = av_jscan_walk(s, n, on_oa_key, &o);
     }
     if (rc != 0)

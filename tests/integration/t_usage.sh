@@ -45,6 +45,18 @@ out=$(curl -s -N -H 'x-request-id: s2' -H 'x-sim-tokens: 3' "http://$AV/v1/chat/
 like "include_usage asked by the client: the usage chunk is there" "$out" '"choices":\[\],"usage":\{"prompt_tokens"'
 like "KPI: counted once" "$(kpi s2)" '"output_tokens":3,.*"usage_estimated":false'
 
+# the client's own stream_options, without include_usage or with it false: kept beside
+# ours (this once crashed Aviary), and the client still gets no usage chunk
+out=$(curl -s -N -H 'x-request-id: s5' -H 'x-sim-tokens: 3' "http://$AV/v1/chat/completions" \
+      -d '{"model":"x","stream":true,"stream_options":{"continuous_usage_stats":false},"messages":[]}')
+like "stream_options of the client's own: the stream arrives" "$out" 'data: \[DONE\]'
+unlike "... without a usage chunk" "$out" '"usage"'
+like "KPI: exact usage for it" "$(kpi s5)" '"output_tokens":3,.*"usage_estimated":false'
+echo_body=$(curl -s -H 'x-sim-echo: 1' "http://$AV/v1/chat/completions" \
+      -d '{"model":"x","stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":false},"messages":[]}')
+like "the backend gets include_usage true with the client's other options" "$echo_body" \
+    'stream_options\\":\{\\"include_usage\\":true,\\"continuous_usage_stats\\":false\}'
+
 # a backend that must not get stream_options: nothing added, usage estimated and flagged
 curl -s -N -o /dev/null -H 'x-route: plain' -H 'x-request-id: s3' -H 'x-sim-tokens: 8' "http://$AV/v1/chat/completions" -d "$SBODY"
 like "stream_usage false: estimated from the text, and flagged" "$(kpi s3)" '"output_tokens":[0-9]+,.*"usage_estimated":true'
