@@ -205,6 +205,7 @@ static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
     } else {
         uint64_t gap = now_us - u->last_token_us;
         u->gaps[av_hist_bucket(gap)]++;
+        u->ngaps++;
     }
     u->last_token_us = now_us;
     u->token_events++;
@@ -909,9 +910,7 @@ void av_usage_end(av_usage_t *u, uint64_t now_us, av_usage_emit_cb emit, void *a
 
 int64_t av_usage_gap_p50_us(const av_usage_t *u)
 {
-    uint64_t total = 0, seen = 0;
-    for (int b = 0; b < AV_USAGE_GAP_BUCKETS; b++)
-        total += u->gaps[b];
+    uint64_t total = u->ngaps, seen = 0;
     if (total == 0)
         return -1;
     for (int b = 0; b < AV_USAGE_GAP_BUCKETS; b++) {

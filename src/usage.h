@@ -43,6 +43,7 @@ typedef struct av_usage_s {
     uint64_t first_token_us, last_token_us;
     uint64_t token_events;
     uint32_t gaps[AV_USAGE_GAP_BUCKETS];
+    uint64_t ngaps;        /* the gaps counted in gaps[] */
     /* the answer's text */
     size_t chars;
     uint64_t hash;
