@@ -157,8 +157,8 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
 
 /* Room before a staged chunk's bytes for its size line: sixteen hex digits and CRLF. */
 #define CHUNK_HEAD 18
-/* A chunk buffer grown past this by a large body is let go once sent. */
-#define CHUNK_KEEP (64u * 1024u)
+/* A chunk buffer grown past this is let go once sent: an idle connection keeps at most this much. */
+#define CHUNK_KEEP (16u * 1024u)
 
 /* A chunked body's pieces are staged and sent as one chunk at the flush
  * that ends the backend's read (or at the end): a read of twenty events
