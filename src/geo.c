@@ -86,7 +86,7 @@ static int trusted(const av_geo_t *g, const char *ip, size_t n)
 {
     unsigned char a[16];
     int v4;
-    if (g == NULL || parse_ip(ip, n, a, &v4) != 0)
+    if (g == NULL || g->nproxies == 0 || parse_ip(ip, n, a, &v4) != 0)
         return 0;
     for (size_t i = 0; i < g->nproxies; i++)
         if (in_cidr(&g->proxies[i], a))
@@ -134,9 +134,19 @@ void av_geo_close(av_geo_t *g)
     free(g);
 }
 
+/* s (n bytes) into out, cut to fit and NUL-terminated: every request
+ * passes here, and snprintf costs more than the rest of the lookup. */
+static void put_ip(char *out, size_t outlen, const char *s, size_t n)
+{
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
 void av_geo_client_ip(const av_geo_t *g, const av_req_t *req, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%s", req->client_ip);
+    put_ip(out, outlen, req->client_ip, strlen(req->client_ip));
     if (!trusted(g, req->client_ip, strlen(req->client_ip)))
         return;
     /* walk X-Forwarded-For from the right: the first hop not ours is the client */
@@ -157,7 +167,7 @@ void av_geo_client_ip(const av_geo_t *g, const av_req_t *req, char *out, size_t 
             unsigned char tmp[16];
             int v4;
             if (b > a && parse_ip(a, (size_t)(b - a), tmp, &v4) == 0) {
-                snprintf(out, outlen, "%.*s", (int)(b - a), a);
+                put_ip(out, outlen, a, (size_t)(b - a));
                 if (!trusted(g, a, (size_t)(b - a)))
                     return;
             } else if (b > a) {
