@@ -10,6 +10,11 @@
 # the sim for the usage event of streams (it still reads every event), to tell the cost of
 # that event from the cost of reading. KEEP=DIR: callgrind's files of each measured run are
 # kept there as NAME-MODE.cg.PID, for callgrind_annotate (per function, where the cost is).
+# CACHE=1: callgrind also simulates the caches (about twice as slow) and each line adds the
+# L1 instruction and data misses per request and callgrind's cycle estimate (instructions
+# + 10 per L1 miss + 100 per last-level miss): a build that runs few more instructions but
+# touches much more code pays in I-cache misses, which the wall clock sees and a plain
+# instruction count does not.
 set -eu
 B=${1:-build}
 N=${2:-4000}
@@ -28,8 +33,16 @@ pids="$pids $!"
 wait_file "$T/sim.port"
 SIM=$(cat "$T/sim.port")
 
+VG_CACHE=""
+[ -z "${CACHE:-}" ] || VG_CACHE="--cache-sim=yes"
 # total_ir FILE...: the instructions callgrind counted in its output files (all threads)
 total_ir() { awk '/^summary:/ {s += $2} END {print s + 0}' "$@"; }
+# misses FILE... REQUESTS: with CACHE, per request: I1 misses, D1 misses, and the cycle
+# estimate; the summary's fields are Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+misses() {
+    awk -v n="${@: -1}" '/^summary:/ {ir += $2; i1 += $5; d1 += $6 + $7; ll += $8 + $9 + $10}
+        END {printf "%d %d %d\n", i1 / n, d1 / n, (ir + 10 * (i1 + d1) + 100 * ll) / n}' "${@:1:$#-1}"
+}
 
 # load URL MODE COUNT: COUNT requests, all answered 2xx, or the run fails
 load() {
@@ -40,7 +53,7 @@ load() {
 printf '{"model":"m","messages":[{"role":"user","content":"hello there"}]}' >"$T/json.json"
 printf '{"model":"m","stream":true,"messages":[{"role":"user","content":"hello there"}]}' >"$T/stream.json"
 
-declare -A IR
+declare -A IR CEST
 # measure NAME MODE URL PID: instructions of a warm-up run and of a run with N more requests;
 # the difference over N is the cost of a request, start-up and shutdown left out
 measure() {
@@ -57,7 +70,15 @@ measure() {
         for f in "$T"/cg.*; do cp "$f" "$KEEP/$name-$mode.${f##*/}"; done
     fi
     IR[$name/$mode]=$((a / N))
-    printf '%-7s %-7s %9d instructions per request\n' "$name" "$mode" "${IR[$name/$mode]}"
+    if [ -n "$VG_CACHE" ]; then
+        local i1 d1 est
+        read -r i1 d1 est < <(misses "$T"/cg.* "$N")
+        CEST[$name/$mode]=$est
+        printf '%-7s %-7s %9d instructions, %5d I1 misses, %4d D1 misses, %6d estimated cycles per request\n' \
+            "$name" "$mode" "${IR[$name/$mode]}" "$i1" "$d1" "$est"
+    else
+        printf '%-7s %-7s %9d instructions per request\n' "$name" "$mode" "${IR[$name/$mode]}"
+    fi
 }
 
 SU=""  # left out unless asked for: a BASE build from before usage does not know the key
@@ -72,7 +93,7 @@ JSON
 # run_aviary NAME BUILD: one aviary under callgrind, both modes
 run_aviary() {
     rm -f "$T/ready"
-    valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$2/src/aviary" -c "$T/aviary.json" \
+    valgrind --tool=callgrind $VG_CACHE --callgrind-out-file="$T/cg.%p" "$2/src/aviary" -c "$T/aviary.json" \
         --ready-file "$T/ready" 2>"$T/$1.err" &
     local pid=$!
     pids="$pids $pid"
@@ -91,7 +112,7 @@ run_aviary aviary "$B"
 
 NG=$(free_port)
 nginx_h1_conf "$NG" "$SIM"
-valgrind --tool=callgrind --callgrind-out-file="$T/cg.%p" "$NGINX" -c "$T/nginx.conf" \
+valgrind --tool=callgrind $VG_CACHE --callgrind-out-file="$T/cg.%p" "$NGINX" -c "$T/nginx.conf" \
     -g 'daemon off; master_process off;' 2>"$T/nginx.vg" &
 NG_PID=$!
 pids="$pids $NG_PID"
@@ -104,5 +125,10 @@ for mode in json stream; do
     awk -v m=$mode -v a="${IR[aviary/$mode]}" -v n="${IR[nginx/$mode]}" -v b="${IR[base/$mode]:-}" 'BEGIN {
         printf "%-7s aviary / nginx %.2f", m, a / n
         if (b != "") printf "   aviary / base %.2f (%+d instructions per request)", a / b, a - b
+        printf "\n" }'
+    [ -n "$VG_CACHE" ] || continue
+    awk -v m=$mode -v a="${CEST[aviary/$mode]}" -v n="${CEST[nginx/$mode]}" -v b="${CEST[base/$mode]:-}" 'BEGIN {
+        printf "%-7s estimated cycles: aviary / nginx %.2f", m, a / n
+        if (b != "") printf "   aviary / base %.2f (%+d per request)", a / b, a - b
         printf "\n" }'
 done
