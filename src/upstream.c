@@ -51,6 +51,11 @@ struct av_upconn_s {
     size_t acc_len, acc_cap, name_len, header_bytes;
     int in_value, got_bytes, head_done, msg_done, paused, informational;
     int64_t read_timeout_ms;
+    /* the body pieces of one parse (a chunked answer's chunks), handed on
+     * together: the first in place, more copied behind it into the worker's
+     * buffer (one parse at a time per worker, and it stays in cache) */
+    const char *body_at;
+    size_t body_len;
 };
 
 static void conn_close(av_upconn_t *u);
@@ -156,16 +161,75 @@ static int on_headers_complete(http_parser *p)
     return req->method == HTTP_HEAD ? 1 : 0; /* 1: no body follows */
 }
 
+/* The worker's body buffer grown past this by one large read is let go once handed on. */
+#define BODY_KEEP (256u * 1024u)
+
+static char *body_room(av_worker_t *w, size_t need)
+{
+    if (need > w->up_body_cap) {
+        size_t cap = w->up_body_cap ? w->up_body_cap : 16384;
+        while (cap < need)
+            cap *= 2;
+        w->up_body = av_realloc(w->up_body, cap);
+        w->up_body_cap = cap;
+    }
+    return w->up_body;
+}
+
+/* Pieces are gathered, not handed on one by one: a read of twenty SSE
+ * events in twenty chunks is read for usage and written to the client
+ * once, and pays the way through req, usage and the client side once. */
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     av_upconn_t *u = p->data;
+    av_worker_t *w = u->pool->w;
+    if (u->body_len == 0) {
+        u->body_at = at; /* in the read's buffer until the parse is over */
+    } else {
+        if (u->body_at != w->up_body) { /* the second piece: the first moves too */
+            char *b = body_room(w, u->body_len + n);
+            memcpy(b, u->body_at, u->body_len);
+        } else {
+            body_room(w, u->body_len + n);
+        }
+        u->body_at = w->up_body;
+        memcpy(w->up_body + u->body_len, at, n);
+    }
+    u->body_len += n;
     av_req_t *req = u->req;
-    av_req_backend_body(req, at, n);
-    if (req->client->pending(req) > AV_CLIENT_HIGH_WATER) {
+    if (req->client->pending(req) + u->body_len > AV_CLIENT_HIGH_WATER) {
         u->paused = 1;
         http_parser_pause(p, 1);
     }
     return 0;
+}
+
+/* What the parse gathered, to the request: before the read's buffer is
+ * drained and before the answer's end. The worker's buffer is taken out
+ * while the request reads it, so nothing the request sets off can write
+ * over it. */
+static void body_flush(av_upconn_t *u)
+{
+    if (u->body_len == 0)
+        return;
+    av_worker_t *w = u->pool->w;
+    char *own = NULL;
+    size_t own_cap = 0;
+    if (u->body_at == w->up_body) {
+        own = w->up_body;
+        own_cap = w->up_body_cap;
+        w->up_body = NULL;
+        w->up_body_cap = 0;
+    }
+    av_req_backend_body(u->req, u->body_at, u->body_len);
+    u->body_len = 0;
+    u->body_at = NULL;
+    if (own != NULL && w->up_body == NULL && own_cap <= BODY_KEEP) {
+        w->up_body = own;
+        w->up_body_cap = own_cap;
+    } else {
+        free(own);
+    }
 }
 
 static int on_message_complete(http_parser *p)
@@ -240,6 +304,7 @@ static void parse_input(av_upconn_t *u)
         if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             return;
         size_t n = http_parser_execute(&u->parser, &up_settings, v.iov_base, v.iov_len);
+        body_flush(u);
         evbuffer_drain(in, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
         if (u->msg_done) {
@@ -353,7 +418,7 @@ static void attach(av_upconn_t *u, av_req_t *req)
     http_parser_init(&u->parser, HTTP_RESPONSE);
     u->parser.data = u;
     u->hdrs = (av_headers_t){0};
-    u->acc_len = u->name_len = u->header_bytes = 0;
+    u->acc_len = u->name_len = u->header_bytes = u->body_len = 0;
     u->in_value = u->got_bytes = u->head_done = u->msg_done = u->paused = u->informational = 0;
     u->read_timeout_ms = b->read_timeout_ms;
     av_sock_set_timeouts(u->sock, b->first_byte_timeout_ms,
@@ -509,5 +574,8 @@ void av_upstream_free_all(av_worker_t *w)
         p = next;
     }
     w->pools = NULL;
+    free(w->up_body);
+    w->up_body = NULL;
+    w->up_body_cap = 0;
     av_up2_free_all(w);
 }

@@ -37,6 +37,8 @@ struct av_worker_s {
     size_t nlisteners;
     av_upstream_t *pools;                  /* HTTP/1.1 backend pools, by address */
     av_h2pool_t *h2pools;                  /* HTTP/2 backend pools */
+    char *up_body;                         /* upstream.c: the body pieces of the parse under way */
+    size_t up_body_cap;
     TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     TAILQ_HEAD(, av_h2conn_s) h2conns;

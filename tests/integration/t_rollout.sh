@@ -60,6 +60,7 @@ check "webhook: the transition was POSTed" wait_until 5 grep -q 'rolled_back' "$
 like "webhook: the audit line as its body" "$(grep rolled_back "$T/hook.log")" \
     '"method":"POST","path":"/hooks/rollout".*\\"type\\":\\"rollout\\",\\"route\\":\\"chat\\"'
 like "the state file says rolled_back" "$(cat "$T/state.json")" '"chat":[^}]*"state":[^,]*"rolled_back"'
+sleep 0.3 # KPI lines wait up to 100 ms in their worker's batch: the last load's lines are all in the file
 n_before=$(grep -c '"variant":"next"' "$T/kpi.log")
 load none 200
 sleep 0.3
