@@ -4,7 +4,8 @@
 # concurrency 1 and 64, JSON and streamed. Prints req/s, p50, p99, the CPU time each proxy
 # spent per request, and the aviary/nginx ratios. On a small machine wrk and the sim share
 # cores and req/s moves with them; requests per CPU-second of the proxy is the steadier
-# measure of throughput per core. Each round runs every case against all three in turn;
+# measure of throughput per core. Each round runs every case against all three in turn,
+# the proxies in an order that rotates from round to round (none always runs first);
 # the ratios are taken within a round (same conditions) and their median is reported.
 # With BASE=OTHER_BUILDDIR, an aviary from that build runs too (same config, same sim) and
 # the new/base ratios say what a change cost, measured in the same run.
@@ -70,14 +71,22 @@ run() { # name url mode conc: wrk_run (lib.sh) with the process that serves it
 
 echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds; proxies pinned to CPU $PROXY_CPU, one worker each"
 RSS_START=""
+PROXIES=(aviary nginx)
+[ -z "$BASE_PID" ] || PROXIES=(aviary base nginx)
 for round in $(seq "$ROUNDS"); do
+    order=()
+    for k in "${!PROXIES[@]}"; do order+=("${PROXIES[$(( (k + round - 1) % ${#PROXIES[@]} ))]}"); done
     echo "-- round $round"
     for mode in json stream; do
         for c in 1 64; do
             run direct "http://127.0.0.1:$SIM/v1/chat/completions" $mode $c
-            run aviary "http://$AV/v1/chat/completions" $mode $c
-            [ -z "$BASE_PID" ] || run base "http://$AVB/v1/chat/completions" $mode $c
-            run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c
+            for who in "${order[@]}"; do
+                case $who in
+                aviary) run aviary "http://$AV/v1/chat/completions" $mode $c ;;
+                base) run base "http://$AVB/v1/chat/completions" $mode $c ;;
+                nginx) run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c ;;
+                esac
+            done
         done
     done
     [ -n "$RSS_START" ] || RSS_START=$(rss_kb "$AV_PID") # after the first round: warmed up
