@@ -192,6 +192,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         evbuffer_free(ev);
         if (r->knobs.ttft_ms > 0) {
             struct timeval tv = {r->knobs.ttft_ms / 1000, (r->knobs.ttft_ms % 1000) * 1000};
+            /* from now, not from the loop's cached time: a wait is never short */
+            event_base_update_cache_time(r->sim->base);
             evtimer_add(r->timer, &tv);
             return;
         }
@@ -383,6 +385,7 @@ void sim_req_handle(sim_req_t *r)
     r->sent_tokens = r->sent_events = 0;
     if (r->knobs.latency_ms > 0) {
         struct timeval tv = {r->knobs.latency_ms / 1000, (r->knobs.latency_ms % 1000) * 1000};
+        event_base_update_cache_time(s->base);
         evtimer_add(r->timer, &tv);
         return;
     }

@@ -22,7 +22,8 @@ cat >"$T/a.json" <<JSON
 }
 JSON
 start_aviary "$T/a.json"
-kpi() { wait_until 5 grep -q "\"request_id\":\"$1\"" "$T/kpi.log"; grep "\"request_id\":\"$1\"" "$T/kpi.log"; }
+# a line is read once it is whole (it ends with its closing brace): the writer may be mid-write
+kpi() { wait_until 5 grep -q "\"request_id\":\"$1\".*}\$" "$T/kpi.log"; grep "\"request_id\":\"$1\".*}\$" "$T/kpi.log"; }
 field() { printf '%s' "$1" | sed -n "s/.*\"$2\":\\([^,}]*\\).*/\\1/p"; }
 
 # chat, streamed, the client did not ask for usage: Aviary asks and keeps the chunk
