@@ -1,5 +1,5 @@
 /* policy.c: policy sets, their VMs (one per worker, made on first use), the
- * sandbox, the budgets, the phases and the request object `r`. */
+ * sandbox, the budgets, the phases and on_chunk; what r and aviary offer is in policy_api.c. */
 #include "policy.h"
 
 #include <errno.h>
@@ -18,80 +18,24 @@
 #include "arena.h"
 #include "av.h"
 #include "config.h"
-#include "geo.h"
 #include "headers.h"
 #include "jscan.h"
 #include "jsonw.h"
 #include "log.h"
 #include "luajson.h"
+#include "policy_int.h"
 #include "reqbody.h"
 #include "usage.h"
 #include "worker.h"
 
-#define MAX_WORKERS 256
 #define MAX_SOURCE (1u << 20)
 #define HOOK_EVERY 1000 /* instructions between budget checks */
 
-enum { PH_REQUEST = 1, PH_RESPONSE = 2, PH_CHUNK = 4, PH_COMPLETE = 8, PH_SELFTEST = 16, PH_LOAD = 32 };
 enum { K_DATA = 1, K_EVENT, K_INDEX, K_DONE, K_TEXT, K_DROP, K_BEFORE, K_NKEYS };
 static const char *const key_names[K_NKEYS] = {NULL, "data", "event", "index", "done", "text", "drop", "before"};
 static const char *const phase_fn[] = {"on_request", "on_response", "on_chunk", "on_complete"};
 
-typedef struct {
-    char *name, *path, *src;
-    size_t src_len;
-    int fail_closed;
-    unsigned phases;
-} pol_t;
 
-typedef struct vm_s vm_t;
-
-struct av_policies_s {
-    av_policy_limits_t lim;
-    pol_t *pol;
-    size_t n;
-    vm_t *vms[MAX_WORKERS];
-};
-
-struct vm_s {
-    lua_State *L;
-    const av_policies_t *set;
-    size_t used;
-    lua_Alloc lj_alloc;        /* LuaJIT's allocator, which vm_alloc counts and caps */
-    void *lj_ud;
-    int *refs;                 /* per policy: its table */
-    int *chunk_refs;           /* per policy: its on_chunk, or LUA_NOREF */
-    int r_mt;                  /* the metatable of r */
-    int keys;                  /* a table of the event's field names, by K_* (no hashing per event) */
-    /* the call running */
-    int active;
-    int64_t count;
-    uint64_t deadline_us;
-    unsigned phase;
-    size_t policy;
-    av_req_t *req;
-    struct av_preq_s *pr;
-    av_headers_t *resp_headers;
-};
-
-/* A request's policy state, in its arena. */
-typedef struct av_preq_s {
-    vm_t *vm;
-    int r_ref, body_ref;
-    int body_dirty;            /* r:set_body() was called */
-    int denied, status;
-    char code[64], message[512];
-    int errors;
-    int stopped;               /* r:stop(): the stream ends */
-    char stop_rule[64], stop_message[512];
-    uint64_t events;
-    /* the last text event's bytes around its text (as in usage.c): the next
-     * one with the same bytes there has its text found without a scan */
-    uint16_t tmpl_pre, tmpl_suf;
-    char tmpl[320];
-    av_verdict_t verdicts[AV_VERDICTS_MAX];
-    size_t nverdicts;
-} preq_t;
 
 /* ---- the VM: memory, budget, sandbox ---- */
 
@@ -99,7 +43,7 @@ typedef struct av_preq_s {
  * the VM's bytes counted against its cap. */
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
-    vm_t *vm = ud;
+    av_pol_vm_t *vm = ud;
     if (nsize == 0) {
         vm->used -= osize;
         return vm->lj_alloc(vm->lj_ud, ptr, osize, 0);
@@ -113,17 +57,10 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-static vm_t *vm_of(lua_State *L)
-{
-    void *ud;
-    lua_getallocf(L, &ud);
-    return ud;
-}
-
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    vm_t *vm = vm_of(L);
+    av_pol_vm_t *vm = av_pol_vm_of(L);
     if (!vm->active)
         return;
     vm->count += HOOK_EVERY;
@@ -145,7 +82,7 @@ static int ro_newindex(lua_State *L)
 }
 
 /* Replaces the table on top with a read-only view of it named name. */
-static void make_readonly(lua_State *L, const char *name)
+void av_pol_make_readonly(lua_State *L, const char *name)
 {
     lua_newtable(L);               /* view */
     lua_createtable(L, 0, 3);      /* its metatable */
@@ -170,528 +107,6 @@ static int strict_newindex(lua_State *L)
 {
     return luaL_error(L, "assignment to undeclared global '%s' (use local)", lua_tostring(L, 2));
 }
-
-/* ---- the request object's calls ---- */
-
-static vm_t *call_vm(lua_State *L, unsigned allowed, const char *what)
-{
-    vm_t *vm = vm_of(L);
-    if (!(vm->phase & allowed) || vm->req == NULL) {
-        static const char *const names[] = {"on_request", "on_response", "on_chunk", "on_complete", "selftest",
-                                            "loading"};
-        const char *now = "?";
-        for (int i = 0; i < 6; i++)
-            if (vm->phase == (1u << i))
-                now = names[i];
-        luaL_error(L, "%s is not allowed in %s", what, now);
-    }
-    return vm;
-}
-
-#define ANY (PH_REQUEST | PH_RESPONSE | PH_CHUNK | PH_COMPLETE)
-
-static void verdict(preq_t *pr, const char *policy, const char *action, const char *rule)
-{
-    for (size_t i = 0; i < pr->nverdicts; i++) /* once per policy, action and rule: a stream rewrites often */
-        if (pr->verdicts[i].policy == policy && strcmp(pr->verdicts[i].action, action) == 0 &&
-            strcmp(pr->verdicts[i].rule, rule ? rule : "") == 0)
-            return;
-    if (pr->nverdicts == AV_VERDICTS_MAX)
-        return;
-    av_verdict_t *v = &pr->verdicts[pr->nverdicts++];
-    v->policy = policy;
-    v->action = action;
-    snprintf(v->rule, sizeof(v->rule), "%s", rule ? rule : "");
-}
-
-static int r_id(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:id()");
-    lua_pushstring(L, vm->req->id);
-    return 1;
-}
-
-static int r_route(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:route()");
-    lua_pushstring(L, vm->req->route->name);
-    return 1;
-}
-
-static int r_variant(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:variant()");
-    if (vm->req->variant == NULL)
-        lua_pushnil(L);
-    else
-        lua_pushstring(L, vm->req->variant->name);
-    return 1;
-}
-
-static int r_method(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:method()");
-    lua_pushstring(L, vm->req->method_str);
-    return 1;
-}
-
-static int r_path(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:path()");
-    lua_pushlstring(L, vm->req->target, vm->req->target_len);
-    return 1;
-}
-
-static int r_set_path(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST, "r:set_path()");
-    size_t n;
-    const char *p = luaL_checklstring(L, 2, &n);
-    if (n == 0 || p[0] != '/' || n > 8192 || memchr(p, ' ', n) || memchr(p, '\r', n) || memchr(p, '\n', n))
-        return luaL_error(L, "r:set_path(): a path starts with / and has no spaces or line breaks");
-    vm->req->target = av_arena_strndup(vm->req->arena, p, n);
-    vm->req->target_len = n;
-    return 0;
-}
-
-static int r_header(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:header()");
-    const av_header_t *h = av_headers_get(&vm->req->headers, luaL_checkstring(L, 2));
-    if (h == NULL)
-        lua_pushnil(L);
-    else
-        lua_pushlstring(L, h->value, h->value_len);
-    return 1;
-}
-
-static int r_headers(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:headers()");
-    const av_headers_t *hs = &vm->req->headers;
-    lua_createtable(L, 0, (int)hs->n);
-    for (size_t i = 0; i < hs->n; i++) {
-        char name[256];
-        size_t n = hs->v[i].name_len < sizeof(name) ? hs->v[i].name_len : sizeof(name) - 1;
-        for (size_t k = 0; k < n; k++)
-            name[k] = (char)((hs->v[i].name[k] >= 'A' && hs->v[i].name[k] <= 'Z') ? hs->v[i].name[k] + 32
-                                                                                    : hs->v[i].name[k]);
-        lua_pushlstring(L, name, n);
-        lua_pushlstring(L, hs->v[i].value, hs->v[i].value_len);
-        lua_rawset(L, -3);
-    }
-    return 1;
-}
-
-static int valid_header(const char *s, size_t n, int name)
-{
-    if (name && n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r' || c == '\n' || c == 0 || (name && (c <= ' ' || c == ':' || c >= 0x7f)))
-            return 0;
-    }
-    return 1;
-}
-
-/* Sets (or with nil removes) a header in h. */
-static void set_header(lua_State *L, av_arena_t *a, av_headers_t *h, const char *what)
-{
-    size_t nlen, vlen = 0;
-    const char *name = luaL_checklstring(L, 2, &nlen);
-    const char *value = lua_isnil(L, 3) ? NULL : luaL_checklstring(L, 3, &vlen);
-    if (!valid_header(name, nlen, 1) || (value != NULL && !valid_header(value, vlen, 0)))
-        luaL_error(L, "%s: not a valid header name or value", what);
-    size_t out = 0;
-    for (size_t i = 0; i < h->n; i++)
-        if (!av_streq_ci(h->v[i].name, h->v[i].name_len, name))
-            h->v[out++] = h->v[i];
-    h->n = out;
-    if (value != NULL)
-        av_headers_add(a, h, av_arena_strndup(a, name, nlen), nlen, av_arena_strndup(a, value, vlen), vlen);
-}
-
-static int r_set_header(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST, "r:set_header()");
-    set_header(L, vm->req->arena, &vm->req->headers, "r:set_header()");
-    return 0;
-}
-
-static int r_client_ip(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:client_ip()");
-    lua_pushstring(L, vm->req->client_ip);
-    return 1;
-}
-
-static int r_geo(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:geo()");
-    av_req_t *req = vm->req;
-    lua_createtable(L, 0, 4);
-    if (req->cfg->geo != NULL && req->geo_country[0] == '\0' && req->geo_continent[0] == '\0') {
-        av_geo_info_t info;
-        av_geo_client_ip(req->cfg->geo, req, req->real_ip, sizeof(req->real_ip));
-        av_geo_lookup(req->cfg->geo, req->real_ip, &info);
-        memcpy(req->geo_country, info.country, 3);
-        memcpy(req->geo_continent, info.continent, 3);
-        req->geo_asn = info.asn;
-    }
-    lua_pushstring(L, req->real_ip[0] ? req->real_ip : req->client_ip);
-    lua_setfield(L, -2, "ip");
-    if (req->geo_country[0]) {
-        lua_pushstring(L, req->geo_country);
-        lua_setfield(L, -2, "country");
-    }
-    if (req->geo_continent[0]) {
-        lua_pushstring(L, req->geo_continent);
-        lua_setfield(L, -2, "continent");
-    }
-    if (req->geo_asn) {
-        lua_pushnumber(L, req->geo_asn);
-        lua_setfield(L, -2, "asn");
-    }
-    return 1;
-}
-
-/* The request body, decoded once per request; the same table each call. */
-static int r_body(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST | PH_RESPONSE | PH_CHUNK | PH_COMPLETE, "r:body()");
-    preq_t *pr = vm->pr;
-    if (pr->body_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, pr->body_ref);
-        return 1;
-    }
-    struct evbuffer *b = vm->req->body;
-    size_t n = evbuffer_get_length(b);
-    char err[128];
-    if (n == 0 || av_luajson_decode(L, (const char *)evbuffer_pullup(b, -1), n, err, sizeof(err)) != 0) {
-        lua_pushnil(L);
-        return 1; /* not JSON: nil, and the policy decides */
-    }
-    lua_pushvalue(L, -1);
-    pr->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 1;
-}
-
-static int r_set_body(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST, "r:set_body()");
-    luaL_checktype(L, 2, LUA_TTABLE);
-    struct evbuffer *out = evbuffer_new();
-    char err[160];
-    if (av_luajson_encode(L, 2, out, err, sizeof(err)) != 0) {
-        evbuffer_free(out);
-        return luaL_error(L, "r:set_body(): %s", err);
-    }
-    if (evbuffer_get_length(out) > (size_t)vm->req->cfg->max_body_bytes) {
-        evbuffer_free(out);
-        return luaL_error(L, "r:set_body(): the body would be over max_body_bytes");
-    }
-    evbuffer_drain(vm->req->body, evbuffer_get_length(vm->req->body));
-    evbuffer_add_buffer(vm->req->body, out);
-    evbuffer_free(out);
-    if (vm->pr->body_ref != LUA_NOREF)
-        luaL_unref(L, LUA_REGISTRYINDEX, vm->pr->body_ref);
-    lua_pushvalue(L, 2);
-    vm->pr->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    vm->pr->body_dirty = 1;
-    return 0;
-}
-
-static int r_deny(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST | PH_RESPONSE, "r:deny()");
-    preq_t *pr = vm->pr;
-    int status = (int)luaL_checkinteger(L, 2);
-    const char *msg = luaL_checkstring(L, 3);
-    const char *rule = luaL_optstring(L, 4, "denied");
-    if (status < 400 || status > 599)
-        return luaL_error(L, "r:deny(): the status must be 400-599, not %d", status);
-    if (pr->denied)
-        return 0; /* the first deny stands */
-    pr->denied = 1;
-    pr->status = status;
-    snprintf(pr->message, sizeof(pr->message), "%s", msg);
-    snprintf(pr->code, sizeof(pr->code), "%s", rule);
-    verdict(pr, vm->set->pol[vm->policy].name, "deny", rule);
-    return 0;
-}
-
-static int r_stop(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_CHUNK, "r:stop()");
-    preq_t *pr = vm->pr;
-    const char *msg = luaL_checkstring(L, 2);
-    const char *rule = luaL_optstring(L, 3, "stopped");
-    if (pr->stopped)
-        return 0;
-    pr->stopped = 1;
-    snprintf(pr->stop_message, sizeof(pr->stop_message), "%s", msg);
-    snprintf(pr->stop_rule, sizeof(pr->stop_rule), "%s", rule);
-    verdict(pr, vm->set->pol[vm->policy].name, "stop", rule);
-    return 0;
-}
-
-static int r_audit(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:audit()");
-    const char *rule = luaL_checkstring(L, 2);
-    const char *action = luaL_optstring(L, 3, "rewrite");
-    static const char *const actions[] = {"rewrite", "flag", NULL};
-    int k = 0;
-    while (actions[k] != NULL && strcmp(actions[k], action) != 0)
-        k++;
-    if (actions[k] == NULL)
-        return luaL_error(L, "r:audit(): the action is \"rewrite\" or \"flag\"");
-    verdict(vm->pr, vm->set->pol[vm->policy].name, actions[k], rule);
-    return 0;
-}
-
-static int r_set_variant(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_REQUEST, "r:set_variant()");
-    const char *name = luaL_checkstring(L, 2);
-    const av_route_t *rt = vm->req->route;
-    for (size_t i = 0; i < rt->nvariants; i++)
-        if (strcmp(rt->variants[i].name, name) == 0) {
-            vm->req->policy_variant = (int)i + 1;
-            return 0;
-        }
-    return luaL_error(L, "r:set_variant(): route %s has no variant \"%s\"", rt->name, name);
-}
-
-static int r_status(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_RESPONSE | PH_CHUNK | PH_COMPLETE, "r:status()");
-    lua_pushinteger(L, vm->req->status);
-    return 1;
-}
-
-static int r_response_header(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_RESPONSE, "r:response_header()");
-    const av_header_t *h = av_headers_get(vm->resp_headers, luaL_checkstring(L, 2));
-    if (h == NULL)
-        lua_pushnil(L);
-    else
-        lua_pushlstring(L, h->value, h->value_len);
-    return 1;
-}
-
-static int r_set_response_header(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_RESPONSE, "r:set_response_header()");
-    set_header(L, vm->req->arena, vm->resp_headers, "r:set_response_header()");
-    return 0;
-}
-
-static void set_num(lua_State *L, const char *k, double v)
-{
-    lua_pushnumber(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static int r_usage(lua_State *L)
-{
-    vm_t *vm = call_vm(L, PH_COMPLETE, "r:usage()");
-    av_req_t *req = vm->req;
-    lua_createtable(L, 0, 12);
-    uint64_t end = req->t_end_us ? req->t_end_us : av_now_us();
-    set_num(L, "latency_ms", (double)(end - req->t_start_us) / 1000.0);
-    set_num(L, "status", req->status);
-    if (req->model != NULL) {
-        lua_pushstring(L, req->model);
-        lua_setfield(L, -2, "model");
-    }
-    const av_usage_t *u = req->usage;
-    if (u == NULL)
-        return 1;
-    av_tokens_t t;
-    av_usage_tokens(u, req->bytes_in, &t);
-    set_num(L, "input_tokens", (double)t.input);
-    set_num(L, "output_tokens", (double)t.output);
-    set_num(L, "cached_tokens", (double)t.cached);
-    set_num(L, "cache_write_tokens", (double)t.cache_write);
-    set_num(L, "reasoning_tokens", (double)t.reasoning);
-    lua_pushboolean(L, t.estimated);
-    lua_setfield(L, -2, "estimated");
-    const av_price_t *price = av_config_price(req->cfg, req->model);
-    if (price != NULL)
-        set_num(L, "cost_usd", (double)av_usage_cost_pico(&t, price) / 1e12);
-    if (u->first_token_us)
-        set_num(L, "ttft_ms", (double)(u->first_token_us - req->t_start_us) / 1000.0);
-    if (u->finish[0]) {
-        lua_pushstring(L, u->finish);
-        lua_setfield(L, -2, "finish_reason");
-    }
-    set_num(L, "tool_calls", u->tool_calls);
-    return 1;
-}
-
-/* r:params(): the route's "policy_params" for the running policy, decoded
- * once per VM and route; read-only. */
-static int r_params(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:params()");
-    const av_route_t *rt = vm->req->route;
-    size_t k = 0;
-    while (k < rt->npolicies && (size_t)rt->policies[k] != vm->policy)
-        k++;
-    char key[64];
-    snprintf(key, sizeof(key), "aviary.params.%zu.%zu", (size_t)(rt - vm->req->cfg->routes), k);
-    lua_getfield(L, LUA_REGISTRYINDEX, key);
-    if (!lua_isnil(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    const char *text = k < rt->npolicies && rt->policy_params ? rt->policy_params[k] : NULL;
-    char err[128];
-    if (text == NULL || av_luajson_decode(L, text, strlen(text), err, sizeof(err)) != 0)
-        lua_newtable(L);
-    make_readonly(L, "r:params()");
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, key);
-    return 1;
-}
-
-static int r_log(lua_State *L)
-{
-    vm_t *vm = call_vm(L, ANY, "r:log()");
-    AV_INFO("policy %s: request %s: %s", vm->set->pol[vm->policy].name, vm->req->id, luaL_checkstring(L, 2));
-    return 0;
-}
-
-static int a_log(lua_State *L)
-{
-    vm_t *vm = vm_of(L);
-    const char *level = luaL_checkstring(L, 1);
-    const char *msg = luaL_checkstring(L, 2);
-    const char *name = vm->active ? vm->set->pol[vm->policy].name : "?";
-    if (strcmp(level, "error") == 0)
-        AV_ERR("policy %s: %s", name, msg);
-    else if (strcmp(level, "warn") == 0)
-        AV_WARN("policy %s: %s", name, msg);
-    else if (strcmp(level, "info") == 0)
-        AV_INFO("policy %s: %s", name, msg);
-    else if (strcmp(level, "debug") == 0)
-        AV_DEBUG("policy %s: %s", name, msg);
-    else
-        return luaL_error(L, "aviary.log(): the level is error, warn, info or debug");
-    return 0;
-}
-
-/* aviary.count(name [, n]): adds to the worker's counter for this policy and
- * name; returns the new value. */
-static int a_count(lua_State *L)
-{
-    vm_t *vm = vm_of(L);
-    size_t n;
-    const char *name = luaL_checklstring(L, 1, &n);
-    lua_Number by = luaL_optnumber(L, 2, 1);
-    if (!vm->active || vm->req == NULL) {
-        lua_pushnumber(L, 0);
-        return 1; /* selftest and loading count nothing */
-    }
-    if (n == 0 || n > 64)
-        return luaL_error(L, "aviary.count(): a name of 1 to 64 bytes");
-    uint64_t v = av_worker_policy_count(vm->req->worker, vm->set->pol[vm->policy].name, name, (int64_t)by);
-    lua_pushnumber(L, (lua_Number)v);
-    return 1;
-}
-
-static int a_json_decode(lua_State *L)
-{
-    size_t n;
-    const char *s = luaL_checklstring(L, 1, &n);
-    char err[128];
-    if (av_luajson_decode(L, s, n, err, sizeof(err)) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    return 1;
-}
-
-static int a_json_encode(lua_State *L)
-{
-    luaL_checkany(L, 1);
-    struct evbuffer *out = evbuffer_new();
-    char err[160];
-    if (av_luajson_encode(L, 1, out, err, sizeof(err)) != 0) {
-        evbuffer_free(out);
-        return luaL_error(L, "aviary.json_encode(): %s", err);
-    }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(out, -1), evbuffer_get_length(out));
-    evbuffer_free(out);
-    return 1;
-}
-
-static int a_array(lua_State *L)
-{
-    if (lua_isnoneornil(L, 1))
-        lua_newtable(L);
-    else
-        luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, lua_isnoneornil(L, 1) ? 2 : 1);
-    if (lua_gettop(L) == 2)
-        lua_remove(L, 1);
-    av_luajson_array_mt(L);
-    lua_setmetatable(L, -2);
-    return 1;
-}
-
-static int a_phase(lua_State *L)
-{
-    vm_t *vm = vm_of(L);
-    static const char *const names[] = {"request", "response", "chunk", "complete", "selftest", "load"};
-    for (int i = 0; i < 6; i++)
-        if (vm->phase == (1u << i)) {
-            lua_pushstring(L, names[i]);
-            return 1;
-        }
-    lua_pushnil(L);
-    return 1;
-}
-
-static const luaL_Reg r_methods[] = {
-    {"id", r_id},
-    {"route", r_route},
-    {"variant", r_variant},
-    {"method", r_method},
-    {"path", r_path},
-    {"set_path", r_set_path},
-    {"header", r_header},
-    {"headers", r_headers},
-    {"set_header", r_set_header},
-    {"client_ip", r_client_ip},
-    {"geo", r_geo},
-    {"body", r_body},
-    {"set_body", r_set_body},
-    {"deny", r_deny},
-    {"audit", r_audit},
-    {"stop", r_stop},
-    {"set_variant", r_set_variant},
-    {"status", r_status},
-    {"response_header", r_response_header},
-    {"set_response_header", r_set_response_header},
-    {"usage", r_usage},
-    {"params", r_params},
-    {"log", r_log},
-    {NULL, NULL},
-};
-
-static const luaL_Reg aviary_fns[] = {
-    {"log", a_log},
-    {"count", a_count},
-    {"json_decode", a_json_decode},
-    {"json_encode", a_json_encode},
-    {"array", a_array},
-    {"phase", a_phase},
-    {NULL, NULL},
-};
 
 static int r_newindex(lua_State *L)
 {
@@ -725,17 +140,17 @@ static void push_safe_globals(lua_State *L)
             lua_rawset(L, -4);
         }
         lua_remove(L, -2);
-        make_readonly(L, libs[i]);
+        av_pol_make_readonly(L, libs[i]);
         lua_setfield(L, -2, libs[i]);
     }
     lua_newtable(L);
-    for (const luaL_Reg *f = aviary_fns; f->name; f++) {
+    for (const luaL_Reg *f = av_pol_aviary_fns; f->name; f++) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);
     }
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
-    make_readonly(L, "aviary");
+    av_pol_make_readonly(L, "aviary");
     lua_setfield(L, -2, "aviary");
     lua_pushstring(L, "_VERSION");
     lua_pushstring(L, "aviary policy (LuaJIT, interpreted)");
@@ -749,7 +164,7 @@ static int open_lib(lua_State *L, lua_CFunction f, const char *name)
     return lua_pcall(L, 1, 0, 0);
 }
 
-static void vm_free(vm_t *vm)
+static void vm_free(av_pol_vm_t *vm)
 {
     if (vm == NULL)
         return;
@@ -763,7 +178,7 @@ static void vm_free(vm_t *vm)
 /* Runs the function on top with nargs arguments under the budget, in phase
  * for policy i. Returns 0, or -1 with the error message in err. Leaves nres
  * results on success. */
-static int vm_call(vm_t *vm, int nargs, int nres, unsigned phase, size_t i, char *err, size_t errlen)
+static int vm_call(av_pol_vm_t *vm, int nargs, int nres, unsigned phase, size_t i, char *err, size_t errlen)
 {
     vm->active = 1;
     vm->count = 0;
@@ -785,9 +200,9 @@ static int vm_call(vm_t *vm, int nargs, int nres, unsigned phase, size_t i, char
 }
 
 /* A VM with every policy of the set loaded; NULL with the reason in err. */
-static vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad)
+static av_pol_vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad)
 {
-    vm_t *vm = av_calloc(1, sizeof(*vm));
+    av_pol_vm_t *vm = av_calloc(1, sizeof(*vm));
     vm->set = set;
     vm->refs = av_calloc(set->n ? set->n : 1, sizeof(int));
     vm->chunk_refs = av_calloc(set->n ? set->n : 1, sizeof(int));
@@ -822,7 +237,7 @@ static vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad
     /* r's metatable: methods read-only, r itself read-only but for ctx */
     lua_createtable(L, 0, 3);
     lua_newtable(L);
-    for (const luaL_Reg *f = r_methods; f->name; f++) {
+    for (const luaL_Reg *f = av_pol_r_methods; f->name; f++) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);
     }
@@ -842,7 +257,7 @@ static vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, int *bad
     lua_setmetatable(L, safe);
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
     for (size_t i = 0; i < set->n; i++) {
-        const pol_t *p = &set->pol[i];
+        const av_pol_t *p = &set->pol[i];
         char chunk[600];
         snprintf(chunk, sizeof(chunk), "@%s", p->path);
         *bad = (int)i;
@@ -918,7 +333,7 @@ static char *read_source(const char *path, size_t *len, char *err, size_t errlen
 }
 
 /* Checks the table a policy returned (in vm) and notes its phases. */
-static int check_policy(vm_t *vm, pol_t *p, size_t i, char *err, size_t errlen)
+static int check_policy(av_pol_vm_t *vm, av_pol_t *p, size_t i, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, vm->refs[i]);
@@ -977,7 +392,7 @@ av_policies_t *av_policies_load(const char *dir, const char *const *names, size_
     p->lim = *lim;
     p->pol = av_calloc(n ? n : 1, sizeof(*p->pol));
     for (size_t i = 0; i < n; i++) {
-        pol_t *q = &p->pol[p->n];
+        av_pol_t *q = &p->pol[p->n];
         for (const char *c = names[i]; *c; c++)
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
                   *c == '-')) {
@@ -998,7 +413,7 @@ av_policies_t *av_policies_load(const char *dir, const char *const *names, size_
             return NULL;
         }
     }
-    vm_t *vm = vm_new(p, err, errlen, bad); /* compiles them all; the selftests run in it */
+    av_pol_vm_t *vm = vm_new(p, err, errlen, bad); /* compiles them all; the selftests run in it */
     if (vm == NULL) {
         av_policies_free(p);
         return NULL;
@@ -1018,7 +433,7 @@ void av_policies_free(av_policies_t *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < MAX_WORKERS; i++)
+    for (size_t i = 0; i < AV_POLICY_MAX_WORKERS; i++)
         vm_free(p->vms[i]);
     for (size_t i = 0; i < p->n; i++) {
         free(p->pol[i].name);
@@ -1040,11 +455,11 @@ int av_policies_find(const av_policies_t *p, const char *name)
 /* ---- phases ---- */
 
 /* The worker's VM of the request's generation, made on first use. */
-static vm_t *worker_vm(av_req_t *req)
+static av_pol_vm_t *worker_vm(av_req_t *req)
 {
     av_policies_t *set = req->cfg->policies;
     int w = req->worker->id;
-    if (set == NULL || w < 0 || w >= MAX_WORKERS)
+    if (set == NULL || w < 0 || w >= AV_POLICY_MAX_WORKERS)
         return NULL;
     if (set->vms[w] == NULL) {
         char err[1024];
@@ -1058,7 +473,7 @@ static vm_t *worker_vm(av_req_t *req)
     return set->vms[w];
 }
 
-static void free_preq(preq_t *pr)
+static void free_preq(av_pol_req_t *pr)
 {
     if (pr->vm == NULL)
         return;
@@ -1070,18 +485,18 @@ static void free_preq(preq_t *pr)
     pr->vm = NULL;
 }
 
-static preq_t *preq(av_req_t *req)
+static av_pol_req_t *preq(av_req_t *req)
 {
     if (req->policy != NULL)
         return req->policy;
-    preq_t *pr = av_arena_calloc(req->arena, sizeof(*pr));
+    av_pol_req_t *pr = av_arena_calloc(req->arena, sizeof(*pr));
     pr->r_ref = pr->body_ref = LUA_NOREF;
     req->policy = pr;
     return pr;
 }
 
 /* Pushes r, made on the request's first call. */
-static void push_r(vm_t *vm, preq_t *pr)
+static void push_r(av_pol_vm_t *vm, av_pol_req_t *pr)
 {
     lua_State *L = vm->L;
     if (pr->r_ref != LUA_NOREF) {
@@ -1104,8 +519,8 @@ static int run_phase(av_req_t *req, unsigned ph, int ph_index, av_headers_t *res
     const av_route_t *rt = req->route;
     if (rt == NULL || rt->npolicies == 0)
         return 0;
-    vm_t *vm = worker_vm(req);
-    preq_t *pr = preq(req);
+    av_pol_vm_t *vm = worker_vm(req);
+    av_pol_req_t *pr = preq(req);
     if (vm == NULL) { /* cannot happen once the set loaded; treated as every policy failing */
         pr->errors++;
         for (size_t k = 0; k < rt->npolicies; k++)
@@ -1129,7 +544,7 @@ static int run_phase(av_req_t *req, unsigned ph, int ph_index, av_headers_t *res
     int stop = 0;
     for (size_t k = 0; k < rt->npolicies && !stop; k++) {
         size_t i = (size_t)rt->policies[k];
-        const pol_t *p = &vm->set->pol[i];
+        const av_pol_t *p = &vm->set->pol[i];
         if (!(p->phases & ph))
             continue;
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->refs[i]);
@@ -1145,7 +560,7 @@ static int run_phase(av_req_t *req, unsigned ph, int ph_index, av_headers_t *res
                     : p->fail_closed  ? "fail-closed: the request is refused"
                                       : "fail-open: the request goes on",
                     err);
-            verdict(pr, p->name, "error", phase_fn[ph_index]);
+            av_pol_verdict(pr, p->name, "error", phase_fn[ph_index]);
             if (p->fail_closed && ph != PH_COMPLETE && !pr->denied) {
                 pr->denied = 1;
                 pr->status = 503;
@@ -1266,7 +681,7 @@ static void put_event(struct evbuffer *out, const char *name, size_t name_len, c
 }
 
 /* The dialect's way to end a stream with an error a client SDK raises. */
-static void put_stop(av_req_t *req, preq_t *pr, struct evbuffer *out)
+static void put_stop(av_req_t *req, av_pol_req_t *pr, struct evbuffer *out)
 {
     struct evbuffer *e = evbuffer_new();
     int dialect = av_body_dialect(req);
@@ -1297,8 +712,8 @@ static void put_stop(av_req_t *req, preq_t *pr, struct evbuffer *out)
 int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer *out)
 {
     const av_route_t *rt = req->route;
-    vm_t *vm = worker_vm(req);
-    preq_t *pr = preq(req);
+    av_pol_vm_t *vm = worker_vm(req);
+    av_pol_req_t *pr = preq(req);
     if (pr->stopped)
         return 1;
     if (vm == NULL) {
@@ -1412,7 +827,7 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
     int text0 = lua_gettop(L);
     for (size_t k = 0; k < rt->npolicies && !pr->stopped; k++) {
         size_t i = (size_t)rt->policies[k];
-        const pol_t *p = &vm->set->pol[i];
+        const av_pol_t *p = &vm->set->pol[i];
         if (!(p->phases & PH_CHUNK))
             continue;
         lua_rawgeti(L, LUA_REGISTRYINDEX, vm->chunk_refs[i]);
@@ -1424,7 +839,7 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             av_worker_policy_count(req->worker, p->name, "errors", 1);
             AV_WARN("policy %s: request %s: on_chunk failed (%s): %s", p->name, req->id,
                     p->fail_closed ? "fail-closed: the stream is stopped" : "fail-open: the stream goes on", err);
-            verdict(pr, p->name, "error", "on_chunk");
+            av_pol_verdict(pr, p->name, "error", "on_chunk");
             if (p->fail_closed) {
                 pr->stopped = 1;
                 snprintf(pr->stop_rule, sizeof(pr->stop_rule), "policy_error");
@@ -1503,19 +918,19 @@ void av_policy_done(av_req_t *req)
 
 size_t av_policy_verdicts(const av_req_t *req, const av_verdict_t **v)
 {
-    const preq_t *pr = req->policy;
+    const av_pol_req_t *pr = req->policy;
     *v = pr ? pr->verdicts : NULL;
     return pr ? pr->nverdicts : 0;
 }
 
 int av_policy_errors(const av_req_t *req)
 {
-    return req->policy ? ((const preq_t *)req->policy)->errors : 0;
+    return req->policy ? ((const av_pol_req_t *)req->policy)->errors : 0;
 }
 
 void av_policy_denial(const av_req_t *req, int *status, const char **code, const char **message)
 {
-    const preq_t *pr = req->policy;
+    const av_pol_req_t *pr = req->policy;
     *status = pr->status;
     *code = pr->code;
     *message = pr->message;
