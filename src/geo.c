@@ -146,8 +146,9 @@ static void put_ip(char *out, size_t outlen, const char *s, size_t n)
 
 void av_geo_client_ip(const av_geo_t *g, const av_req_t *req, char *out, size_t outlen)
 {
-    put_ip(out, outlen, req->client_ip, strlen(req->client_ip));
-    if (!trusted(g, req->client_ip, strlen(req->client_ip)))
+    size_t peer_len = strlen(req->client_ip);
+    put_ip(out, outlen, req->client_ip, peer_len);
+    if (!trusted(g, req->client_ip, peer_len))
         return;
     /* walk X-Forwarded-For from the right: the first hop not ours is the client */
     for (size_t i = req->headers.n; i-- > 0;) {

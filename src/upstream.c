@@ -186,14 +186,12 @@ static int on_body(http_parser *p, const char *at, size_t n)
     if (u->body_len == 0) {
         u->body_at = at; /* in the read's buffer until the parse is over */
     } else {
-        if (u->body_at != w->up_body) { /* the second piece: the first moves too */
-            char *b = body_room(w, u->body_len + n);
+        int first_in_place = u->body_at != w->up_body; /* the second piece: the first moves too */
+        char *b = body_room(w, u->body_len + n);
+        if (first_in_place)
             memcpy(b, u->body_at, u->body_len);
-        } else {
-            body_room(w, u->body_len + n);
-        }
-        u->body_at = w->up_body;
-        memcpy(w->up_body + u->body_len, at, n);
+        u->body_at = b;
+        memcpy(b + u->body_len, at, n);
     }
     u->body_len += n;
     av_req_t *req = u->req;
