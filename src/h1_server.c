@@ -41,8 +41,7 @@ struct av_h1conn_s {
     const char *reject_code;
     int keepalive;      /* the client wants the connection kept */
     int resp_keepalive; /* and this response allows it */
-    int chunked, no_body;
-    h1_acc_t chunk;     /* a chunked body's pieces since the last flush, after room for the size line */
+    int chunked, no_body; /* a chunked body's pieces since the last flush are in w->h1_chunk */
     struct event *timer;
     char client_ip[48];
     int tls;
@@ -157,12 +156,17 @@ static void respond_head(av_req_t *req, int status, const av_headers_t *hdrs, in
 
 /* Room before a staged chunk's bytes for its size line: sixteen hex digits and CRLF. */
 #define CHUNK_HEAD 18
-/* A chunk buffer grown past this is let go once sent: an idle connection keeps at most this much. */
-#define CHUNK_KEEP (16u * 1024u)
+/* The stage grown past this is let go once sent: an idle worker keeps at most this much. */
+#define CHUNK_KEEP (64u * 1024u)
+
+static void flush_out(av_h1conn_t *c);
 
 /* A chunked body's pieces are staged and sent as one chunk at the flush
  * that ends the backend's read (or at the end): a read of twenty events
- * costs one chunk's framing, not twenty; nothing waits past the read. */
+ * costs one chunk's framing, not twenty; nothing waits past the read. The
+ * stage is the worker's, not the connection's, so the bytes copied into it
+ * land in memory the last read used, still in the cache; a connection
+ * staging while another's chunk waits there flushes that one first. */
 static void respond_body(av_req_t *req, const char *data, size_t len)
 {
     av_h1conn_t *c = req->client_ctx;
@@ -172,32 +176,49 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
         evbuffer_add(av_sock_output(c->sock), data, len);
         return;
     }
-    h1_acc_t *a = &c->chunk;
-    if (a->len == 0)
-        a->len = CHUNK_HEAD;
-    acc_add(a, data, len);
+    av_worker_t *w = c->w;
+    if (w->h1_chunk_owner != c) {
+        if (w->h1_chunk_owner != NULL)
+            flush_out(w->h1_chunk_owner);
+        w->h1_chunk_owner = c;
+        w->h1_chunk_len = CHUNK_HEAD;
+    }
+    size_t need = w->h1_chunk_len + len + 2; /* the CRLF after it */
+    if (need > w->h1_chunk_cap) {
+        size_t cap = w->h1_chunk_cap ? w->h1_chunk_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        w->h1_chunk = av_realloc(w->h1_chunk, cap);
+        w->h1_chunk_cap = cap;
+    }
+    memcpy(w->h1_chunk + w->h1_chunk_len, data, len);
+    w->h1_chunk_len += len;
 }
 
 /* The staged pieces as one chunk: its size line written into the room
  * before them, CRLF after. */
 static void send_chunk(av_h1conn_t *c)
 {
-    h1_acc_t *a = &c->chunk;
-    if (a->len == 0)
+    av_worker_t *w = c->w;
+    if (w->h1_chunk_owner != c)
         return;
-    size_t n = a->len - CHUNK_HEAD, start = CHUNK_HEAD - 2;
-    a->p[CHUNK_HEAD - 2] = '\r';
-    a->p[CHUNK_HEAD - 1] = '\n';
+    char *p = w->h1_chunk;
+    size_t n = w->h1_chunk_len - CHUNK_HEAD, start = CHUNK_HEAD - 2;
+    p[CHUNK_HEAD - 2] = '\r';
+    p[CHUNK_HEAD - 1] = '\n';
     do {
-        a->p[--start] = "0123456789abcdef"[n & 15];
+        p[--start] = "0123456789abcdef"[n & 15];
         n >>= 4;
     } while (n > 0);
-    acc_add(a, "\r\n", 2);
-    evbuffer_add(av_sock_output(c->sock), a->p + start, a->len - start);
-    a->len = 0;
-    if (a->cap > CHUNK_KEEP) {
-        free(a->p);
-        *a = (h1_acc_t){0};
+    p[w->h1_chunk_len] = '\r';
+    p[w->h1_chunk_len + 1] = '\n';
+    evbuffer_add(av_sock_output(c->sock), p + start, w->h1_chunk_len + 2 - start);
+    w->h1_chunk_owner = NULL;
+    w->h1_chunk_len = 0;
+    if (w->h1_chunk_cap > CHUNK_KEEP) {
+        free(w->h1_chunk);
+        w->h1_chunk = NULL;
+        w->h1_chunk_cap = 0;
     }
 }
 
@@ -277,7 +298,8 @@ static void respond_abort(av_req_t *req)
 static size_t pending(av_req_t *req)
 {
     av_h1conn_t *c = req->client_ctx;
-    return av_sock_pending(c->sock) + (c->chunk.len > 0 ? c->chunk.len - CHUNK_HEAD : 0);
+    size_t staged = c->w->h1_chunk_owner == c ? c->w->h1_chunk_len - CHUNK_HEAD : 0;
+    return av_sock_pending(c->sock) + staged;
 }
 
 static const av_client_ops_t h1_ops = {
@@ -535,7 +557,8 @@ static void conn_free(av_h1conn_t *c)
     free(c->url.p);
     free(c->name.p);
     free(c->value.p);
-    free(c->chunk.p);
+    if (w->h1_chunk_owner == c)
+        w->h1_chunk_owner = NULL; /* its staged bytes go with it */
     free(c);
     av_worker_conn_closed(w);
 }
@@ -580,4 +603,7 @@ void av_h1_close_all(av_worker_t *w)
             av_req_client_gone(c->req);
         conn_free(c);
     }
+    free(w->h1_chunk);
+    w->h1_chunk = NULL;
+    w->h1_chunk_cap = 0;
 }

@@ -39,6 +39,9 @@ struct av_worker_s {
     av_h2pool_t *h2pools;                  /* HTTP/2 backend pools */
     char *up_body;                         /* upstream.c: the body pieces of the parse under way */
     size_t up_body_cap;
+    char *h1_chunk;                        /* h1_server.c: the chunk being staged, one connection's at a time */
+    size_t h1_chunk_len, h1_chunk_cap;
+    struct av_h1conn_s *h1_chunk_owner;    /* whose it is, or NULL */
     TAILQ_HEAD(, av_front_s) fronts;      /* connections still choosing a protocol */
     TAILQ_HEAD(, av_h1conn_s) h1conns;
     TAILQ_HEAD(, av_h2conn_s) h2conns;

@@ -106,6 +106,25 @@ for combo in "h1 --http1.1" "h1 --http2-prior-knowledge" "h2c --http1.1" "h2c --
     check "SSE, $1 backend, $2 client: $n events over ${spread} ms, as the backend sent them" \
         test "$n" -ge 9 -a "$spread" -ge 350
 done
+# sixteen HTTP/1.1 clients streaming at once from one multiplexed backend
+# connection: one read carries DATA for several of them, each staged and
+# framed as its own chunk (the stage is the worker's, handed from one to the next)
+cpids=""
+for i in $(seq 16); do
+    curl -s -N --max-time 20 -H "x-route: h2c" -H 'x-sim-tokens: 60' -H 'x-sim-tps: 3000' \
+        "http://$AV/v1/chat/completions" -d "$SBODY" -o "$T/many.$i" &
+    cpids="$cpids $!"
+done
+bad=0
+for p in $cpids; do wait "$p" || bad=$((bad + 1)); done
+whole=0
+for i in $(seq 16); do
+    [ "$(grep -c '^data: {' "$T/many.$i")" -eq "$(grep -c '^data: {' "$T/many.1")" ] &&
+        [ "$(tail -c 14 "$T/many.$i")" = "$(printf 'data: [DONE]\n\n')" ] && whole=$((whole + 1))
+done
+is "16 h1 clients streaming at once over one h2 backend: curl found every chunked body well-formed" "$bad" 0
+is "... and each of the 16 streams is whole: $(grep -c '^data: {' "$T/many.1") events, then [DONE]" "$whole" 16
+
 # on the client hop, nghttp sees each event in its own DATA frame (events the
 # backend writes at the same instant, like the closing ones, may share one)
 frames=$(nghttp -v -H 'x-sim-tokens: 6' -H 'x-sim-tps: 20' -H 'x-sim-ttft-ms: 50' -H "x-route: h2c" \
