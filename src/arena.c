@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "av.h"
+#include "mcache.h"
 
 typedef struct av_chunk_s {
     struct av_chunk_s *next;
@@ -26,7 +27,7 @@ struct av_arena_s {
 
 static av_chunk_t *chunk_new(size_t size)
 {
-    av_chunk_t *c = av_malloc(sizeof(*c) + size);
+    av_chunk_t *c = av_mc_alloc(sizeof(*c) + size);
     c->next = NULL;
     c->size = size;
     c->used = 0;
@@ -36,7 +37,8 @@ static av_chunk_t *chunk_new(size_t size)
 av_arena_t *av_arena_new(size_t first_chunk)
 {
     av_arena_t *a = av_calloc(1, sizeof(*a));
-    a->chunk_size = first_chunk ? first_chunk : 4096;
+    /* the chunk and its header in first_chunk bytes: a power of two stays one */
+    a->chunk_size = (first_chunk > 2 * sizeof(av_chunk_t) ? first_chunk : 4096) - sizeof(av_chunk_t);
     a->chunks = chunk_new(a->chunk_size);
     return a;
 }
@@ -50,7 +52,7 @@ void av_arena_free(av_arena_t *a)
     av_chunk_t *c = a->chunks;
     while (c != NULL) {
         av_chunk_t *next = c->next;
-        free(c);
+        av_mc_free(c);
         c = next;
     }
     free(a);

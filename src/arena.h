@@ -8,6 +8,7 @@
 typedef struct av_arena_s av_arena_t;
 typedef void (*av_arena_cleanup_cb)(void *arg);
 
+/* first_chunk: the bytes of each chunk, its header included (0: 4096). */
 av_arena_t *av_arena_new(size_t first_chunk);
 /* Runs the cleanups (last registered first), then frees every chunk. */
 void av_arena_free(av_arena_t *a);

@@ -15,6 +15,7 @@
 #include "av.h"
 #include "jsonw.h"
 #include "log.h"
+#include "mcache.h"
 #include "policy.h"
 
 struct av_kpilog_s {
@@ -197,6 +198,7 @@ static void *writer(void *arg)
     }
     pthread_mutex_unlock(&l->lock);
     evbuffer_free(batch);
+    av_mc_thread_release(); /* the chains it freed */
     return NULL;
 }
 

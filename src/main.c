@@ -18,6 +18,7 @@
 #include "kpilog.h"
 #include "listener.h"
 #include "log.h"
+#include "mcache.h"
 #include "policy_test.h"
 #include "report.h"
 #include "rollout.h"
@@ -230,6 +231,8 @@ static int write_ready_file(av_main_t *m)
 
 int main(int argc, char **argv)
 {
+    /* before libevent allocates anything: its buffer chains come and go with each request */
+    event_set_mem_functions(av_mc_alloc, av_mc_realloc, av_mc_free);
     if (argc > 1 && strcmp(argv[1], "report") == 0)
         return av_report_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "policy-test") == 0)
@@ -382,5 +385,6 @@ int main(int argc, char **argv)
     av_config_unref(m.cfg);
     av_split_reg_free(m.splits);
     libevent_global_shutdown();
+    av_mc_thread_release();
     return 0;
 }

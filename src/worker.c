@@ -17,6 +17,7 @@
 #include "kpilog.h"
 #include "shadow.h"
 #include "log.h"
+#include "mcache.h"
 #include "upstream.h"
 
 struct av_worker_listener_s {
@@ -194,6 +195,7 @@ static void *worker_main(void *arg)
 {
     av_worker_t *w = arg;
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    av_mc_thread_release(); /* the teardown runs on the main thread */
     __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
