@@ -100,10 +100,11 @@ static void test_mcache_realloc(void)
     p = av_mc_realloc(p, 5000);
     CHECK(memcmp(p, "0123456789", 10) == 0);
     memset(p + 10, 'x', 4990);
-    char *same = av_mc_realloc(p, 4000);  /* smaller: kept in place */
-    CHECK(same == p);
+    char *same = av_mc_realloc(p, 4000);  /* smaller: kept in place (glibc's realloc may move it) */
+    CHECK(!av_mc_enabled() || same == p);
+    p = same;
     p = av_mc_realloc(p, 40000);
-    CHECK(memcmp(p, "0123456789", 10) == 0 && p[4999] == 'x');
+    CHECK(memcmp(p, "0123456789", 10) == 0 && p[3999] == 'x');
     av_mc_free(p);
     av_mc_thread_release();
 }
