@@ -194,11 +194,12 @@ static void *writer(void *arg)
                    evbuffer_get_length(batch));
             evbuffer_drain(batch, evbuffer_get_length(batch));
         }
+        av_mc_thread_release(); /* the workers' chains it freed: this thread allocates none */
         pthread_mutex_lock(&l->lock);
     }
     pthread_mutex_unlock(&l->lock);
     evbuffer_free(batch);
-    av_mc_thread_release(); /* the chains it freed */
+    av_mc_thread_release();
     return NULL;
 }
 

@@ -8,7 +8,9 @@
 # the proxies in an order that rotates from round to round (none always runs first);
 # the ratios are taken within a round (same conditions) and their median is reported.
 # With BASE=OTHER_BUILDDIR, an aviary from that build runs too (same config, same sim) and
-# the new/base ratios say what a change cost, measured in the same run.
+# the new/base ratios say what a change cost, measured in the same run. STREAM_USAGE=false:
+# aviary does not ask the sim for the usage event of streams (the base build is not told),
+# to tell what the sim's extra event costs the run from what aviary's reading costs.
 # Needs: apt-get install nginx-light wrk. Not part of the test run.
 set -eu
 B=${1:-build}
@@ -29,10 +31,12 @@ pids="$pids $!"
 for _ in $(seq 100); do [ -s "$T/sim.port" ] && break; sleep 0.05; done
 SIM=$(cat "$T/sim.port")
 
+SU=""  # left out unless asked for: a BASE build from before usage does not know the key
+[ -z "${STREAM_USAGE:-}" ] || SU=", \"stream_usage\": $STREAM_USAGE"
 cat >"$T/aviary.json" <<JSON
 {"listen": [{"address": "127.0.0.1:0"}], "workers": 1, "admin": {"address": "127.0.0.1:0"},
  "log": {"kpi": "$T/kpi.log", "level": "warn"},
- "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256}},
+ "backends": {"sim": {"url": "http://127.0.0.1:$SIM", "max_connections": 256$SU}},
  "routes": [{"name": "chat", "match": {"path_prefix": "/v1/"},
              "variants": [{"name": "stable", "backend": "sim", "model": "bench-model"}]}]}
 JSON
@@ -43,7 +47,7 @@ for _ in $(seq 100); do [ -s "$T/ready" ] && break; sleep 0.05; done
 AV=$(awk '$1 == "listen" {print $2; exit}' "$T/ready")
 BASE_PID=""
 if [ -n "${BASE:-}" ]; then
-    sed "s|$T/kpi.log|$T/kpi-base.log|" "$T/aviary.json" >"$T/base.json"
+    sed -e "s|$T/kpi.log|$T/kpi-base.log|" -e 's|, "stream_usage": [a-z]*||' "$T/aviary.json" >"$T/base.json"
     taskset -c "$PROXY_CPU" "$BASE/src/aviary" -c "$T/base.json" --ready-file "$T/ready-base" 2>"$T/base.err" &
     BASE_PID=$!
     pids="$pids $!"
