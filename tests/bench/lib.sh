@@ -59,12 +59,12 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # to_ms VALUE: wrk's "1.23ms" / "456.00us" / "1.02s" in milliseconds
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-# wrk_run NAME PID URL MODE CONC: one wrk run ($T/MODE.lua, SECS seconds) against URL; records and
-# prints req/s, p50, p99 and the CPU time PID (and its children) spent per request
+# wrk_run NAME PID URL MODE CONC [SUFFIX]: one wrk run ($T/MODE[SUFFIX].lua, SECS seconds) against
+# URL; records and prints req/s, p50, p99 and the CPU time PID (and its children) spent per request
 wrk_run() {
     local t0 t1 out nreq cpu rps p50 p99 errs
     t0=$(ticks "$2")
-    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$5" -d"${SECS}s" --latency -s "$T/$4.lua" "$3" 2>&1)
+    out=$(taskset -c "$OTHER_CPU" wrk -t1 -c"$5" -d"${SECS}s" --latency -s "$T/$4${6:-}.lua" "$3" 2>&1)
     t1=$(ticks "$2")
     nreq=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
     cpu=$(cpu_per_req $((t1 - t0)) "$nreq")

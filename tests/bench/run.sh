@@ -11,6 +11,9 @@
 # the new/base ratios say what a change cost, measured in the same run. STREAM_USAGE=false:
 # aviary does not ask the sim for the usage event of streams (the base build is not told),
 # to tell what the sim's extra event costs the run from what aviary's reading costs.
+# BASE_ASKS_USAGE=1: the base build's streamed requests ask for the usage event themselves
+# (stream_options.include_usage), so the sim does the same work for both builds and sends
+# them the same bytes (the base relays the event, aviary keeps it from the client).
 # Needs: apt-get install nginx-light wrk. Not part of the test run.
 set -eu
 B=${1:-build}
@@ -66,11 +69,16 @@ printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nw
     "'{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/json.lua"
 printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' \
     "'{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/stream.lua"
+cp "$T/json.lua" "$T/json-asks.lua"
+printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' \
+    "'{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}'" >"$T/stream-asks.lua"
+BASE_SUFFIX=""
+[ -z "${BASE_ASKS_USAGE:-}" ] || BASE_SUFFIX=-asks
 
-run() { # name url mode conc: wrk_run (lib.sh) with the process that serves it
+run() { # name url mode conc [suffix]: wrk_run (lib.sh) with the process that serves it
     local who=""
     case "$1" in aviary) who=$AV_PID ;; base) who=$BASE_PID ;; nginx) who=$NG_PID ;; direct) who=$SIM_PID ;; esac
-    wrk_run "$1" "$who" "$2" "$3" "$4"
+    wrk_run "$1" "$who" "$2" "$3" "$4" "${5:-}"
 }
 
 echo "== $(date -u +%FT%TZ), $NCPU cores, ${SECS}s per run, $ROUNDS rounds; proxies pinned to CPU $PROXY_CPU, one worker each"
@@ -87,7 +95,7 @@ for round in $(seq "$ROUNDS"); do
             for who in "${order[@]}"; do
                 case $who in
                 aviary) run aviary "http://$AV/v1/chat/completions" $mode $c ;;
-                base) run base "http://$AVB/v1/chat/completions" $mode $c ;;
+                base) run base "http://$AVB/v1/chat/completions" $mode $c "$BASE_SUFFIX" ;;
                 nginx) run nginx "http://127.0.0.1:$NG/v1/chat/completions" $mode $c ;;
                 esac
             done
@@ -107,7 +115,7 @@ for mode in json stream; do
 done
 if [ -n "$BASE_PID" ]; then
     echo
-    echo "== aviary / base ($BASE), median over $ROUNDS rounds of the ratio within each round"
+    echo "== aviary / base ($BASE${BASE_SUFFIX:+, its streams asking for usage}), median over $ROUNDS rounds of the ratio within each round"
     for mode in json stream; do
         for c in 1 64; do
             ratio_line "$mode/$c" "aviary/$mode/$c" "base/$mode/$c" "direct/$mode/$c"
