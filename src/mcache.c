@@ -3,7 +3,7 @@
  * from anywhere can serve any request not larger); a request in that range
  * rounds up to its power of two and takes from the list first. Each list
  * keeps at most MC_KEEP blocks and MC_KEEP_BYTES, so a thread holds at most
- * about 1.5 MiB it does not use. */
+ * about 880 KiB it does not use. */
 #include "mcache.h"
 
 #include <malloc.h>
@@ -27,7 +27,7 @@
 #define MC_MAX_SHIFT 16 /* 64 KiB */
 #define MC_CLASSES (MC_MAX_SHIFT - MC_MIN_SHIFT + 1)
 #define MC_KEEP 64
-#define MC_KEEP_BYTES (256u * 1024u)
+#define MC_KEEP_BYTES (128u * 1024u)
 
 typedef struct mc_block_s {
     struct mc_block_s *next;
@@ -72,7 +72,7 @@ void av_mc_free(void *p)
             if (shift > MC_MAX_SHIFT)
                 shift = MC_MAX_SHIFT;
             unsigned k = shift - MC_MIN_SHIFT;
-            if (mc.count[k] < MC_KEEP && ((size_t)mc.count[k] << shift) < MC_KEEP_BYTES) {
+            if (mc.count[k] < MC_KEEP && ((size_t)(mc.count[k] + 1) << shift) <= MC_KEEP_BYTES) {
                 mc_block_t *b = p;
                 b->next = mc.head[k];
                 mc.head[k] = b;

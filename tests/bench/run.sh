@@ -123,5 +123,5 @@ if [ -n "$BASE_PID" ]; then
     done
 fi
 echo
-echo "aviary RSS: ${RSS_START} KiB after round 1, ${RSS_END} KiB after round $ROUNDS (flat under sustained load)"
+echo "aviary RSS: ${RSS_START} KiB after round 1, ${RSS_END} KiB after round $ROUNDS ($((RSS_END - RSS_START)) KiB more)"
 echo "aviary KPI lines written: $(wc -l <"$T/kpi.log" 2>/dev/null || echo 0) (the KPI log is on during the runs)"

@@ -82,8 +82,8 @@ static void test_mcache_bounds(void)
     for (int i = 0; i < 100; i++)
         av_mc_free(b[i]);
     size_t kept = av_mc_cached_bytes();
-    CHECK(kept <= 64 * 4200);             /* at most 64 blocks and 256 KiB of a size */
-    CHECK(!av_mc_enabled() || kept >= 63 * 4096);
+    CHECK(kept <= 32 * 4200);             /* at most 64 blocks and 128 KiB of a size */
+    CHECK(!av_mc_enabled() || kept >= 31 * 4096);
     av_mc_thread_release();
     /* blocks under 256 bytes are glibc's; over 128 KiB not kept */
     av_mc_free(av_mc_alloc(100));
