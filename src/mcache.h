@@ -3,9 +3,9 @@
  * buffers and their chains). glibc's own per-thread cache keeps seven
  * blocks of a size up to 1 KiB; with dozens of requests in flight the rest
  * walk its bins and touch the neighbours' headers: about a tenth of a
- * request's instructions before this cache. Built out
- * under AddressSanitizer, so that every block goes back to it and a use
- * after free is still caught. */
+ * request's instructions before this cache. Built out under
+ * AddressSanitizer, so that every block goes back to it and a use after
+ * free is still caught. */
 #ifndef AV_MCACHE_H
 #define AV_MCACHE_H
 
