@@ -41,6 +41,15 @@ void *av_realloc(void *p, size_t n)
     return q;
 }
 
+void av_grow_to(char **p, size_t *cap, size_t need, size_t first)
+{
+    size_t c = *cap ? *cap : first;
+    while (c < need)
+        c *= 2;
+    *p = av_realloc(*p, c);
+    *cap = c;
+}
+
 char *av_strndup(const char *s, size_t n)
 {
     char *p = av_malloc(n + 1);

@@ -28,6 +28,14 @@ void *av_malloc(size_t n);
 void *av_calloc(size_t n, size_t size);
 void *av_realloc(void *p, size_t n);
 char *av_strdup(const char *s);
+/* Grows *p (*cap bytes) to hold need bytes, doubling from first (or from
+ * *cap), contents kept: a growing buffer's one way to get room. */
+void av_grow_to(char **p, size_t *cap, size_t need, size_t first);
+static inline void av_grow(char **p, size_t *cap, size_t need, size_t first)
+{
+    if (AV_UNLIKELY(need > *cap))
+        av_grow_to(p, cap, need, first);
+}
 char *av_strndup(const char *s, size_t n);
 void av_oom(void) __attribute__((noreturn));
 

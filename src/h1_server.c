@@ -52,13 +52,7 @@ static void read_cb(av_sock_t *s, void *arg);
 
 static int acc_add(h1_acc_t *a, const char *p, size_t n)
 {
-    if (a->len + n + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap : 256;
-        while (cap < a->len + n + 1)
-            cap *= 2;
-        a->p = av_realloc(a->p, cap);
-        a->cap = cap;
-    }
+    av_grow(&a->p, &a->cap, a->len + n + 1, 256);
     memcpy(a->p + a->len, p, n);
     a->len += n;
     a->p[a->len] = '\0';
@@ -183,14 +177,7 @@ static void respond_body(av_req_t *req, const char *data, size_t len)
         w->h1_chunk_owner = c;
         w->h1_chunk_len = CHUNK_HEAD;
     }
-    size_t need = w->h1_chunk_len + len + 2; /* the CRLF after it */
-    if (need > w->h1_chunk_cap) {
-        size_t cap = w->h1_chunk_cap ? w->h1_chunk_cap : 4096;
-        while (cap < need)
-            cap *= 2;
-        w->h1_chunk = av_realloc(w->h1_chunk, cap);
-        w->h1_chunk_cap = cap;
-    }
+    av_grow(&w->h1_chunk, &w->h1_chunk_cap, w->h1_chunk_len + len + 2, 4096); /* and the CRLF after it */
     memcpy(w->h1_chunk + w->h1_chunk_len, data, len);
     w->h1_chunk_len += len;
 }

@@ -99,13 +99,7 @@ static int acc_add(av_upconn_t *u, const char *p, size_t n)
     u->header_bytes += n;
     if (u->header_bytes > AV_BACKEND_MAX_HEADER_BYTES)
         return -1;
-    if (u->acc_len + n + 2 > u->acc_cap) {
-        size_t cap = u->acc_cap ? u->acc_cap : 512;
-        while (cap < u->acc_len + n + 2)
-            cap *= 2;
-        u->acc = av_realloc(u->acc, cap);
-        u->acc_cap = cap;
-    }
+    av_grow(&u->acc, &u->acc_cap, u->acc_len + n + 2, 512);
     memcpy(u->acc + u->acc_len, p, n);
     u->acc_len += n;
     return 0;
@@ -166,13 +160,7 @@ static int on_headers_complete(http_parser *p)
 
 static char *body_room(av_worker_t *w, size_t need)
 {
-    if (need > w->up_body_cap) {
-        size_t cap = w->up_body_cap ? w->up_body_cap : 16384;
-        while (cap < need)
-            cap *= 2;
-        w->up_body = av_realloc(w->up_body, cap);
-        w->up_body_cap = cap;
-    }
+    av_grow(&w->up_body, &w->up_body_cap, need, 16384);
     return w->up_body;
 }
 

@@ -707,13 +707,7 @@ static void read_response_object(av_usage_t *u, const char *s, size_t n, uint64_
 
 static void grow(char **p, size_t *cap, size_t need)
 {
-    if (need <= *cap)
-        return;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    *p = av_realloc(*p, c);
-    *cap = c;
+    av_grow(p, cap, need, 256);
 }
 
 /* Moves the event's data line from the caller's buffer into our own. */
