@@ -16,6 +16,9 @@
 #define AV_EIO      (-3)   /* a system call failed; errno is kept */
 #define AV_ELIMIT   (-4)   /* a configured limit was reached */
 #define AV_EAGAIN   (-5)   /* try later: resource busy */
+/* A positive status: the object the function was given is closed and freed;
+ * the caller must not touch it again. */
+#define AV_CLOSED   1
 
 #define AV_CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))

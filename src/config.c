@@ -376,15 +376,43 @@ static int parse_url(av_cfg_ctx_t *x, av_backend_t *b)
     size_t hplen = slash ? (size_t)(slash - hp) : strlen(hp);
     if (hplen == 0 || hplen > 255)
         return av_cfg_fail(x, "\"%s\" has no host", u);
+    if (strpbrk(u, "?#") != NULL)
+        return av_cfg_fail(x, "\"%s\": a backend url takes no query or fragment", u);
+    if (memchr(hp, '@', hplen) != NULL)
+        return av_cfg_fail(x, "\"%s\": no credentials in the url (use \"api_key_env\")", u);
     char hostport[300];
     memcpy(hostport, hp, hplen);
     hostport[hplen] = '\0';
-    int has_port = strrchr(hostport, ':') != NULL && strrchr(hostport, ']') < strrchr(hostport, ':');
-    const char *host_end = has_port ? strrchr(hp, ':') : hp + hplen;
-    if (hp[0] == '[') /* [v6]: the name to verify has no brackets */
-        b->tls_name = av_arena_strndup(x->cfg->arena, hp + 1, (size_t)(host_end - hp) - 2);
-    else
-        b->tls_name = av_arena_strndup(x->cfg->arena, hp, (size_t)(host_end - hp));
+    /* host, then an optional :port; an IPv6 host in brackets */
+    const char *host = hostport, *host_end, *port = NULL;
+    if (hostport[0] == '[') {
+        host = hostport + 1;
+        host_end = strchr(host, ']');
+        if (host_end == NULL || host_end == host)
+            return av_cfg_fail(x, "\"%s\": an IPv6 host goes in brackets, like http://[::1]:8000", u);
+        if (host_end[1] == ':')
+            port = host_end + 2;
+        else if (host_end[1] != '\0')
+            return av_cfg_fail(x, "\"%s\": expected :port or / after the ]", u);
+    } else {
+        host_end = strchr(hostport, ':');
+        if (host_end != NULL && strchr(host_end + 1, ':') != NULL)
+            return av_cfg_fail(x, "\"%s\": an IPv6 host goes in brackets, like http://[::1]:8000", u);
+        if (host_end != NULL)
+            port = host_end + 1;
+        else
+            host_end = hostport + hplen;
+        if (host_end == host)
+            return av_cfg_fail(x, "\"%s\" has no host", u);
+    }
+    int has_port = port != NULL;
+    if (has_port) {
+        char *end = NULL;
+        long pn = *port >= '0' && *port <= '9' ? strtol(port, &end, 10) : -1;
+        if (pn < 1 || pn > 65535 || *end != '\0' || end - port > 5)
+            return av_cfg_fail(x, "\"%s\": the port must be a number from 1 to 65535", u);
+    }
+    b->tls_name = av_arena_strndup(x->cfg->arena, host, (size_t)(host_end - host)); /* the name to verify: no brackets */
     if (!has_port)
         strcat(hostport, b->tls ? ":443" : ":80");
     if (av_parse_hostport(hostport, 1, 0, &b->addr, &b->addrlen) != 0)

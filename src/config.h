@@ -66,6 +66,7 @@ typedef struct {
     const char *json;
     size_t json_len;
 } av_param_t;
+#define AV_VARIANT_MAX_PARAMS 64 /* request fields a variant sets */
 
 #include "prompt.h"
 

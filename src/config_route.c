@@ -54,6 +54,8 @@ static int c_params(av_cfg_ctx_t *x, const cJSON *v, void *base)
     if (!cJSON_IsObject(v))
         return av_cfg_fail(x, "expected an object of request fields, like {\"temperature\": 0.2}");
     var->nparams = (size_t)cJSON_GetArraySize(v);
+    if (var->nparams > AV_VARIANT_MAX_PARAMS)
+        return av_cfg_fail(x, "at most %d request fields", AV_VARIANT_MAX_PARAMS);
     var->params = av_arena_calloc(x->cfg->arena, var->nparams * sizeof(*var->params));
     size_t i = 0;
     for (const cJSON *m = v->child; m != NULL; m = m->next, i++) {
@@ -102,6 +104,16 @@ static int load_prompt(av_cfg_ctx_t *x, av_variant_t *var)
         }
         return 0;
     }
+    /* the prompt is written into the member that carries the system message */
+    static const char *const prompt_members[] = {"messages", "system", "instructions"};
+    for (size_t i = 0; i < var->nparams; i++)
+        for (size_t k = 0; k < AV_NELEMS(prompt_members); k++)
+            if (strcmp(var->params[i].name, prompt_members[k]) == 0) {
+                av_cfg_push_key(x, "params");
+                av_cfg_push_key(x, var->params[i].name);
+                return av_cfg_fail(x, "the variant's \"system_prompt\" is written into \"%s\": set one or the other",
+                                   prompt_members[k]);
+            }
     const char *names[64], *values[64];
     size_t n = var->nprompt_vars < 64 ? var->nprompt_vars : 64;
     for (size_t i = 0; i < n; i++) {

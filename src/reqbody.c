@@ -199,6 +199,7 @@ typedef struct {
     edit_t e[AV_BODY_MAX_PARAMS + 8];
     size_t n;
     struct {
+        const char *name;
         const char *p; /* "name":value, in the arena */
         size_t len;
     } add[AV_BODY_MAX_PARAMS + 8]; /* members added after the opening brace */
@@ -238,10 +239,14 @@ static void add_member(edits_t *ed, const char *name, const char *json, size_t j
 {
     if (ed->nadd == AV_NELEMS(ed->add))
         return;
+    for (size_t i = 0; i < ed->nadd; i++)
+        if (strcmp(ed->add[i].name, name) == 0)
+            return; /* the first edit of a member wins */
     size_t nl = strlen(name);
     char *p = av_arena_alloc(ed->arena, AV_JW_STR_MAX(nl) + 1 + json_len), *q = av_jw_str(p, name, nl);
     *q++ = ':';
     memcpy(q, json, json_len);
+    ed->add[ed->nadd].name = name;
     ed->add[ed->nadd].p = p;
     ed->add[ed->nadd++].len = (size_t)(q - p) + json_len;
 }
@@ -456,13 +461,48 @@ static void free_body(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
+/* Whether the variant's params set a member: then its value is the one sent. */
+static int sets_param(const av_variant_t *v, const char *name)
+{
+    for (size_t i = 0; i < v->nparams; i++)
+        if (strcmp(v->params[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Edits in body order. Two edits of one member cannot both apply (the
+ * config keeps a variant's params off the members the gateway edits);
+ * should they meet, the first made wins and the later is dropped, so the
+ * body written is never torn. */
+static void order_edits(edits_t *ed)
+{
+    for (size_t i = 1; i < ed->n; i++) /* insertion sort: stable, and a body has few edits */
+        for (size_t j = i; j > 0 && ed->e[j].at < ed->e[j - 1].at; j--) {
+            edit_t t = ed->e[j];
+            ed->e[j] = ed->e[j - 1];
+            ed->e[j - 1] = t;
+        }
+    size_t kept = 0, end = 0;
+    for (size_t i = 0; i < ed->n; i++) {
+        edit_t *e = &ed->e[i];
+        if (kept > 0 && e->at < end) {
+            if (e->ins != NULL)
+                evbuffer_free(e->ins);
+            continue;
+        }
+        end = e->at + e->del;
+        ed->e[kept++] = *e;
+    }
+    ed->n = kept;
+}
+
 void av_body_rewrite(av_req_t *req, const av_body_t *b)
 {
     const av_variant_t *v = req->variant;
     const char *want = v->model;
     int model_same = want == NULL || (req->client_model != NULL && strcmp(want, req->client_model) == 0 &&
                                       b->n_model == 1);
-    int stream_usage = b->text != NULL && wants_stream_usage(req, b);
+    int stream_usage = b->text != NULL && wants_stream_usage(req, b) && !sets_param(v, "stream_options");
     if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL && !stream_usage))
         return;
     edits_t ed;
@@ -485,13 +525,7 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
         edit_stream_usage(b, &ed);
         req->strip_usage = 1;
     }
-    /* edits in body order; none overlap (each is a different member) */
-    for (size_t i = 1; i < ed.n; i++)
-        for (size_t j = i; j > 0 && ed.e[j].at < ed.e[j - 1].at; j--) {
-            edit_t t = ed.e[j];
-            ed.e[j] = ed.e[j - 1];
-            ed.e[j - 1] = t;
-        }
+    order_edits(&ed);
     /* the new body in one piece: at most the old one, the added members with their
      * commas and the edits' bytes */
     size_t cap = b->len + 1;

@@ -9,7 +9,7 @@
 #include "jscan.h"
 #include "req_t.h"
 
-#define AV_BODY_MAX_PARAMS 64
+#define AV_BODY_MAX_PARAMS AV_VARIANT_MAX_PARAMS
 
 typedef struct {
     const char *text;      /* the body, contiguous; NULL when it is not a JSON object */

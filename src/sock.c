@@ -152,6 +152,11 @@ int av_sock_error(const av_sock_t *s)
     return s->err;
 }
 
+int av_sock_read_closed(const av_sock_t *s)
+{
+    return s->closed_in;
+}
+
 const char *av_sock_error_str(const av_sock_t *s)
 {
     if (s->tls_err[0] != '\0')
@@ -517,10 +522,11 @@ static void read_ev(evutil_socket_t fd, short what, void *arg)
     size_t total = 0;
     int end = s->ssl != NULL ? read_tls(s, &total) : read_plain(s, &total);
     enter(s);
+    if (end != 0) /* known to on_read: the bytes it gets are the last */
+        s->closed_in = 1;
     if (total > 0 && s->on_read != NULL)
         s->on_read(s, s->arg);
     if (!s->dead && end != 0) {
-        s->closed_in = 1;
         update_read(s);
         s->on_event(s, end, s->arg);
     }

@@ -50,6 +50,7 @@ struct av_upconn_s {
     char *acc;             /* header name then value, NUL between */
     size_t acc_len, acc_cap, name_len, header_bytes;
     int in_value, got_bytes, head_done, msg_done, paused, informational;
+    int reused; /* this request went on a kept-alive connection */
     int64_t read_timeout_ms;
     /* the body pieces of one parse (a chunked answer's chunks), handed on
      * together: the first in place, more copied behind it into the worker's
@@ -268,46 +269,94 @@ static void make_idle(av_upconn_t *u)
     pool_kick(pool);
 }
 
-static void complete(av_upconn_t *u)
+/* The answer is whole. Returns AV_CLOSED when u was closed rather than
+ * kept for the next request (0: u is idle, or already serves a waiter). */
+static int complete(av_upconn_t *u)
 {
     av_req_t *req = u->req;
-    int reuse = http_should_keep_alive(&u->parser) &&
+    int reuse = http_should_keep_alive(&u->parser) && !av_sock_read_closed(u->sock) &&
                 evbuffer_get_length(av_sock_input(u->sock)) == 0;
+    int rc = 0;
     if (reuse) {
         make_idle(u);
     } else {
         detach(u);
         conn_close(u);
+        rc = AV_CLOSED;
     }
     av_req_backend_end(req); /* may free req */
+    return rc;
 }
 
-static void parse_input(av_upconn_t *u)
+/* Parses what the backend sent. Returns AV_CLOSED when u was closed (the
+ * answer ended with the connection, or the backend broke the protocol). */
+static int parse_input(av_upconn_t *u)
 {
     struct evbuffer *in = av_sock_input(u->sock);
     while (u->req != NULL && !u->paused) {
         struct evbuffer_iovec v;
         if (evbuffer_get_length(in) == 0 || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            return;
+            return 0;
         size_t n = http_parser_execute(&u->parser, &up_settings, v.iov_base, v.iov_len);
         body_flush(u);
         evbuffer_drain(in, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&u->parser);
-        if (u->msg_done) {
-            complete(u);
-            return;
-        }
+        if (u->msg_done)
+            return complete(u);
         if (e == HPE_PAUSED) { /* the client is slow: stop reading until it drains */
             av_sock_read(u->sock, 0);
-            return;
+            return 0;
         }
         if (e != HPE_OK) {
             AV_INFO("request %s: backend %s sent a malformed response: %s", u->req->id,
                     u->req->variant->backend->name, http_errno_description(e));
             fail(u, AV_ERR_BACKEND_PROTOCOL);
-            return;
+            return AV_CLOSED;
         }
     }
+    return 0;
+}
+
+/* The backend closed or broke the connection. A request sent on a kept-alive
+ * connection that the backend closed before answering a byte (it timed the
+ * connection out as the request went) goes again once on a new connection;
+ * anything else is the request's error. Closes u. */
+static void lost(av_upconn_t *u, const char *err)
+{
+    av_req_t *req = u->req;
+    if (req != NULL && u->reused && !u->got_bytes && !req->retried) {
+        AV_INFO("request %s: backend %s closed a kept-alive connection before answering; sending again",
+                req->id, u->pool->key);
+        req->retried = 1;
+        detach(u);
+        conn_close(u);
+        av_upstream_send(req);
+        return;
+    }
+    fail(u, err);
+}
+
+/* The backend's side has ended: what it sent is parsed first (a body
+ * delimited by the close ends here). Returns AV_CLOSED when u is gone; 0
+ * when a slow client holds the rest, parsed when it drains. */
+static int input_closed(av_upconn_t *u)
+{
+    if (parse_input(u) == AV_CLOSED)
+        return AV_CLOSED;
+    if (u->paused)
+        return 0;
+    if (u->req != NULL) {
+        http_parser_execute(&u->parser, &up_settings, NULL, 0);
+        body_flush(u);
+        if (u->msg_done)
+            return complete(u);
+    }
+    if (u->req == NULL || u->state == UC_IDLE) {
+        conn_close(u);
+        return AV_CLOSED;
+    }
+    lost(u, AV_ERR_BACKEND_CLOSED);
+    return AV_CLOSED;
 }
 
 static void read_cb(av_sock_t *s, void *arg)
@@ -321,7 +370,9 @@ static void read_cb(av_sock_t *s, void *arg)
         u->got_bytes = 1;
         av_sock_set_timeouts(s, u->read_timeout_ms, u->read_timeout_ms);
     }
-    parse_input(u);
+    int rc = av_sock_read_closed(s) ? input_closed(u) : parse_input(u);
+    if (rc == AV_CLOSED) /* the request's end wrote to its client */
+        return;
     av_req_t *req = u->req;
     if (req != NULL) /* one write to the client for all this input */
         req->client->flush(req);
@@ -370,17 +421,10 @@ static void event_cb(av_sock_t *s, int what, void *arg)
         return;
     }
     if (what & AV_SOCK_EOF) {
-        /* a body delimited by the close ends here */
-        parse_input(u);
-        if (u->req == NULL)
-            return;
-        http_parser_execute(&u->parser, &up_settings, NULL, 0);
-        if (u->msg_done) {
-            complete(u);
-            return;
-        }
+        input_closed(u);
+        return;
     }
-    fail(u, AV_ERR_BACKEND_CLOSED);
+    lost(u, AV_ERR_BACKEND_CLOSED);
 }
 
 static void conn_close(av_upconn_t *u)
@@ -406,6 +450,7 @@ static void attach(av_upconn_t *u, av_req_t *req)
     u->hdrs = (av_headers_t){0};
     u->acc_len = u->name_len = u->header_bytes = u->body_len = 0;
     u->in_value = u->got_bytes = u->head_done = u->msg_done = u->paused = u->informational = 0;
+    u->reused = u->state != UC_CONNECTING;
     u->read_timeout_ms = b->read_timeout_ms;
     av_sock_set_timeouts(u->sock, b->first_byte_timeout_ms,
                          u->state == UC_CONNECTING ? b->connect_timeout_ms : b->first_byte_timeout_ms);

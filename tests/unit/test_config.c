@@ -168,9 +168,51 @@ static void test_addresses_and_urls(void)
                  "t.json:1:89: backends.b.tls_verify: applies to https:// backends only");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"https://127.0.0.1:1\", \"tls_ca_file\": \"nope.pem\"}}," MINIMAL_ROUTES "}",
                  "t.json:1:90: backends.b.tls_ca_file: cannot read \"./nope.pem\": No such file or directory");
+    /* a url's host and port are checked, never read past their end */
+    static const struct {
+        const char *url, *why;
+    } bad_urls[] = {
+        {"http://[", "an IPv6 host goes in brackets, like http://[::1]:8000"},
+        {"http://[]:80", "an IPv6 host goes in brackets, like http://[::1]:8000"},
+        {"http://[::1]x", "expected :port or / after the ]"},
+        {"http://::1:80", "an IPv6 host goes in brackets, like http://[::1]:8000"},
+        {"http://:80", "has no host"},
+        {"http://h:0", "the port must be a number from 1 to 65535"},
+        {"http://h:65536", "the port must be a number from 1 to 65535"},
+        {"http://h:", "the port must be a number from 1 to 65535"},
+        {"http://h:8x", "the port must be a number from 1 to 65535"},
+        {"http://h:-1", "the port must be a number from 1 to 65535"},
+        {"http://u:p@h:1", "no credentials in the url (use \"api_key_env\")"},
+        {"http://h:1/?q", "a backend url takes no query or fragment"},
+    };
+    for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
+        char text[512], want[256];
+        snprintf(text, sizeof(text), "{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"%s\"}}," MINIMAL_ROUTES "}",
+                 bad_urls[i].url);
+        int sentence = strncmp(bad_urls[i].why, "has no", 6) == 0; /* "URL" has no host; "URL": why */
+        snprintf(want, sizeof(want), "t.json:1:60: backends.b.url: \"%s\"%s%s", bad_urls[i].url, sentence ? " " : ": ",
+                 bad_urls[i].why);
+        expect_error(text, want);
+    }
+    av_config_t *ok6 = parse("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://[::1]:8000/v1/\"}}," MINIMAL_ROUTES "}");
+    CHECK(ok6 != NULL);
+    if (ok6 != NULL) {
+        CHECK_STR(ok6->backends[0].tls_name, "::1");
+        CHECK_STR(ok6->backends[0].base_path, "/v1");
+    }
+    av_config_unref(ok6);
     unsetenv("AV_TEST_UNSET");
     expect_error("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", \"api_key_env\": \"AV_TEST_UNSET\"}}," MINIMAL_ROUTES "}",
                  "t.json:1:89: backends.b.api_key_env: environment variable AV_TEST_UNSET is not set");
+}
+
+/* a variant's params may not name the members its system prompt is written into */
+static void test_params_clash(void)
+{
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS ",\n\"routes\": [{\"name\": \"r\", \"variants\": [\n"
+                 "  {\"name\": \"v\", \"backend\": \"b\", \"system_prompt\": \"p.txt\", \"params\": {\"messages\": []}}]}]}",
+                 "t.json:3:70: routes[0].variants[0].params.messages: the variant's \"system_prompt\" is written into "
+                 "\"messages\": set one or the other");
 }
 
 #define RO_ROUTE(ro) \
@@ -295,6 +337,7 @@ int main(void)
     RUN(test_unknown_and_duplicate_keys);
     RUN(test_reference_errors);
     RUN(test_addresses_and_urls);
+    RUN(test_params_clash);
     RUN(test_split_keys);
     RUN(test_rollout);
     RUN(test_refcount);

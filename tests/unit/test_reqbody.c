@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "arena.h"
+#include "av.h"
 #include "config.h"
 #include "reqbody.h"
 #include "test.h"
@@ -148,9 +149,55 @@ static void test_dialects(void)
     cJSON_Delete(j);
 }
 
+/* Two edits of one member (a variant's params naming a member the gateway
+ * edits too) once tore the body: memcpy with a negative size. The config
+ * refuses the prompt's members in params; the rewrite itself keeps the
+ * first edit of a member and writes valid JSON whatever it is given. */
+static void test_overlapping_edits(void)
+{
+    static av_backend_t be;
+    memset(&be, 0, sizeof(be));
+    be.stream_usage = 1;
+    static av_param_t clash[3] = {{"stream_options", "{\"include_usage\":false}", 0},
+                                  {"messages", "[{\"role\":\"user\",\"content\":\"p\"}]", 0},
+                                  {"temperature", "0", 0}};
+    for (size_t k = 0; k < 3; k++)
+        clash[k].json_len = strlen(clash[k].json);
+    static const char *const bodies[] = {
+        "{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+        "{\"stream\":true,\"stream_options\":{\"include_usage\":false,\"x\":1},\"messages\":[]}",
+        "{\"stream\":true,\"stream_options\":null,\"messages\":[],\"messages\":[1]}",
+        "{\"stream\":true,\"stream_options\":{},\"stream_options\":{}}",
+        "{}",
+    };
+    for (size_t mask = 0; mask < 8; mask++) /* every subset of the clashing params */
+        for (size_t i = 0; i < AV_NELEMS(bodies); i++) {
+            setup(mask & 1);
+            variant.backend = &be;
+            av_param_t ps[3];
+            size_t n = 0;
+            for (size_t k = 0; k < 3; k++)
+                if (mask & (1u << k))
+                    ps[n++] = clash[k];
+            variant.params = ps;
+            variant.nparams = n;
+            cJSON *j = run("/v1/chat/completions", bodies[i], NULL);
+            CHECK(j != NULL);
+            if (j == NULL) {
+                printf("#   mask %zu body %s\n", mask, bodies[i]);
+                continue;
+            }
+            const cJSON *so = cJSON_GetObjectItem(j, "stream_options");
+            if (mask & 1) /* the variant's stream_options are the ones sent */
+                CHECK(cJSON_IsFalse(cJSON_GetObjectItem(so, "include_usage")));
+            cJSON_Delete(j);
+        }
+}
+
 int main(void)
 {
     RUN(test_chat_random_bodies);
     RUN(test_dialects);
+    RUN(test_overlapping_edits);
     TEST_DONE();
 }
