@@ -102,9 +102,13 @@ static void kpi_write(av_req_t *req)
     if (u != NULL) {
         av_usage_end(req->usage, end, NULL, NULL); /* counted up to here, if the answer was cut */
         av_usage_tokens(u, req->bytes_in, &tok);
+        if (u->untrusted)
+            AV_INFO("request %s: backend %s reported %s as a number no count can be (negative, fractional or "
+                    "past 2^53); the tokens are estimated", req->id,
+                    req->variant ? req->variant->backend->name : "-", u->untrusted_key);
         const av_price_t *price = av_config_price(req->cfg, req->model);
         if (price != NULL)
-            cost = (av_usage_cost_pico(&tok, price) + 500) / 1000; /* nanodollars */
+            cost = av_usage_cost_nano(&tok, price);
         else if (!req->shadow && tok.input + tok.output > 0)
             req->worker->stats.unpriced++;
         if (u->first_token_us)

@@ -246,7 +246,7 @@ void av_shadow_done(av_req_t *req)
                 av_usage_tokens(req->usage, req->bytes_in, &t);
                 const av_price_t *price = av_config_price(req->cfg, req->model);
                 av_split_shadow_spent(req->route->split, t.input + t.output,
-                                      price ? (av_usage_cost_pico(&t, price) + 500) / 1000 : 0);
+                                      price ? av_usage_cost_nano(&t, price) : 0);
             }
         }
     }

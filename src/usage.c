@@ -66,14 +66,40 @@ static int get(const av_jmember_t *obj, const char *name, av_jmember_t *out)
     return 1;
 }
 
+#define COUNT_NONE (-1) /* not a number (null, a string): as if absent */
+#define COUNT_BAD (-2)  /* a number no backend could mean */
+
+/* A token count where JSON wrote a number: the number, COUNT_NONE, or
+ * COUNT_BAD when it is negative, fractional, in exponent form or past
+ * AV_TOKENS_MAX (a backend's 99999999999999999999 once overflowed into
+ * 7.7e18 tokens). "12.0" is 12. */
+static int64_t count_at(const char *s, size_t n)
+{
+    if (n > 0 && s[0] == '-')
+        return COUNT_BAD;
+    if (n == 0 || s[0] < '0' || s[0] > '9')
+        return COUNT_NONE;
+    int64_t v = 0;
+    size_t i = 0;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (v > AV_TOKENS_MAX / 10)
+            return COUNT_BAD;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > AV_TOKENS_MAX)
+        return COUNT_BAD;
+    if (i < n && s[i] == '.')
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            if (s[i] != '0')
+                return COUNT_BAD;
+    if (i < n && (s[i] == 'e' || s[i] == 'E'))
+        return COUNT_BAD;
+    return v;
+}
+
 static int64_t num(const av_jmember_t *m)
 {
-    if (m->type != '0')
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < m->val_len && m->val[i] >= '0' && m->val[i] <= '9'; i++)
-        v = v * 10 + (m->val[i] - '0');
-    return v;
+    return m->type == '0' ? count_at(m->val, m->val_len) : COUNT_NONE;
 }
 
 static int is_str(const av_jmember_t *m, const char *s)
@@ -95,24 +121,35 @@ typedef struct {
  * message_delta needs. detail: the name is inside a *_tokens_details object. */
 static void usage_count(av_usage_t *u, const char *k, size_t n, int detail, int64_t v)
 {
+    int64_t *slot = NULL;
     if (detail) {
         if (KEY_IS(k, n, "cached_tokens"))
-            u->cached = v;
+            slot = &u->cached;
         else if (KEY_IS(k, n, "reasoning_tokens"))
-            u->reasoning = v;
+            slot = &u->reasoning;
+    } else if (KEY_IS(k, n, "prompt_tokens") || KEY_IS(k, n, "input_tokens")) {
+        slot = &u->input;
+    } else if (KEY_IS(k, n, "completion_tokens") || KEY_IS(k, n, "output_tokens")) {
+        slot = &u->output;
+    } else if (KEY_IS(k, n, "cache_read_input_tokens")) {
+        slot = &u->cached;
+    } else if (KEY_IS(k, n, "cache_creation_input_tokens")) {
+        slot = &u->cache_write;
+    }
+    if (slot == NULL || v == COUNT_NONE)
+        return;
+    if (v == COUNT_BAD) {
+        if (!u->untrusted) {
+            size_t m = n < sizeof(u->untrusted_key) - 1 ? n : sizeof(u->untrusted_key) - 1;
+            memcpy(u->untrusted_key, k, m);
+            u->untrusted_key[m] = '\0';
+        }
+        u->untrusted = 1;
         return;
     }
-    if (KEY_IS(k, n, "prompt_tokens") || KEY_IS(k, n, "input_tokens"))
-        u->input = v;
-    else if (KEY_IS(k, n, "completion_tokens") || KEY_IS(k, n, "output_tokens"))
-        u->output = v;
-    else if (KEY_IS(k, n, "cache_read_input_tokens"))
-        u->cached = v;
-    else if (KEY_IS(k, n, "cache_creation_input_tokens"))
-        u->cache_write = v;
-    else
-        return;
-    u->reported = 1;
+    *slot = v;
+    if (!detail)
+        u->reported = 1;
 }
 
 static int is_details(const char *k, size_t n)
@@ -142,9 +179,8 @@ static int on_usage_detail(void *arg, const av_jmember_t *m)
     char buf[64];
     size_t n;
     const char *k = plain_key(m, buf, sizeof(buf), &n);
-    int64_t v = num(m);
-    if (k != NULL && v >= 0)
-        usage_count(arg, k, n, 1, v);
+    if (k != NULL)
+        usage_count(arg, k, n, 1, num(m));
     return 0;
 }
 
@@ -160,9 +196,7 @@ static int on_usage(void *arg, const av_jmember_t *m)
             av_jscan_object(m->val, m->val_len, on_usage_detail, arg, &off);
         return 0;
     }
-    int64_t v = num(m);
-    if (v >= 0)
-        usage_count(arg, k, n, 0, v);
+    usage_count(arg, k, n, 0, num(m));
     return 0;
 }
 
@@ -494,10 +528,7 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
 
 static int64_t num_at(const char *s, size_t n, size_t i)
 {
-    int64_t v = 0;
-    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
-        v = v * 10 + (s[i] - '0');
-    return v;
+    return i < n ? count_at(s + i, n - i) : COUNT_NONE;
 }
 
 /* A string value at offset off as a member, for text() and set_finish(); 0 when it is not one. */
@@ -715,8 +746,10 @@ static void keep_pending(av_usage_t *u)
 {
     if (u->pend == NULL)
         return;
-    grow(&u->data, &u->data_cap, u->pend_len);
-    memcpy(u->data, u->pend, u->pend_len);
+    if (u->pend_len > 0) { /* "data:" with nothing after it leaves no bytes (and maybe no buffer) */
+        grow(&u->data, &u->data_cap, u->pend_len);
+        memcpy(u->data, u->pend, u->pend_len);
+    }
     u->data_len = u->pend_len;
     u->pend = NULL;
 }
@@ -921,8 +954,8 @@ void av_usage_tokens(const av_usage_t *u, size_t request_bytes, av_tokens_t *t)
     t->cached = cached;
     t->cache_write = write;
     t->reasoning = u->reasoning > 0 ? u->reasoning : 0;
-    t->estimated = !u->reported;
-    if (u->reported) {
+    t->estimated = !u->reported || u->untrusted;
+    if (!t->estimated) {
         int64_t in = u->input > 0 ? u->input : 0;
         /* Anthropic's input_tokens leaves out cache reads and writes; OpenAI's prompt_tokens has them */
         t->input = u->dialect == AV_DIALECT_ANTHROPIC ? in + cached + write : in;
@@ -939,6 +972,13 @@ int64_t av_usage_cost_pico(const av_tokens_t *t, const av_price_t *p)
     if (uncached < 0)
         uncached = 0;
     int64_t reasoning = t->reasoning < t->output ? t->reasoning : t->output;
-    return uncached * p->input + t->cached * p->cached_input + t->cache_write * p->cache_write +
-           (t->output - reasoning) * p->output + reasoning * p->reasoning;
+    const int64_t n[5] = {uncached, t->cached, t->cache_write, t->output - reasoning, reasoning};
+    const int64_t price[5] = {p->input, p->cached_input, p->cache_write, p->output, p->reasoning};
+    int64_t sum = 0;
+    for (int i = 0; i < 5; i++) {
+        int64_t part;
+        if (__builtin_mul_overflow(n[i], price[i], &part) || __builtin_add_overflow(sum, part, &sum))
+            return INT64_MAX;
+    }
+    return sum;
 }

@@ -36,6 +36,8 @@ typedef struct av_usage_s {
     /* token counts; -1 until the backend reports them */
     int64_t input, output, cached, cache_write, reasoning;
     int reported;          /* some usage came from the backend */
+    int untrusted;         /* ... and a count in it could not be right: the tokens are estimated */
+    char untrusted_key[32]; /* the first such count's name, for the log */
     char finish[32];
     int tool_calls;
     /* timing of content tokens */
@@ -89,8 +91,11 @@ void av_usage_feed(av_usage_t *u, const char *data, size_t len, uint64_t now_us,
 void av_usage_end(av_usage_t *u, uint64_t now_us, av_usage_emit_cb emit, void *arg);
 /* What a request used, as logged: input counts every input token (cached
  * and cache writes included, whatever the dialect's own split); without a
- * report from the backend, input is estimated from the request body's bytes
- * and output from the answer's text, at four bytes a token. */
+ * report from the backend, or with a count in it that cannot be right
+ * (negative, fractional, past AV_TOKENS_MAX), input is estimated from the
+ * request body's bytes and output from the answer's text, at four bytes a
+ * token. */
+#define AV_TOKENS_MAX ((int64_t)1 << 53)
 typedef struct {
     int64_t input, output, cached, cache_write, reasoning;
     int estimated;
@@ -98,9 +103,15 @@ typedef struct {
 void av_usage_tokens(const av_usage_t *u, size_t request_bytes, av_tokens_t *t);
 /* The cost in picodollars at prices given in picodollars per token: the
  * uncached input, the cached input, the cache writes, output and reasoning
- * each at its own price. */
+ * each at its own price; INT64_MAX if it would not fit. */
 typedef struct av_price_s av_price_t;
 int64_t av_usage_cost_pico(const av_tokens_t *t, const av_price_t *p);
+/* The same in nanodollars, rounded. */
+static inline int64_t av_usage_cost_nano(const av_tokens_t *t, const av_price_t *p)
+{
+    int64_t pico = av_usage_cost_pico(t, p);
+    return pico / 1000 + (pico % 1000 >= 500);
+}
 
 /* The median inter-token gap in microseconds (the middle of its bucket,
  * within about 10 %), or -1 with fewer than two content events. */

@@ -251,6 +251,73 @@ static void test_responses(void)
     every_split(responses_json, AV_DIALECT_RESPONSES, 0, &responses_json_want);
 }
 
+/* A count no backend could mean is not believed, by either reading, in
+ * answers and in streams, in any dialect: the usage is estimated. (A
+ * backend's 99999999999999999999 once overflowed into 7.7e18 tokens and a
+ * cost of millions.) */
+static void test_untrusted_counts(void)
+{
+    static const struct {
+        const char *v;
+        int bad;
+        int64_t want;
+    } cases[] = {
+        {"99999999999999999999", 1, 0}, {"9223372036854775808", 1, 0}, {"9007199254740993", 1, 0},
+        {"-5", 1, 0}, {"-0", 1, 0}, {"1.5", 1, 0}, {"1e400", 1, 0}, {"2E3", 1, 0}, {"0.0001", 1, 0},
+        {"9007199254740992", 0, 9007199254740992LL}, {"12.0", 0, 12}, {"0", 0, 0}, {"7", 0, 7},
+    };
+    char text[1024];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        for (int shape = 0; shape < 4; shape++) {
+            int dialect = shape == 3 ? AV_DIALECT_ANTHROPIC : AV_DIALECT_CHAT, stream = shape == 1 || shape == 3;
+            if (shape == 0)
+                snprintf(text, sizeof(text), "{\"choices\":[{\"message\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
+                         "\"usage\":{\"prompt_tokens\":%s,\"completion_tokens\":3}}", cases[i].v);
+            else if (shape == 1)
+                snprintf(text, sizeof(text), "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+                         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":%s,\"completion_tokens\":3}}\n\n", cases[i].v);
+            else if (shape == 2) /* in the details: the cached count */
+                snprintf(text, sizeof(text), "{\"choices\":[{\"message\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":"
+                         "9007199254740992,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":%s}}}", cases[i].v);
+            else
+                snprintf(text, sizeof(text), "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+                         "{\"input_tokens\":%s,\"output_tokens\":1}}}\n\n", cases[i].v);
+            for (int full = 0; full < 2; full++) {
+                av_usage_t u;
+                av_usage_init(&u, dialect, stream, 0);
+                u.full_reading = full;
+                av_usage_feed(&u, text, strlen(text), 1000, NULL, NULL);
+                av_usage_end(&u, 2000, NULL, NULL);
+                av_tokens_t t;
+                av_usage_tokens(&u, 400, &t);
+                int ok = u.untrusted == cases[i].bad && t.estimated == cases[i].bad && t.input >= 0 &&
+                         t.input <= 3 * AV_TOKENS_MAX && t.output >= 0 && t.output <= AV_TOKENS_MAX &&
+                         t.cached >= 0 && t.cached <= AV_TOKENS_MAX;
+                if (!cases[i].bad && shape == 0)
+                    ok = ok && t.input == cases[i].want;
+                if (!cases[i].bad && shape == 2)
+                    ok = ok && t.cached == cases[i].want;
+                if (cases[i].bad)
+                    ok = ok && t.input == 100 && strcmp(u.untrusted_key, shape == 2 ? "cached_tokens"
+                                                                        : shape == 3 ? "input_tokens"
+                                                                                     : "prompt_tokens") == 0;
+                CHECK(ok);
+                if (!ok)
+                    printf("#   %s shape %d full %d: untrusted %d (%s) estimated %d in %lld out %lld cached %lld\n",
+                           cases[i].v, shape, full, u.untrusted, u.untrusted_key, t.estimated, (long long)t.input,
+                           (long long)t.output, (long long)t.cached);
+                av_usage_free(&u);
+            }
+        }
+    /* the cost of the largest believed counts at a high price does not overflow */
+    av_price_t price = {.input = 1000000000, .output = 1000000000, .cached_input = 1, .cache_write = 1, .reasoning = 1};
+    av_tokens_t big = {AV_TOKENS_MAX * 3, AV_TOKENS_MAX, 0, 0, 0, 0};
+    CHECK(av_usage_cost_pico(&big, &price) == INT64_MAX);
+    CHECK(av_usage_cost_nano(&big, &price) == INT64_MAX / 1000 + 1);
+    av_tokens_t small = {1000, 10, 0, 0, 0, 0};
+    CHECK_INT(av_usage_cost_pico(&small, &price), 1010000000000LL);
+}
+
 static void to_buf(void *arg, const char *data, size_t len)
 {
     evbuffer_add(arg, data, len);
@@ -329,6 +396,7 @@ int main(void)
     RUN(test_openai);
     RUN(test_anthropic);
     RUN(test_responses);
+    RUN(test_untrusted_counts);
     RUN(test_strip_usage_chunk);
     RUN(test_timing);
     TEST_DONE();
