@@ -31,6 +31,7 @@ static inline void skip_ws(scan_t *c)
     }
 }
 
+#ifndef __SSE2__
 /* Eight bytes at a time: nonzero when any is '"', '\\' or below 0x20. */
 static inline uint64_t special8(uint64_t v)
 {
@@ -40,6 +41,7 @@ static inline uint64_t special8(uint64_t v)
     uint64_t has_ctl = (v - ones * 0x20) & ~v & high; /* a byte below 0x20 */
     return has_q | has_b | has_ctl;
 }
+#endif
 
 /* Bytes that end a run of plain string bytes: the quote, a backslash, and
  * the control bytes JSON does not allow raw. */

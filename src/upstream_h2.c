@@ -65,6 +65,7 @@ struct up2_conn_s {
     int nstreams;
     cstate_t state;
     int tls, in_io, dead, got_settings, ping_out;
+    int ended;                /* the session ended with streams open: they fail from the loop */
     struct event *timer;      /* while idle: PING, and the idle limit */
     int64_t ping_ms, idle_ms;
     uint64_t idle_since_us;
@@ -419,9 +420,16 @@ static void conn_send(up2_conn_t *c)
         evbuffer_add(av_sock_output(c->sock), data, (size_t)n);
     }
     av_sock_flush(c->sock);
-    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) && c->nstreams == 0)
+    int over = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
+    if (over && c->nstreams == 0) {
         conn_close(c);
-    else if (c->state == C_GOAWAY && c->nstreams == 0 && !nghttp2_session_want_write(c->ng))
+    } else if (over && !c->ended) {
+        /* nghttp2 ended the session (the backend sent what is not HTTP/2, or
+         * broke it) and will say nothing more of its streams; they fail from
+         * the loop, not under whoever called here */
+        c->ended = 1;
+        av_sock_trigger_write(c->sock);
+    } else if (c->state == C_GOAWAY && c->nstreams == 0 && !nghttp2_session_want_write(c->ng))
         conn_close(c); /* drained */
 }
 
@@ -522,6 +530,12 @@ static void write_cb(av_sock_t *s, void *arg)
     if (c->dead) {
         if (av_sock_pending(s) == 0 || av_sock_error(s) != 0)
             conn_free(c);
+        return;
+    }
+    if (c->ended) {
+        AV_WARN("backend %s: the HTTP/2 session ended with %d stream%s open (the backend broke the protocol)",
+                c->pool->key, c->nstreams, c->nstreams == 1 ? "" : "s");
+        conn_fail(c, AV_ERR_BACKEND_PROTOCOL, 0);
         return;
     }
     conn_send(c);

@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 PACKAGES="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libnghttp2-dev libhttp-parser-dev libcjson-dev libluajit2-5.1-dev libmaxminddb-dev
   curl ca-certificates openssl nghttp2-client python3 libmaxmind-db-writer-perl prometheus"
+# What only the test run needs: clang for its -Werror build and the fuzz
+# targets (libFuzzer's runtime), llvm for clang's archiver.
+TEST_PACKAGES="clang llvm libclang-rt-14-dev"
 
 deps() {
     if [ "$(id -u)" -ne 0 ]; then
@@ -18,7 +21,7 @@ deps() {
     fi
     echo "== installing Debian packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES ${1:-} >/dev/null
 }
 
 # build DIR [configure args]: an out-of-tree build, so a plain and a sanitizer build live side by side
@@ -40,7 +43,7 @@ demo)
     build build
     sh tests/demo.sh build ;;
 test)
-    deps
+    deps "$TEST_PACKAGES"
     build build
     echo "== make check (build)"
     rc=0
