@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -149,9 +150,11 @@ static int authorized(av_admin_t *a, struct evhttp_request *r)
     if (a->st->token == NULL)
         return 1;
     const char *h = evhttp_find_header(evhttp_request_get_input_headers(r), "Authorization");
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) /* the scheme is case-insensitive (RFC 9110 11.1) */
         return 0;
     h += 7;
+    while (*h == ' ')
+        h++;
     size_t n = strlen(a->st->token), m = strlen(h);
     unsigned diff = (unsigned)(n ^ m);
     for (size_t i = 0; i < n; i++)

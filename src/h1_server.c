@@ -341,6 +341,10 @@ static int commit_header(av_h1conn_t *c)
         return 0;
     if (c->req->headers.n >= (size_t)c->w->cfg->max_headers)
         return reject(c, 431, "too_many_headers");
+    if (!av_header_name_valid(c->name.p, c->name.len))
+        return reject(c, 400, "bad_header_name");
+    if (!av_header_value_valid(c->value.p, c->value.len))
+        return reject(c, 400, "bad_header_value");
     av_headers_add(c->req->arena, &c->req->headers, c->name.p, c->name.len, c->value.p ? c->value.p : "",
                    c->value.len);
     c->name.len = c->value.len = 0;
@@ -388,6 +392,11 @@ static int on_headers_complete(http_parser *p)
     av_req_set_id(req);
     if (req->target_len == 0 || req->target[0] != '/')
         return reject(c, 400, "bad_request_target");
+    size_t hosts = 0;
+    for (size_t i = 0; i < req->headers.n; i++)
+        hosts += av_streq_ci(req->headers.v[i].name, req->headers.v[i].name_len, "host");
+    if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) /* RFC 9112 3.2: exactly one, from HTTP/1.1 on */
+        return reject(c, 400, hosts ? "duplicate_host" : "missing_host");
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->w->cfg->max_body_bytes)
         return reject(c, 413, "body_too_large");
     const av_header_t *expect = av_headers_get(&req->headers, "expect");
@@ -464,9 +473,23 @@ static void reject_parse(av_h1conn_t *c, enum http_errno e)
     case 417:
         respond_reject(c, 417, c->reject_code, "only Expect: 100-continue is supported");
         return;
-    case 400:
-        respond_reject(c, 400, c->reject_code, "the request target must be an absolute path");
+    case 400: {
+        static const struct {
+            const char *code, *why;
+        } reasons[] = {
+            {"bad_request_target", "the request target must be an absolute path"},
+            {"bad_header_name", "a header name is not a token (no spaces, colons or control characters)"},
+            {"bad_header_value", "a header value holds a control character"},
+            {"duplicate_host", "the request has more than one Host header"},
+            {"missing_host", "an HTTP/1.1 request needs a Host header"},
+        };
+        const char *why = "bad request";
+        for (size_t i = 0; i < AV_NELEMS(reasons); i++)
+            if (strcmp(reasons[i].code, c->reject_code) == 0)
+                why = reasons[i].why;
+        respond_reject(c, 400, c->reject_code, why);
         return;
+    }
     default: {
         char why[160];
         snprintf(why, sizeof(why), "malformed HTTP/1.1 request: %s", http_errno_description(e));

@@ -18,6 +18,12 @@ const av_header_t *av_headers_get(const av_headers_t *h, const char *name);
 /* Hop-by-hop: the fixed set (RFC 9110 7.6.1) plus any name listed in a Connection header of h. */
 int av_header_is_hop(const av_headers_t *h, const char *name, size_t len);
 
+/* A field name is a token (RFC 9110 5.1): 1 or more of the tchar set, so no
+ * space, colon or control byte; a value has no control byte but tab
+ * (RFC 9110 5.5). */
+int av_header_name_valid(const char *name, size_t len);
+int av_header_value_valid(const char *value, size_t len);
+
 /* A request id the client may set: 1 to 128 of [A-Za-z0-9._:-]. */
 int av_request_id_valid(const char *s, size_t len);
 

@@ -16,7 +16,8 @@ struct evbuffer;
 #define AV_JW_NUM_MAX 24
 
 /* Writes s (len bytes) as a quoted JSON string; NULL writes null. Control
- * characters, quotes and backslashes are escaped; other bytes pass as they are. */
+ * characters, quotes and backslashes are escaped; a byte that is not part of
+ * well-formed UTF-8 becomes \ufffd; other bytes pass as they are. */
 char *av_jw_str(char *p, const char *s, size_t len);
 char *av_jw_i64(char *p, int64_t v);
 /* Microseconds as milliseconds with three decimals; negative writes null. */

@@ -211,19 +211,21 @@ void av_req_free(av_req_t *req)
 void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
                    const char *request_id)
 {
-    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(e, "message", message);
-    cJSON_AddStringToObject(e, "type", type);
-    cJSON_AddStringToObject(e, "code", code);
-    if (request_id != NULL)
-        cJSON_AddStringToObject(e, "request_id", request_id);
-    char *s = cJSON_PrintUnformatted(root);
-    if (s == NULL)
-        av_oom();
-    evbuffer_add(out, s, strlen(s));
-    evbuffer_add(out, "\n", 1);
-    cJSON_free(s);
-    cJSON_Delete(root);
+    /* written by the one JSON string writer: what a client sent (a path, a
+     * model) comes back escaped and as valid UTF-8 */
+#define ADD_LIT(lit) evbuffer_add(out, (lit), sizeof(lit) - 1)
+    ADD_LIT("{\"error\":{\"message\":");
+    av_json_str(out, message, strlen(message));
+    ADD_LIT(",\"type\":");
+    av_json_str(out, type, strlen(type));
+    ADD_LIT(",\"code\":");
+    av_json_str(out, code, strlen(code));
+    if (request_id != NULL) {
+        ADD_LIT(",\"request_id\":");
+        av_json_str(out, request_id, strlen(request_id));
+    }
+    ADD_LIT("}}\n");
+#undef ADD_LIT
 }
 
 void av_req_reject(av_req_t *req, int status, const char *code, const char *why)
@@ -391,6 +393,13 @@ void av_req_run(av_req_t *req)
     req->worker->stats.requests++;
     req->worker->stats.active_requests++;
     req->bytes_in = evbuffer_get_length(req->body);
+    /* routed, logged and sent as the path it names: /v1/../admin is /admin
+     * (in place: both client sides copy the target into the request's arena) */
+    if (av_target_normalize((char *)req->target, &req->target_len) != 0) {
+        av_req_respond_error(req, 400, "invalid_request_error", "bad_request_target",
+                             "the request path climbs above the root");
+        return;
+    }
     const char *fp = req->cfg->feedback_path;
     if (fp[0] != '\0' && req->method == HTTP_POST && strlen(fp) == strcspn(req->target, "?") &&
         strncmp(req->target, fp, strlen(fp)) == 0) {

@@ -106,20 +106,25 @@ static int acc_add(av_upconn_t *u, const char *p, size_t n)
     return 0;
 }
 
-static void commit_header(av_upconn_t *u)
+static int commit_header(av_upconn_t *u)
 {
     if (u->name_len == 0)
-        return;
+        return 0;
+    if (!av_header_name_valid(u->acc, u->name_len) ||
+        !av_header_value_valid(u->acc + u->name_len, u->acc_len - u->name_len))
+        return -1; /* never passed on to a client */
     av_headers_add(u->req->arena, &u->hdrs, u->acc, u->name_len, u->acc + u->name_len,
                    u->acc_len - u->name_len);
     u->acc_len = u->name_len = 0;
+    return 0;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     av_upconn_t *u = p->data;
     if (u->in_value) {
-        commit_header(u);
+        if (commit_header(u) != 0)
+            return -1;
         u->in_value = 0;
     }
     if (acc_add(u, at, n) != 0)
@@ -138,7 +143,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     av_upconn_t *u = p->data;
-    commit_header(u);
+    if (commit_header(u) != 0)
+        return -1;
     u->in_value = 0;
     if (p->status_code / 100 == 1) { /* informational: the real head follows */
         u->informational = 1;

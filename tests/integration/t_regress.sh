@@ -37,9 +37,72 @@ while [ "$k" -lt 5 ]; do
     k=$((k + 1))
 done
 is "HEAD then POST, five times: every POST gets its own answer" "$codes" 200200200200200
+# raw REQUEST: sends the bytes (printf escapes) on one connection, prints the status line's code
+raw() {
+    python3 - "$AV" "$1" <<'PY'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=5)
+s.sendall(sys.argv[2].encode("latin-1").decode("unicode_escape").encode("latin-1"))
+data = b""
+try:
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+except socket.timeout:
+    pass
+print(data.split(b" ")[1].decode() if data.startswith(b"HTTP/") else "none")
+PY
+}
+POST='POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 2\r\n'
+is "a header name with a space: 400" "$(raw "${POST}Host: a\r\nX Bad: 1\r\n\r\n{}")" 400
+is "a header value with a control byte: 400" "$(raw "${POST}Host: a\r\nX-A: a\x01b\r\n\r\n{}")" 400
+is "two Host headers: 400" "$(raw "${POST}Host: a\r\nHost: b\r\n\r\n{}")" 400
+is "no Host header in HTTP/1.1: 400" "$(raw "${POST}\r\n{}")" 400
+is "no Host header in HTTP/1.0: answered" \
+   "$(raw 'POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 15\r\n\r\n{"messages":[]}')" 200
+resp=$(python3 - "$AV" <<'PY'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=5)
+s.sendall(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n")
+data = b""
+while b"}\n" not in data:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+import json
+body = data.split(b"\r\n\r\n", 1)[1]
+json.loads(body.decode("utf-8"))  # raises on a stray byte
+print(body.decode())
+PY
+)
+like "the 400 says why, in the OpenAI shape, as valid JSON" "$resp" \
+    '"message":"the request has more than one Host header","type":"invalid_request_error","code":"duplicate_host"'
+
+# dot segments: routed and sent as the path they name; above the root is refused
+echo=$(curl -s --path-as-is --max-time 5 -H 'x-sim-echo: 1' "http://$AV/v1/x/../chat/./completions" -d '{"messages":[]}')
+like "/v1/x/../chat/./completions goes out as /v1/chat/completions" "$echo" '"path":"/v1/chat/completions"'
+code=$(curl -s --path-as-is --max-time 5 -o /dev/null -w '%{http_code}' "http://$AV/v1/%2e%2e/%2E%2e/admin" -d '{}')
+is "a path climbing above the root (%2e%2e): 400" "$code" 400
+code=$(curl -s --path-as-is --max-time 5 -o /dev/null -w '%{http_code}' "http://$AV/v1/../x" -d '{}')
+is "/v1/../x does not match the /v1/ route: 404" "$code" 404
+
+# a client's model name that is not UTF-8 is logged as valid JSON
+printf '{"model":"m\377\376x","messages":[],"x-id":1}' >"$T/bad-utf8.json"
+curl -s --max-time 5 -o /dev/null -H 'x-request-id: bad-utf8' "http://$AV/v1/chat/completions" --data-binary @"$T/bad-utf8.json"
+
 stop_pid "$AV_PID"
 is "aviary exits 0 after them" "$?" 0
-is "a KPI line for each of the 311 requests" "$(wc -l <"$T/kpi.log" | tr -d ' ')" 311
+line=$(grep '"request_id":"bad-utf8"' "$T/kpi.log")
+like "the KPI line carries U+FFFD for the bytes that are not UTF-8" "$line" '"client_model":"m\\ufffd\\ufffdx"'
+check "every KPI line is valid JSON and UTF-8" python3 -c '
+import json, sys
+for l in open(sys.argv[1], "rb"):
+    json.loads(l.decode("utf-8"))' "$T/kpi.log"
 
 # config: a url that once made the loader read before its buffer, and params
 # that once made two overlapping edits of one member

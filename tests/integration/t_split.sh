@@ -96,6 +96,10 @@ like "admin changes are logged" "$(cat "$T/aviary.err")" 'admin: route chat weig
 
 # admin errors
 is "admin: no token, 401" "$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://$ADMIN/routes/chat/weights" -d '{"weights":{"canary":1}}')" 401
+is "admin: the scheme in lower case (RFC 9110 11.1) is the same token" "$(curl -s -o /dev/null -w '%{http_code}' \
+   -H 'Authorization: bearer admin-secret' "http://$ADMIN/routes/chat/weights" -d '{"weights":{"nope":1}}')" 400
+is "admin: a wrong token in lower case is still 401" "$(curl -s -o /dev/null -w '%{http_code}' \
+   -H 'Authorization: bearer admin-secreT' "http://$ADMIN/routes/chat/weights" -d '{"weights":{"nope":1}}')" 401
 like "admin: unknown variant" "$(admin -XPOST "http://$ADMIN/routes/chat/weights" -d '{"weights":{"nope":1}}')" '"code":"unknown_variant"'
 like "admin: all weights 0" "$(admin -XPOST "http://$ADMIN/routes/chat/weights" -d '{"weights":{"stable":0}}')" 'add up to 0'
 like "admin: not JSON" "$(admin -XPOST "http://$ADMIN/routes/chat/weights" -d 'weights')" '"code":"bad_request"'

@@ -141,6 +141,23 @@ static void test_request_id_validation(void)
     CHECK(!av_request_id_valid(big, sizeof(big)));
 }
 
+/* Field names are tokens, values have no control bytes but tab. */
+static void test_validity(void)
+{
+    CHECK(av_header_name_valid("X-Request-Id", 12));
+    CHECK(av_header_name_valid("a!#$%&'*+-.^_`|~9", 17));
+    CHECK(!av_header_name_valid("", 0));
+    CHECK(!av_header_name_valid("X Bad", 5));
+    CHECK(!av_header_name_valid("X:Bad", 5));
+    CHECK(!av_header_name_valid("X\tBad", 5));
+    CHECK(!av_header_name_valid("X\xc3\xa9", 3));
+    CHECK(av_header_value_valid("a b\tc \xc3\xa9", 8));
+    CHECK(av_header_value_valid("", 0));
+    CHECK(!av_header_value_valid("a\x01", 2));
+    CHECK(!av_header_value_valid("a\x7f", 2));
+    CHECK(!av_header_value_valid("a\0b", 3));
+}
+
 int main(void)
 {
     RUN(test_rewrite);
@@ -148,5 +165,6 @@ int main(void)
     RUN(test_hop_and_response_filter);
     RUN(test_streq_ci);
     RUN(test_request_id_validation);
+    RUN(test_validity);
     TEST_DONE();
 }

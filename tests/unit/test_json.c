@@ -83,6 +83,31 @@ static int collect(void *arg, const av_jmember_t *m)
     return 0;
 }
 
+/* Strings that are not UTF-8 come out as valid UTF-8: each stray byte a U+FFFD. */
+static void test_writer_utf8(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"caf\xc3\xa9", "\"caf\xc3\xa9\""},                        /* two bytes */
+        {"\xe2\x82\xac \xf0\x9f\x98\x80", "\"\xe2\x82\xac \xf0\x9f\x98\x80\""}, /* three, four */
+        {"m\xff\xfex", "\"m\\ufffd\\ufffdx\""},                       /* never UTF-8 */
+        {"\xc0\xaf", "\"\\ufffd\\ufffd\""},                              /* overlong slash */
+        {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},                    /* a surrogate */
+        {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""},          /* past U+10FFFF */
+        {"ab\xe2\x82", "\"ab\\ufffd\\ufffd\""},                           /* cut short */
+        {"abcdefgh\xc3\xa9" "abcdefgh\x80", "\"abcdefgh\xc3\xa9" "abcdefgh\\ufffd\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[256];
+        size_t n = strlen(cases[i].in);
+        char *end = av_jw_str(buf, cases[i].in, n);
+        CHECK(end - buf <= (ptrdiff_t)AV_JW_STR_MAX(n));
+        *end = '\0';
+        CHECK_STR(buf, cases[i].out);
+    }
+}
+
 static void test_scan_members(void)
 {
     const char *t = " {\"model\" : \"gpt\\\"x\", \"n\":-1.5e3,\"m\":[1,{\"a\":[]},\"]\"],"
@@ -345,6 +370,7 @@ static void test_agrees_with_cjson(void)
 int main(void)
 {
     RUN(test_writer);
+    RUN(test_writer_utf8);
     RUN(test_scan_members);
     RUN(test_scan_rejects);
     RUN(test_unescape);

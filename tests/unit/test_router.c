@@ -1,5 +1,6 @@
 /* test_router.c: routes match in order on path prefix, exact path, host and headers. */
 #include "arena.h"
+#include "av.h"
 #include "config.h"
 #include "headers.h"
 #include "router.h"
@@ -49,8 +50,36 @@ static void test_order_and_conditions(void)
     av_config_unref(c);
 }
 
+/* Dot segments go (RFC 3986 5.2.4, %2e a dot); above the root is refused. */
+static void test_normalize(void)
+{
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"/v1/chat", "/v1/chat"}, {"/v1/../x", "/x"}, {"/v1/./x", "/v1/x"}, {"/v1/x/..", "/v1/"},
+        {"/v1/x/.", "/v1/x/"}, {"/..", NULL}, {"/../x", NULL}, {"/a/../../x", NULL}, {"/.", "/"},
+        {"/a/%2e%2E/b?x=/../y", "/b?x=/../y"}, {"/a/.%2e", "/"}, {"/a/...", "/a/..."}, {"/a/.b/..c", "/a/.b/..c"},
+        {"/a//../b", "/a/b"}, {"/%2", "/%2"}, {"/a/%2e%2e%2e/b", "/a/%2e%2e%2e/b"}, {"x", NULL}, {"?a", NULL},
+        {"/?/../", "/?/../"}, {"/a/b/c/../../d", "/a/d"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[64];
+        size_t n = strlen(cases[i].in);
+        memcpy(buf, cases[i].in, n + 1);
+        int rc = av_target_normalize(buf, &n);
+        if (cases[i].out == NULL) {
+            CHECK_INT(rc, AV_EINVAL);
+            continue;
+        }
+        CHECK_INT(rc, 0);
+        CHECK_STR(buf, cases[i].out);
+        CHECK_INT(n, strlen(cases[i].out));
+    }
+}
+
 int main(void)
 {
     RUN(test_order_and_conditions);
+    RUN(test_normalize);
     TEST_DONE();
 }
