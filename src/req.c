@@ -102,7 +102,9 @@ static void kpi_write(av_req_t *req)
     if (u != NULL) {
         av_usage_end(req->usage, end, NULL, NULL); /* counted up to here, if the answer was cut */
         av_usage_tokens(u, req->bytes_in, &tok);
-        if (u->untrusted)
+        if (req->backend_status >= 400 && (!u->reported || u->untrusted)) /* providers bill no failure they did not count */
+            tok = (av_tokens_t){0, 0, 0, 0, 0, 0};
+        else if (u->untrusted)
             AV_INFO("request %s: backend %s reported %s as a number no count can be (negative, fractional or "
                     "past 2^53); the tokens are estimated", req->id,
                     req->variant ? req->variant->backend->name : "-", u->untrusted_key);
@@ -453,8 +455,10 @@ void av_req_client_gone(av_req_t *req)
     if (req->up != NULL || req->up2 != NULL || req->waiting)
         av_upstream_cancel(req);
     if (!req->finished && req->ran) {
-        req->error = AV_ERR_CLIENT_ABORT;
-        req->status = 499;
+        if (req->error == NULL) { /* what the gateway did first decides: a policy's stop stays a stop */
+            req->error = AV_ERR_CLIENT_ABORT;
+            req->status = 499;
+        }
         req->t_end_us = av_now_us();
         kpi_write(req);
     }
@@ -469,6 +473,7 @@ void av_req_client_drained(av_req_t *req)
 void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t content_length)
 {
     req->status = status;
+    req->backend_status = status;
     req->t_head_us = av_now_us();
     av_headers_t out = {0};
     for (size_t i = 0; i < hdrs->n; i++) {

@@ -80,6 +80,7 @@ struct av_req_s {
     av_upconn_t *up;                     /* HTTP/1.1 backend connection */
     av_up2_stream_t *up2;                /* or HTTP/2 backend stream */
     struct evbuffer *backend_out;        /* HTTP/1.1: the request as sent to the backend */
+    int backend_status;                  /* the backend's own status, once its head came (0 before) */
     int attempts;
     int retried;                         /* sent again after a kept-alive connection closed unanswered */
     TAILQ_ENTRY(av_req_s) wait_link;     /* waiting for a pooled connection */

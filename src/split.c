@@ -519,7 +519,7 @@ int av_split_choose(av_req_t *req, const char *const *body_keys, const size_t *b
     if (rt->nvariants == 1) {
         req->variant = &rt->variants[0];
         req->assign = AV_ASSIGN_WEIGHT;
-        count(s, 0, NULL); /* nothing to choose: not "unkeyed" either */
+        count(s, 0, req->assign); /* nothing to choose: by weight, as the KPI line says */
         return 0;
     }
     size_t klen = 0;

@@ -45,8 +45,13 @@ is "output tokens of the stable variant equal the KPI log's sum" \
     "$(val "aviary_tokens_total{$L,variant=\"stable\",kind=\"output\"}")" "$kpi_out"
 kpi_cost=$(grep '"variant":"stable"' "$T/kpi.log" | sed -n 's/.*"cost_usd":\([0-9.]*\).*/\1/p' | awk '{s += $1} END {printf "%.9f", s}')
 is "cost of the stable variant equals the KPI log's sum" "$(val "aviary_cost_usd_total{$L,variant=\"stable\"}")" "$kpi_cost"
-is "the canary has no price: its requests are counted as unpriced" \
-    "$(val "aviary_unpriced_requests_total{$L,variant=\"canary\"}")" "$((ok_canary + 1))"
+is "the canary has no price: its answered requests are counted as unpriced (its 500 used nothing)" \
+    "$(val "aviary_unpriced_requests_total{$L,variant=\"canary\"}")" "$ok_canary"
+like "a failed request is billed nothing: its tokens are 0, not estimated" "$(grep '"status":500' "$T/kpi.log")" \
+    '"input_tokens":0,"output_tokens":0,"cached_input_tokens":0,"cache_write_tokens":0,"reasoning_tokens":0,"usage_estimated":false'
+like "nor is a 429" "$(grep '"status":429' "$T/kpi.log")" '"input_tokens":0,"output_tokens":0,.*"usage_estimated":false'
+fail_in=$(grep -E '"status":(4|5)[0-9][0-9]' "$T/kpi.log" | sed -n 's/.*"input_tokens":\([0-9]*\).*/\1/p' | awk '{s += $1} END {print s + 0}')
+is "the failures add no input tokens to the books" "$fail_in" 0
 is "the histogram's count is the requests'" "$(val "aviary_request_duration_seconds_count{$L,variant=\"stable\"}")" \
     "$((ok_stable + 1))"
 is "weights are gauges" "$(val "aviary_route_weight{$L,variant=\"canary\"}")" 1

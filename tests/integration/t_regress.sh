@@ -95,6 +95,12 @@ is "/v1/../x does not match the /v1/ route: 404" "$code" 404
 printf '{"model":"m\377\376x","messages":[],"x-id":1}' >"$T/bad-utf8.json"
 curl -s --max-time 5 -o /dev/null -H 'x-request-id: bad-utf8' "http://$AV/v1/chat/completions" --data-binary @"$T/bad-utf8.json"
 
+# a route of one variant: every request went by weight, and /routes says so
+routes=$(curl -s --max-time 5 "http://$ADMIN/routes")
+req_n=$(printf '%s' "$routes" | sed -n 's/.*"requests":\([0-9]*\).*/\1/p')
+like "/routes counts the requests of a one-variant route as unkeyed, as their KPI lines say" "$routes" \
+    "\"requests\":$req_n,\"unkeyed\":$req_n,"
+
 stop_pid "$AV_PID"
 is "aviary exits 0 after them" "$?" 0
 line=$(grep '"request_id":"bad-utf8"' "$T/kpi.log")
