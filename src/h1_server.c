@@ -266,10 +266,7 @@ static void respond_abort(av_req_t *req)
     if (c->chunked && req->stream) {
         /* SSE clients get a last event saying why, and a well-formed end */
         struct evbuffer *ev = evbuffer_new();
-        evbuffer_add(ev, "data: ", 6);
-        av_error_json(ev, "server_error", req->error ? req->error : "backend_closed",
-                      "the backend ended the stream before it was complete", req->id);
-        evbuffer_add(ev, "\n", 1); /* av_error_json ended the line; this blank line ends the event */
+        av_req_error_event(req, ev);
         size_t n = evbuffer_get_length(ev);
         struct evbuffer *out = av_sock_output(c->sock);
         evbuffer_add_printf(out, "%zx\r\n", n);

@@ -28,6 +28,8 @@
 #include "upstream.h"
 #include "worker.h"
 
+#define ADD_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
+
 const char AV_ERR_CONNECT[] = "connect_failed";
 const char AV_ERR_TLS[] = "backend_tls_failed";
 const char AV_ERR_CONNECT_TIMEOUT[] = "connect_timeout";
@@ -215,19 +217,17 @@ void av_error_json(struct evbuffer *out, const char *type, const char *code, con
 {
     /* written by the one JSON string writer: what a client sent (a path, a
      * model) comes back escaped and as valid UTF-8 */
-#define ADD_LIT(lit) evbuffer_add(out, (lit), sizeof(lit) - 1)
-    ADD_LIT("{\"error\":{\"message\":");
+    ADD_LIT(out, "{\"error\":{\"message\":");
     av_json_str(out, message, strlen(message));
-    ADD_LIT(",\"type\":");
+    ADD_LIT(out, ",\"type\":");
     av_json_str(out, type, strlen(type));
-    ADD_LIT(",\"code\":");
+    ADD_LIT(out, ",\"code\":");
     av_json_str(out, code, strlen(code));
     if (request_id != NULL) {
-        ADD_LIT(",\"request_id\":");
+        ADD_LIT(out, ",\"request_id\":");
         av_json_str(out, request_id, strlen(request_id));
     }
-    ADD_LIT("}}\n");
-#undef ADD_LIT
+    ADD_LIT(out, "}}\n");
 }
 
 void av_req_reject(av_req_t *req, int status, const char *code, const char *why)
@@ -276,6 +276,72 @@ static void finish(av_req_t *req)
     req->client->respond_end(req);
 }
 
+/* The dialect errors are worded in: the route's, or before a route is
+ * known, the path's (an Anthropic SDK posts to .../messages). */
+static int error_dialect(const av_req_t *req)
+{
+    if (req->route != NULL)
+        return av_body_dialect(req);
+    if (req->target == NULL)
+        return AV_DIALECT_AUTO;
+    size_t n = strcspn(req->target, "?");
+    if (n > req->target_len)
+        n = req->target_len;
+    while (n > 1 && req->target[n - 1] == '/')
+        n--;
+    return n >= 9 && memcmp(req->target + n - 9, "/messages", 9) == 0 ? AV_DIALECT_ANTHROPIC : AV_DIALECT_AUTO;
+}
+
+/* Anthropic's error type for a status (its API's own list). */
+static const char *anthropic_error_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* {"type":"error","error":{"type":...,"message":...}} without the newline. */
+static void anthropic_error(struct evbuffer *out, int status, const char *message, const char *request_id)
+{
+    const char *type = anthropic_error_type(status);
+    evbuffer_add_printf(out, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+    av_json_str(out, message, strlen(message));
+    ADD_LIT(out, "}");
+    if (request_id != NULL) {
+        ADD_LIT(out, ",\"request_id\":");
+        av_json_str(out, request_id, strlen(request_id));
+    }
+    ADD_LIT(out, "}");
+}
+
+/* An error body in the client's dialect. */
+static struct evbuffer *error_body(const av_req_t *req, int status, const char *type, const char *code,
+                                   const char *message)
+{
+    struct evbuffer *body = evbuffer_new();
+    if (error_dialect(req) == AV_DIALECT_ANTHROPIC) {
+        anthropic_error(body, status, message, req->id);
+        ADD_LIT(body, "\n");
+    } else {
+        av_error_json(body, type, code, message, req->id);
+    }
+    return body;
+}
+
 void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -283,29 +349,38 @@ void av_req_respond_error(av_req_t *req, int status, const char *type, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    struct evbuffer *body = evbuffer_new();
-    av_error_json(body, type, code, msg, req->id);
-    send_json(req, status, body);
+    send_json(req, status, error_body(req, status, type, code, msg));
     finish(req);
 }
 
-/* A policy's deny, as the route's dialect words errors: Anthropic's
- * {"type":"error","error":{...}} or OpenAI's {"error":{...}}. */
+void av_req_error_event(const av_req_t *req, struct evbuffer *out)
+{
+    const char *code = req->error ? req->error : "backend_closed";
+    static const char msg[] = "the backend ended the stream before it was complete";
+    switch (error_dialect(req)) {
+    case AV_DIALECT_ANTHROPIC:
+        ADD_LIT(out, "event: error\ndata: ");
+        anthropic_error(out, 502, msg, req->id);
+        ADD_LIT(out, "\n\n");
+        return;
+    case AV_DIALECT_RESPONSES:
+        ADD_LIT(out, "event: error\ndata: {\"type\":\"error\",\"code\":");
+        av_json_str(out, code, strlen(code));
+        ADD_LIT(out, ",\"message\":");
+        av_json_str(out, msg, sizeof(msg) - 1);
+        ADD_LIT(out, ",\"param\":null}\n\n");
+        return;
+    default:
+        ADD_LIT(out, "data: ");
+        av_error_json(out, "server_error", code, msg, req->id); /* ends the line */
+        ADD_LIT(out, "\n");                               /* the blank line ends the event */
+    }
+}
+
+/* A policy's deny, worded as the client's dialect words errors. */
 static struct evbuffer *policy_error_body(av_req_t *req, int status, const char *code, const char *message)
 {
-    struct evbuffer *body = evbuffer_new();
-    if (req->route != NULL && av_body_dialect(req) == AV_DIALECT_ANTHROPIC) {
-        const char *type = status == 403   ? "permission_error"
-                           : status == 429 ? "rate_limit_error"
-                           : status >= 500 ? "api_error"
-                                           : "invalid_request_error";
-        evbuffer_add_printf(body, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
-        av_json_str(body, message, strlen(message));
-        evbuffer_add_printf(body, "},\"request_id\":\"%s\"}\n", req->id);
-        return body;
-    }
-    av_error_json(body, status >= 500 ? "server_error" : "invalid_request_error", code, message, req->id);
-    return body;
+    return error_body(req, status, status >= 500 ? "server_error" : "invalid_request_error", code, message);
 }
 
 /* Answers a request a policy denied in on_request. */

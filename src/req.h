@@ -34,13 +34,20 @@ void av_req_client_gone(av_req_t *req);
 /* The client side has written its queue down: resume a paused backend. */
 void av_req_client_drained(av_req_t *req);
 
-/* Answers with an OpenAI-style error: {"error": {"message", "type", "code", "request_id"}}. */
+/* Answers with an error in the client's dialect: OpenAI's {"error":
+ * {"message", "type", "code", "request_id"}}, or on Anthropic routes (and
+ * unrouted /messages paths) {"type": "error", "error": {"type", "message"},
+ * "request_id"} with Anthropic's error type for the status. */
 void av_req_respond_error(av_req_t *req, int status, const char *type, const char *code, const char *fmt,
                           ...) __attribute__((format(printf, 5, 6)));
 /* Answers a request the client side could not read whole (400, 408, 413,
  * 431, ...) with invalid_request_error: gives it an id and "-" for a method
  * and target it never got, so the KPI line is complete. */
 void av_req_reject(av_req_t *req, int status, const char *code, const char *why);
+/* The last event of a stream the gateway ends with an error (the backend
+ * broke off): OpenAI's data: {"error": ...}; Anthropic's event: error with
+ * {"type": "error", "error": {...}}; the Responses API's event: error. */
+void av_req_error_event(const av_req_t *req, struct evbuffer *out);
 /* Writes the error JSON body alone (for client sides answering before a request exists). */
 void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
                    const char *request_id);
