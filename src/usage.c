@@ -701,6 +701,8 @@ static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
     } else if (is_str(&t.type, "message_delta")) { /* usage (cumulative) read above */
         if (get(&t.delta, "stop_reason", &x))
             set_finish(u, &x);
+        if ((t.has & H_USAGE) && get(&t.usage, "output_tokens", &x))
+            u->output_final = 1;
     } else if (is_str(&t.type, "message")) { /* Anthropic, whole */
         if (t.has & H_CONTENT)
             av_jscan_array(t.content.val, t.content.val_len, anthropic_block, u, &off);
@@ -955,15 +957,23 @@ void av_usage_tokens(const av_usage_t *u, size_t request_bytes, av_tokens_t *t)
     t->cache_write = write;
     t->reasoning = u->reasoning > 0 ? u->reasoning : 0;
     t->estimated = !u->reported || u->untrusted;
+    int64_t text_est = u->chars > 0 ? (int64_t)((u->chars + 3) / 4) : (int64_t)u->token_events;
     if (!t->estimated) {
         int64_t in = u->input > 0 ? u->input : 0;
         /* Anthropic's input_tokens leaves out cache reads and writes; OpenAI's prompt_tokens has them */
         t->input = u->dialect == AV_DIALECT_ANTHROPIC ? in + cached + write : in;
         t->output = u->output > 0 ? u->output : 0;
+        if (u->stream && u->dialect == AV_DIALECT_ANTHROPIC && !u->output_final) {
+            /* cut before the message_delta: message_start's output count is
+             * its first token only; what was relayed says more */
+            t->estimated = 1;
+            if (text_est > t->output)
+                t->output = text_est;
+        }
         return;
     }
     t->input = (int64_t)((request_bytes + 3) / 4);
-    t->output = u->chars > 0 ? (int64_t)((u->chars + 3) / 4) : (int64_t)u->token_events;
+    t->output = text_est;
 }
 
 int64_t av_usage_cost_pico(const av_tokens_t *t, const av_price_t *p)

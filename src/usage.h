@@ -38,6 +38,7 @@ typedef struct av_usage_s {
     int reported;          /* some usage came from the backend */
     int untrusted;         /* ... and a count in it could not be right: the tokens are estimated */
     char untrusted_key[32]; /* the first such count's name, for the log */
+    int output_final;      /* an Anthropic stream's message_delta came with its output count */
     char finish[32];
     int tool_calls;
     /* timing of content tokens */

@@ -45,10 +45,10 @@ resp=$(post "http://$AV/nowhere/chat/completions" -d '{}')
 like "no route on an OpenAI path: OpenAI's 404" "$resp" '^\{"error":\{"message":"no route matches.*"code":"route_not_found".*404$'
 
 # a stream the backend cuts: the last event in the dialect
-out=$(curl -s -N --max-time 10 -H 'x-sim-drop-after: 2' "http://$AV/v1/messages" \
+out=$(curl -s -N --max-time 10 -H 'x-sim-drop-after: 5' -H 'x-request-id: cut-anthropic' "http://$AV/v1/messages" \
       -d '{"model":"m","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}')
 like "Anthropic stream cut by the backend: ends with event: error" "$out" \
-    'event: error data: \{"type":"error","error":\{"type":"api_error","message":"the backend ended the stream before it was complete"\},"request_id":"[0-9a-f]{32}"\}'
+    'event: error data: \{"type":"error","error":\{"type":"api_error","message":"the backend ended the stream before it was complete"\},"request_id":"cut-anthropic"\}'
 out=$(curl -s -N --max-time 10 -H 'x-sim-drop-after: 2' "http://$AV/v1/responses" \
       -d '{"model":"m","stream":true,"input":"hi"}')
 like "Responses stream cut by the backend: ends with event: error" "$out" \
@@ -59,4 +59,9 @@ like "chat stream cut by the backend: ends with data: {\"error\": ...}" "$out" \
     'data: \{"error":\{"message":"the backend ended the stream before it was complete","type":"server_error","code":"backend_closed"'
 stop_pid "$AV_PID"
 is "aviary exits 0" "$?" 0
+line=$(grep '"request_id":"cut-anthropic"' "$T/kpi.log")
+like "the cut Anthropic stream's output is estimated from what was relayed, and says so" "$line" \
+    '"output_tokens":[1-9][0-9]*,.*"usage_estimated":true,.*"error":"backend_closed"'
+unlike "not message_start's single output token" "$line" '"output_tokens":1,'
+
 done_testing

@@ -281,7 +281,9 @@ static void test_untrusted_counts(void)
                          "9007199254740992,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":%s}}}", cases[i].v);
             else
                 snprintf(text, sizeof(text), "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
-                         "{\"input_tokens\":%s,\"output_tokens\":1}}}\n\n", cases[i].v);
+                         "{\"input_tokens\":%s,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":"
+                         "\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n",
+                         cases[i].v);
             for (int full = 0; full < 2; full++) {
                 av_usage_t u;
                 av_usage_init(&u, dialect, stream, 0);
@@ -316,6 +318,33 @@ static void test_untrusted_counts(void)
     CHECK(av_usage_cost_nano(&big, &price) == INT64_MAX / 1000 + 1);
     av_tokens_t small = {1000, 10, 0, 0, 0, 0};
     CHECK_INT(av_usage_cost_pico(&small, &price), 1010000000000LL);
+}
+
+/* An Anthropic stream cut before its message_delta: message_start's
+ * output_tokens (1) is not the answer's; the text relayed is, estimated. */
+static void test_anthropic_cut(void)
+{
+    static const char cut[] =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"text_delta\",\"text\":\"Hello there, \"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"text_delta\",\"text\":\"how are you today?\"}}\n\n";
+    for (int full = 0; full < 2; full++) {
+        av_usage_t u;
+        av_usage_init(&u, AV_DIALECT_ANTHROPIC, 1, 0);
+        u.full_reading = full;
+        u.want_text = 1;
+        av_usage_feed(&u, cut, strlen(cut), 1000, NULL, NULL);
+        av_usage_end(&u, 2000, NULL, NULL);
+        av_tokens_t t;
+        av_usage_tokens(&u, 100, &t);
+        CHECK_INT(t.estimated, 1);
+        CHECK_INT(t.input, 10);  /* message_start's count stands */
+        CHECK_INT(t.output, 8); /* 31 bytes of text, four a token */
+        av_usage_free(&u);
+    }
 }
 
 static void to_buf(void *arg, const char *data, size_t len)
@@ -397,6 +426,7 @@ int main(void)
     RUN(test_anthropic);
     RUN(test_responses);
     RUN(test_untrusted_counts);
+    RUN(test_anthropic_cut);
     RUN(test_strip_usage_chunk);
     RUN(test_timing);
     TEST_DONE();
