@@ -245,6 +245,14 @@ static void text(av_usage_t *u, const av_jmember_t *m, uint64_t now_us)
     u->token_events++;
 }
 
+/* A tool call began at now_us: an answer of tool calls alone has its first
+ * token there (its time to first token is the call's). */
+static void tool_calls_seen(av_usage_t *u, int before, uint64_t now_us)
+{
+    if (u->tool_calls > before && u->first_token_us == 0)
+        u->first_token_us = u->last_token_us = now_us;
+}
+
 static int count_tool_call(void *arg, const av_jmember_t *e)
 {
     av_jmember_t id;
@@ -310,8 +318,11 @@ static void openai_choice(av_usage_t *u, const av_jmember_t *choices, uint64_t n
         av_jscan_object(c.msg.val, c.msg.val_len, on_msg, &c, &off);
         if (c.has & C_CONTENT)
             text(u, &c.content, now_us);
-        if ((c.has & C_TOOLS) && c.tools.type == '[')
+        if ((c.has & C_TOOLS) && c.tools.type == '[') {
+            int before = u->tool_calls;
             av_jscan_array(c.tools.val, c.tools.val_len, count_tool_call, u, &off);
+            tool_calls_seen(u, before, now_us);
+        }
     } else if (c.has & C_TEXT) {
         text(u, &c.text, now_us);
     }
@@ -393,8 +404,10 @@ static int response_item(void *arg, const av_jmember_t *it)
 {
     resp_out_t *r = arg;
     av_jmember_t x, c;
-    if (get(it, "type", &x) && is_str(&x, "function_call"))
+    if (get(it, "type", &x) && is_str(&x, "function_call")) {
         r->u->tool_calls++;
+        tool_calls_seen(r->u, r->u->tool_calls - 1, r->now);
+    }
     else if (get(it, "content", &c) && c.type == '[') {
         size_t off;
         av_jscan_array(c.val, c.val_len, response_part, r, &off);
@@ -637,6 +650,7 @@ static int openai_read(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
     if (o.v.finishes && string_at(s, n, o.v.finish, &m))
         set_finish(u, &m);
     u->tool_calls += o.v.tool_ids;
+    tool_calls_seen(u, u->tool_calls - o.v.tool_ids, now_us);
     if (u->stream && at > 0 && !o.v.finishes && !(o.v.has & (OA_USAGE | OA_TOOLS)))
         keep_template(u, &o, from, s, n, at, m.val_len);
     return 0;
@@ -693,8 +707,10 @@ static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
         if (get(&t.message, "usage", &x))
             read_usage(u, &x);
     } else if (is_str(&t.type, "content_block_start")) {
-        if (get(&t.content_block, "type", &x) && is_str(&x, "tool_use"))
+        if (get(&t.content_block, "type", &x) && is_str(&x, "tool_use")) {
             u->tool_calls++;
+            tool_calls_seen(u, u->tool_calls - 1, now_us);
+        }
     } else if (is_str(&t.type, "content_block_delta")) {
         if (get(&t.delta, "text", &x))
             text(u, &x, now_us);
@@ -704,15 +720,19 @@ static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
         if ((t.has & H_USAGE) && get(&t.usage, "output_tokens", &x))
             u->output_final = 1;
     } else if (is_str(&t.type, "message")) { /* Anthropic, whole */
+        int before = u->tool_calls;
         if (t.has & H_CONTENT)
             av_jscan_array(t.content.val, t.content.val_len, anthropic_block, u, &off);
+        tool_calls_seen(u, before, now_us);
         if (t.has & H_STOP)
             set_finish(u, &t.stop_reason);
     } else if (is_str(&t.type, "response.output_text.delta")) {
         text(u, &t.delta, now_us);
     } else if (is_str(&t.type, "response.output_item.added")) {
-        if (get(&t.item, "type", &x) && is_str(&x, "function_call"))
+        if (get(&t.item, "type", &x) && is_str(&x, "function_call")) {
             u->tool_calls++;
+            tool_calls_seen(u, u->tool_calls - 1, now_us);
+        }
     } else if (is_str(&t.type, "response.completed") || is_str(&t.type, "response.incomplete") ||
                is_str(&t.type, "response.failed")) {
         if (get(&t.response, "usage", &x))

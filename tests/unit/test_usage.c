@@ -347,6 +347,44 @@ static void test_anthropic_cut(void)
     }
 }
 
+/* An answer of tool calls alone has a time to first token: the first
+ * call's, in every dialect and by both readings. */
+static void test_tool_call_ttft(void)
+{
+    static const char anthropic_tools[] =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,"
+        "\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+        "{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{}}}\n\n";
+    static const char responses_tools[] =
+        "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\"}}\n\n"
+        "event: response.output_item.added\ndata: {\"type\":\"response.output_item.added\",\"item\":"
+        "{\"type\":\"function_call\",\"name\":\"f\"}}\n\n";
+    static const struct {
+        const char *text;
+        int dialect;
+    } cases[] = {{chat_tools_stream, AV_DIALECT_CHAT}, {anthropic_tools, AV_DIALECT_ANTHROPIC},
+                 {responses_tools, AV_DIALECT_RESPONSES}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+        for (int full = 0; full < 2; full++) {
+            av_usage_t u;
+            av_usage_init(&u, cases[c].dialect, 1, 0);
+            u.full_reading = full;
+            /* one event a millisecond: the first carries the first call (the second for the others) */
+            const char *p = cases[c].text;
+            for (uint64_t t = 1000; *p != '\0'; t += 1000) {
+                const char *end = strstr(p, "\n\n");
+                size_t n = end ? (size_t)(end - p) + 2 : strlen(p);
+                av_usage_feed(&u, p, n, t, NULL, NULL);
+                p += n;
+            }
+            av_usage_end(&u, 99000, NULL, NULL);
+            CHECK_INT(u.first_token_us, c == 0 ? 1000 : 2000);
+            CHECK(u.tool_calls >= 1);
+            av_usage_free(&u);
+        }
+}
+
 static void to_buf(void *arg, const char *data, size_t len)
 {
     evbuffer_add(arg, data, len);
@@ -427,6 +465,7 @@ int main(void)
     RUN(test_responses);
     RUN(test_untrusted_counts);
     RUN(test_anthropic_cut);
+    RUN(test_tool_call_ttft);
     RUN(test_strip_usage_chunk);
     RUN(test_timing);
     TEST_DONE();
