@@ -19,7 +19,7 @@
 #define WIN_BUCKETS 60 /* ten minutes */
 
 const char *const av_outcome_names[AV_OUT_N] = {"ok", "client_error", "rate_limited", "server_error", "timeout",
-                                                "client_abort"};
+                                                "client_abort", "blocked"};
 
 /* Prometheus histogram bounds, in microseconds */
 static const uint64_t lat_le[] = {5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
@@ -89,14 +89,15 @@ static void addd(uint64_t *slot, double v)
 
 int av_outcome(int status, const char *error)
 {
+    if (error != NULL && strncmp(error, "policy_", 7) == 0) /* a guardrail denied or stopped it */
+        return AV_OUT_BLOCKED;
     if (error == AV_ERR_CLIENT_ABORT)
         return AV_OUT_CLIENT_ABORT;
     if (error == AV_ERR_CONNECT_TIMEOUT || error == AV_ERR_FIRST_BYTE_TIMEOUT || error == AV_ERR_READ_TIMEOUT)
         return AV_OUT_TIMEOUT;
     if (status == 429)
         return AV_OUT_RATE_LIMITED;
-    int policy = error != NULL && strncmp(error, "policy_", 7) == 0; /* a policy's answer: its status says */
-    if (status >= 500 || (error != NULL && error != AV_ERR_INVALID_JSON && !policy))
+    if (status >= 500 || (error != NULL && error != AV_ERR_INVALID_JSON))
         return AV_OUT_SERVER_ERROR;
     if (status >= 400)
         return AV_OUT_CLIENT_ERROR;

@@ -14,7 +14,7 @@ typedef struct av_metrics_s av_metrics_t;
 
 /* Outcome classes of a request. */
 enum { AV_OUT_OK, AV_OUT_CLIENT_ERROR, AV_OUT_RATE_LIMITED, AV_OUT_SERVER_ERROR, AV_OUT_TIMEOUT,
-       AV_OUT_CLIENT_ABORT, AV_OUT_N };
+       AV_OUT_CLIENT_ABORT, AV_OUT_BLOCKED, AV_OUT_N };
 extern const char *const av_outcome_names[AV_OUT_N];
 
 typedef struct {

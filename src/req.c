@@ -491,6 +491,12 @@ void av_req_run(av_req_t *req)
     }
     req->route = route;
     if (route->npolicies > 0 && av_policy_request(req) != 0) {
+        /* counted for the variant the split gives it (by its header keys),
+         * so a route's books and block rate include what was denied */
+        char why[256];
+        size_t none[AV_STICKY_MAX] = {0};
+        if (route->split != NULL && av_split_choose(req, NULL, none, why, sizeof(why)) != 0)
+            req->variant = NULL;
         respond_policy_denial(req);
         return;
     }

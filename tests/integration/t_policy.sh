@@ -187,6 +187,10 @@ m=$(curl -s --max-time 5 "http://$ADMIN/metrics")
 like "metrics: aviary.count() summed over workers" "$m" 'aviary_policy_events_total\{policy="block",name="completed"\} [1-9]'
 like "metrics: policy errors counted" "$m" 'aviary_policy_events_total\{policy="runaway",name="errors"\} 1'
 like "metrics: denies counted" "$m" 'aviary_policy_events_total\{policy="block",name="denies"\} [1-9]'
+denies=$(grep -c '"error":"policy_denied"' "$T/kpi.log")
+like "metrics: each deny is a request of its variant, outcome blocked (as many as the KPI log's)" "$m" \
+    "aviary_requests_total\\{route=\"chat\",variant=\"a\",outcome=\"blocked\"\\} $(grep '"route":"chat"' "$T/kpi.log" | grep -c '"error":"policy_denied"')"
+check "the KPI log has denies to count" test "$denies" -gt 0
 printf '%s\n' "$m" >"$T/metrics.txt"
 check "metrics: promtool accepts them" sh -c "promtool check metrics <'$T/metrics.txt' >/dev/null 2>&1"
 
@@ -219,7 +223,7 @@ wait_pid "$H2_PID" 60
 h=$(cat "$T/h2load.out")
 audit=$(cat "$T/audit.log")
 like "audit: a deny, with policy, rule, route, variant and request id" "$audit" \
-    '"type":"policy","policy":"block","action":"deny","rule":"denylist","route":"chat","variant":null,"request_id":"deny-1","generation":1\}'
+    '"type":"policy","policy":"block","action":"deny","rule":"denylist","route":"chat","variant":"a","request_id":"deny-1","generation":1\}'
 like "audit: a rewrite" "$audit" '"type":"policy","policy":"block","action":"rewrite","rule":"max_tokens_default","route":"chat","variant":"a","request_id":"rw-1"'
 like "audit: a reload by a policy file" "$audit" '"type":"reload","trigger":"policy files","result":"loaded","generation":2,"error":null'
 like "audit: a failed reload, with the reason" "$audit" '"type":"reload","trigger":"policy files","result":"kept","generation":2,"error":"[^"]*pol/block.lua:3: unexpected symbol'
@@ -305,6 +309,9 @@ like "KPI: a stopped stream: its verdicts and error" "$(grep '"request_id":"stop
     '"policy":\[\{"policy":"chunky","action":"rewrite","rule":"no_e"\},\{"policy":"chunky","action":"stop","rule":"test_stop"\}\],"policy_errors":0,"error":"policy_stopped"'
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$AV/v1/chat/completions" -d '{"model":"m","messages":[]}')
 is "after a stopped stream the next request is served" "$code" 200
+stops=$(grep -c '"error":"policy_stopped"' "$T/kpi2.log")
+like "metrics: stopped streams are blocked, not ok" "$(curl -s --max-time 5 "http://$ADMIN/metrics")" \
+    "aviary_requests_total\\{route=\"[a-z]*\",variant=\"[a-z]*\",outcome=\"blocked\"\\} $stops"
 stop_pid "$AV_PID"
 
 # config errors: a missing file and a policy without fail=, each at its place in the config
