@@ -57,6 +57,11 @@ out=$(curl -s -N --max-time 10 -H 'x-sim-drop-after: 2' "http://$AV/v1/chat/comp
       -d '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}')
 like "chat stream cut by the backend: ends with data: {\"error\": ...}" "$out" \
     'data: \{"error":\{"message":"the backend ended the stream before it was complete","type":"server_error","code":"backend_closed"'
+out=$(curl -s -N --http2-prior-knowledge --max-time 10 -H 'x-sim-drop-after: 5' "http://$AV/v1/messages" \
+      -d '{"model":"m","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}')
+like "the same over HTTP/2" "$out" 'event: error data: \{"type":"error","error":\{"type":"api_error"'
+resp=$(post --http2-prior-knowledge "http://$AV/down/v1/messages" -d "$MSG")
+like "and the gateway's 502 over HTTP/2" "$resp" '^\{"type":"error","error":\{"type":"api_error","message":"backend down is unreachable"\}.*502$'
 stop_pid "$AV_PID"
 is "aviary exits 0" "$?" 0
 line=$(grep '"request_id":"cut-anthropic"' "$T/kpi.log")

@@ -30,6 +30,18 @@ out=$(tls_curl --http2 -N -H 'x-sim-tokens: 5' -H 'x-sim-tps: 50' "$URL" -d '{"s
 is "h2 stream: 5 token events" "$(printf '%s\n' "$out" | grep -c '"delta":{"content"')" 5
 is "h2 stream: ends with [DONE]" "$(printf '%s\n' "$out" | grep -v '^$' | tail -1)" "data: [DONE]"
 
+# RFC 9113 3.4 over TLS: a client that negotiates h2 and then speaks HTTP/1.1
+# instead of the preface is told GOAWAY PROTOCOL_ERROR at once and closed
+# (h2c prior knowledge: t_h2_abuse.sh)
+t0=$(date +%s%N)
+frames=$(printf 'GET /v1/models HTTP/1.1\r\nHost: localhost\r\n\r\n' |
+         timeout 10 openssl s_client -quiet -alpn h2 -connect "127.0.0.1:$TP" -servername localhost 2>/dev/null |
+         od -An -tx1 | tr -d ' \n')
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+like "TLS h2, bad preface: our SETTINGS, then GOAWAY PROTOCOL_ERROR last_stream=0" "$frames" \
+    '^[0-9a-f]{6}04.*0000080700000000000000000000000001$'
+check "TLS h2, bad preface: closed after $ms ms (under 3 s)" test "$ms" -lt 3000
+
 # h2c prior knowledge and HTTP/1.1 on the same cleartext port
 out=$(curl -s --max-time 10 --http2-prior-knowledge -w '\n%{http_version} %{http_code}' "http://$AV2/v1/chat/completions" \
       -d '{"model":"x","messages":[]}')
