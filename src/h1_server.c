@@ -583,6 +583,9 @@ void av_h1_accept(av_worker_t *w, av_sock_t *sock, const char *client_ip, int tl
     c->state = H1_IDLE;
     av_sock_set_read_high(c->sock, H1_READ_HIGH_WATER);
     av_sock_set_write_low(c->sock, H1_WRITE_LOW_WATER);
+    /* a client that takes none of its answer for idle_timeout_ms is gone: it
+     * would hold its paused backend exchange (and memory) for ever */
+    av_sock_set_timeouts(c->sock, 0, w->cfg->idle_timeout_ms);
     av_sock_setcb(c->sock, read_cb, write_cb, event_cb, c);
     av_sock_read(c->sock, 1);
     TAILQ_INSERT_TAIL(&w->h1conns, c, link);

@@ -110,6 +110,29 @@ import json, sys
 for l in open(sys.argv[1], "rb"):
     json.loads(l.decode("utf-8"))' "$T/kpi.log"
 
+# a client that takes none of its answer is let go after client.idle_timeout_ms
+# (it once held its paused backend stream, and the memory, for ever)
+write_config "$T/e.json" "$sim_PORT" '"client": {"idle_timeout_ms": 1000},'
+start_aviary "$T/e.json"
+python3 - "$AV" <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect((host, int(port)))
+body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nx-request-id: never-reads\r\nx-sim-tokens: 100000\r\n"
+          b"x-sim-tps: 0\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+time.sleep(10)
+PY
+NR_PID=$!
+PIDS="$PIDS $NR_PID"
+check "a client that reads nothing of a long stream is let go (KPI line within 6 s)" \
+    wait_until 6 grep -q '"request_id":"never-reads"' "$T/kpi.log"
+like "as a client abort" "$(grep '"request_id":"never-reads"' "$T/kpi.log")" '"status":499,.*"error":"client_abort"'
+kill "$NR_PID" 2>/dev/null
+stop_pid "$AV_PID"
+
 # config: a url that once made the loader read before its buffer, and params
 # that once made two overlapping edits of one member
 write_config "$T/b.json" 1
