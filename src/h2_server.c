@@ -714,25 +714,53 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     return 0;
 }
 
+/* A frame nghttp2 could not send: a response head too large for a header
+ * block (a backend's 5,000 headers) left its stream open and the client
+ * waiting. The stream is reset and the request logged as the backend's
+ * fault. */
+static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *f, int lib_error, void *user)
+{
+    av_h2conn_t *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    h2_stream_t *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    AV_INFO("client %s: HTTP/2 stream %d: the response head could not be sent: %s", c->client_ip,
+            f->hd.stream_id, nghttp2_strerror(lib_error));
+    if (st != NULL && st->req != NULL && st->req->error == NULL) {
+        st->req->error = AV_ERR_BACKEND_PROTOCOL;
+        st->req->status = 502;
+    }
+    nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_INTERNAL_ERROR);
+    return 0;
+}
+
 /* ---- the connection ---- */
 
 static void conn_send(av_h2conn_t *c)
 {
     if (c->dead || c->in_io)
         return; /* the I/O loop sends once the callbacks return */
-    while (av_sock_pending(c->sock) < H2_SOCK_HIGH && nghttp2_session_want_write(c->ng)) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-        if (n < 0) {
-            AV_INFO("client %s: HTTP/2 send failed: %s", c->client_ip, nghttp2_strerror((int)n));
-            c->dead = 1;
-            break;
+    for (;;) {
+        size_t made = 0;
+        while (av_sock_pending(c->sock) < H2_SOCK_HIGH && nghttp2_session_want_write(c->ng)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0) {
+                AV_INFO("client %s: HTTP/2 send failed: %s", c->client_ip, nghttp2_strerror((int)n));
+                c->dead = 1;
+                break;
+            }
+            if (n == 0)
+                break;
+            evbuffer_add(av_sock_output(c->sock), data, (size_t)n);
+            made += (size_t)n;
         }
-        if (n == 0)
+        av_sock_flush(c->sock);
+        /* the kernel took all of it: no write event will come to ask for the
+         * rest, so it is made now (a 200 KB answer once stopped at the mark) */
+        if (c->dead || made == 0 || av_sock_pending(c->sock) > 0 || !nghttp2_session_want_write(c->ng))
             break;
-        evbuffer_add(av_sock_output(c->sock), data, (size_t)n);
     }
-    av_sock_flush(c->sock);
     if (c->dead || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
                     av_sock_pending(c->sock) == 0)) {
         c->dead = 1;
@@ -933,6 +961,7 @@ void av_h2_accept(av_worker_t *w, av_sock_t *sock, const char *client_ip, int tl
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);

@@ -110,6 +110,11 @@ static int commit_header(av_upconn_t *u)
 {
     if (u->name_len == 0)
         return 0;
+    /* counted as HTTP/2 backends count them: four more per field, so a
+     * head of thousands of tiny fields meets the same limit */
+    u->header_bytes += 4;
+    if (u->header_bytes > AV_BACKEND_MAX_HEADER_BYTES)
+        return -1;
     if (!av_header_name_valid(u->acc, u->name_len) ||
         !av_header_value_valid(u->acc + u->name_len, u->acc_len - u->name_len))
         return -1; /* never passed on to a client */

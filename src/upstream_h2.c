@@ -162,11 +162,12 @@ static void stream_timer_cb(evutil_socket_t fd, short what, void *arg)
     av_req_t *req = st->req;
     if (req == NULL)
         return;
+    const char *err = st->head_done ? AV_ERR_READ_TIMEOUT : AV_ERR_FIRST_BYTE_TIMEOUT;
     detach(st);
     give_back(st);
     nghttp2_submit_rst_stream(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
-    conn_send(st->c);
-    av_req_backend_error(req, st->head_done ? AV_ERR_READ_TIMEOUT : AV_ERR_FIRST_BYTE_TIMEOUT);
+    conn_send(st->c); /* nghttp2 closes the stream as the reset goes: st is freed */
+    av_req_backend_error(req, err);
 }
 
 static ssize_t body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
@@ -295,6 +296,7 @@ static void head_done(av_up2_stream_t *st)
     if (cl != NULL)
         clen = strtoll(cl->value, NULL, 10);
     av_req_backend_head(req, st->status, &st->hdrs, clen);
+    st->dirty = 1; /* the client gets the head with this read's flush, body or not */
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
@@ -407,19 +409,26 @@ static void conn_send(up2_conn_t *c)
 {
     if (c->in_io || c->dead)
         return; /* the I/O loop sends once nghttp2's callbacks return */
-    while (av_sock_pending(c->sock) < UP2_SOCK_HIGH && nghttp2_session_want_write(c->ng)) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-        if (n < 0) {
-            AV_WARN("backend %s: HTTP/2 send failed: %s", c->pool->key, nghttp2_strerror((int)n));
-            conn_close(c);
-            return;
+    for (;;) {
+        size_t made = 0;
+        while (av_sock_pending(c->sock) < UP2_SOCK_HIGH && nghttp2_session_want_write(c->ng)) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0) {
+                AV_WARN("backend %s: HTTP/2 send failed: %s", c->pool->key, nghttp2_strerror((int)n));
+                conn_close(c);
+                return;
+            }
+            if (n == 0)
+                break;
+            evbuffer_add(av_sock_output(c->sock), data, (size_t)n);
+            made += (size_t)n;
         }
-        if (n == 0)
+        av_sock_flush(c->sock);
+        /* the kernel took all of it: no write event will ask for the rest */
+        if (made == 0 || av_sock_pending(c->sock) > 0 || !nghttp2_session_want_write(c->ng))
             break;
-        evbuffer_add(av_sock_output(c->sock), data, (size_t)n);
     }
-    av_sock_flush(c->sock);
     int over = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
     if (over && c->nstreams == 0) {
         conn_close(c);
