@@ -84,6 +84,14 @@ void av_req_set_id(av_req_t *req)
     req->id[32] = '\0';
 }
 
+void av_req_tokens(const av_req_t *req, av_tokens_t *t)
+{
+    av_usage_tokens(req->usage, req->bytes_in, t);
+    const av_usage_t *u = req->usage;
+    if (req->backend_status >= 400 && (!u->reported || u->untrusted)) /* providers bill no failure they did not count */
+        *t = (av_tokens_t){0, 0, 0, 0, 0, 0};
+}
+
 static void kpi_write(av_req_t *req)
 {
     if (req->logged || !req->ran)
@@ -103,10 +111,8 @@ static void kpi_write(av_req_t *req)
     const av_usage_t *u = req->usage;
     if (u != NULL) {
         av_usage_end(req->usage, end, NULL, NULL); /* counted up to here, if the answer was cut */
-        av_usage_tokens(u, req->bytes_in, &tok);
-        if (req->backend_status >= 400 && (!u->reported || u->untrusted)) /* providers bill no failure they did not count */
-            tok = (av_tokens_t){0, 0, 0, 0, 0, 0};
-        else if (u->untrusted)
+        av_req_tokens(req, &tok);
+        if (u->untrusted && req->backend_status < 400)
             AV_INFO("request %s: backend %s reported %s as a number no count can be (negative, fractional or "
                     "past 2^53); the tokens are estimated", req->id,
                     req->variant ? req->variant->backend->name : "-", u->untrusted_key);
@@ -397,7 +403,13 @@ static void respond_policy_denial(av_req_t *req)
 /* The variant's edits to the body, the backend request, and off it goes. */
 static void send_to_backend(av_req_t *req, const av_body_t *b)
 {
-    av_body_rewrite(req, b);
+    if (av_body_rewrite(req, b) != 0) {
+        req->error = AV_ERR_INVALID_JSON;
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
+                             "request body repeats the members this route sets more than %d times",
+                             AV_BODY_MAX_PARAMS);
+        return;
+    }
     if (req->variant->backend->protocol == AV_PROTO_HTTP1) { /* HTTP/2 sends fields and req->body */
         req->backend_out = evbuffer_new();
         av_arena_on_free(req->arena, free_evbuffer, req->backend_out);

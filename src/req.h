@@ -52,6 +52,12 @@ void av_req_error_event(const av_req_t *req, struct evbuffer *out);
 void av_error_json(struct evbuffer *out, const char *type, const char *code, const char *message,
                    const char *request_id);
 
+/* What the request used, as it is billed (req->usage set): the usage's
+ * tokens, or none for a backend's error answer that reported no count it
+ * can be believed on. */
+struct av_tokens_s;
+void av_req_tokens(const av_req_t *req, struct av_tokens_s *t);
+
 /* From the backend side. */
 void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, int64_t content_length);
 void av_req_backend_body(av_req_t *req, const char *data, size_t len);

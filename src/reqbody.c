@@ -204,12 +204,15 @@ typedef struct {
         size_t len;
     } add[AV_BODY_MAX_PARAMS + 8]; /* members added after the opening brace */
     size_t nadd;
+    int full; /* an edit did not fit */
 } edits_t;
 
 static edit_t *new_edit(edits_t *ed, const av_jmember_t *m, const char *text)
 {
-    if (ed->n == AV_NELEMS(ed->e))
+    if (ed->n == AV_NELEMS(ed->e)) {
+        ed->full = 1; /* the body is refused: an edit left out would let the client's value stand */
         return NULL;
+    }
     edit_t *e = &ed->e[ed->n++];
     *e = (edit_t){.at = (size_t)(m->val - text), .del = m->val_len};
     return e;
@@ -237,8 +240,10 @@ static void replace_with(edits_t *ed, const av_jmember_t *m, const char *text, c
 
 static void add_member(edits_t *ed, const char *name, const char *json, size_t json_len)
 {
-    if (ed->nadd == AV_NELEMS(ed->add))
+    if (ed->nadd == AV_NELEMS(ed->add)) {
+        ed->full = 1;
         return;
+    }
     for (size_t i = 0; i < ed->nadd; i++)
         if (strcmp(ed->add[i].name, name) == 0)
             return; /* the first edit of a member wins */
@@ -266,13 +271,18 @@ typedef struct {
     size_t nhits;
     int present[AV_BODY_MAX_PARAMS];
     size_t which[AV_BODY_MAX_PARAMS];
+    int overflow;
 } params_scan_t;
 
 static int on_param(void *arg, const av_jmember_t *m)
 {
     params_scan_t *p = arg;
     for (size_t i = 0; i < p->v->nparams && i < AV_BODY_MAX_PARAMS; i++)
-        if (av_jscan_key_is(m, p->v->params[i].name) && p->nhits < AV_BODY_MAX_PARAMS) {
+        if (av_jscan_key_is(m, p->v->params[i].name)) {
+            if (p->nhits == AV_BODY_MAX_PARAMS) {
+                p->overflow = 1; /* a copy left unedited would keep the client's value: refused */
+                return 1;
+            }
             p->which[p->nhits] = i;
             p->hits[p->nhits++] = *m;
             p->present[i] = 1;
@@ -285,7 +295,11 @@ static void edit_params(const av_body_t *b, const av_variant_t *v, edits_t *ed)
 {
     params_scan_t p = {.v = v};
     size_t err_off;
-    av_jscan_object(b->text, b->len, on_param, &p, &err_off); /* scanned whole before: cannot fail */
+    av_jscan_object(b->text, b->len, on_param, &p, &err_off); /* scanned whole before: stops only on overflow */
+    if (p.overflow) {
+        ed->full = 1;
+        return;
+    }
     for (size_t h = 0; h < p.nhits; h++) {
         const av_param_t *pa = &v->params[p.which[h]];
         replace_with(ed, &p.hits[h], b->text, pa->json, pa->json_len);
@@ -496,7 +510,7 @@ static void order_edits(edits_t *ed)
     ed->n = kept;
 }
 
-void av_body_rewrite(av_req_t *req, const av_body_t *b)
+int av_body_rewrite(av_req_t *req, const av_body_t *b)
 {
     const av_variant_t *v = req->variant;
     const char *want = v->model;
@@ -504,10 +518,11 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
                                       b->n_model == 1);
     int stream_usage = b->text != NULL && wants_stream_usage(req, b) && !sets_param(v, "stream_options");
     if (b->text == NULL || (model_same && v->nparams == 0 && v->prompt.text == NULL && !stream_usage))
-        return;
+        return 0;
     edits_t ed;
     ed.arena = req->arena;
     ed.n = ed.nadd = 0;
+    ed.full = 0;
     if (!model_same) {
         size_t wl;
         const char *wj = arena_json_str(req->arena, want, &wl);
@@ -524,6 +539,12 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
     if (stream_usage) {
         edit_stream_usage(b, &ed);
         req->strip_usage = 1;
+    }
+    if (ed.full) {
+        for (size_t i = 0; i < ed.n; i++)
+            if (ed.e[i].ins != NULL)
+                evbuffer_free(ed.e[i].ins);
+        return AV_ELIMIT;
     }
     order_edits(&ed);
     /* the new body in one piece: at most the old one, the added members with their
@@ -561,4 +582,5 @@ void av_body_rewrite(av_req_t *req, const av_body_t *b)
     evbuffer_add_reference(req->body, nb, (size_t)(p - nb), free_body, NULL);
     if (v->prompt.text != NULL)
         req->prompt_hash = v->prompt.hash;
+    return 0;
 }

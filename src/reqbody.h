@@ -41,7 +41,10 @@ int av_body_dialect(const av_req_t *req);
  * (req->body is replaced when anything changes); sets req->model. For an
  * OpenAI-style stream that does not ask for usage, asks for it (unless the
  * backend's stream_usage is off) and sets req->strip_usage, so the usage
- * chunk is read and not passed on. */
-void av_body_rewrite(av_req_t *req, const av_body_t *b);
+ * chunk is read and not passed on. Returns 0, or AV_ELIMIT when the body
+ * repeats the members the variant sets past what one pass edits (64
+ * copies): nothing is changed, and the request must be refused, or a copy
+ * left unedited would keep the client's value. */
+int av_body_rewrite(av_req_t *req, const av_body_t *b);
 
 #endif

@@ -243,7 +243,7 @@ void av_shadow_done(av_req_t *req)
             av_split_shadow_release(req->route->split);
             if (req->usage != NULL) { /* what the copy spent counts against the minute's budget */
                 av_tokens_t t;
-                av_usage_tokens(req->usage, req->bytes_in, &t);
+                av_req_tokens(req, &t);
                 const av_price_t *price = av_config_price(req->cfg, req->model);
                 av_split_shadow_spent(req->route->split, t.input + t.output,
                                       price ? av_usage_cost_nano(&t, price) : 0);

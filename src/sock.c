@@ -43,7 +43,8 @@ struct av_sock_s {
     int busy;     /* callbacks on the stack */
     unsigned pend; /* PEND_*: deferred callbacks */
     unsigned want_read : 1, read_armed : 1, write_armed : 1, connecting : 1, closed_in : 1, dead : 1,
-        has_rtv : 1, has_wtv : 1, handshaking : 1, read_wants_write : 1, write_wants_read : 1, tls_client : 1;
+        has_rtv : 1, has_wtv : 1, handshaking : 1, read_wants_write : 1, write_wants_read : 1, tls_client : 1,
+        closed_err : 1; /* the read side ended in an error (a reset), not an orderly close */
 };
 
 static void read_ev(evutil_socket_t fd, short what, void *arg);
@@ -154,7 +155,7 @@ int av_sock_error(const av_sock_t *s)
 
 int av_sock_read_closed(const av_sock_t *s)
 {
-    return s->closed_in;
+    return !s->closed_in ? 0 : s->closed_err ? AV_SOCK_ERROR : AV_SOCK_EOF;
 }
 
 const char *av_sock_error_str(const av_sock_t *s)
@@ -522,8 +523,10 @@ static void read_ev(evutil_socket_t fd, short what, void *arg)
     size_t total = 0;
     int end = s->ssl != NULL ? read_tls(s, &total) : read_plain(s, &total);
     enter(s);
-    if (end != 0) /* known to on_read: the bytes it gets are the last */
+    if (end != 0) { /* known to on_read: the bytes it gets are the last */
         s->closed_in = 1;
+        s->closed_err = end == AV_SOCK_ERROR;
+    }
     if (total > 0 && s->on_read != NULL)
         s->on_read(s, s->arg);
     if (!s->dead && end != 0) {

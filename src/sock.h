@@ -45,8 +45,9 @@ struct evbuffer *av_sock_input(av_sock_t *s);
 struct evbuffer *av_sock_output(av_sock_t *s);
 int av_sock_fd(const av_sock_t *s);
 int av_sock_error(const av_sock_t *s);
-/* Nonzero once the peer's side has ended (EOF or a read error): true already
- * inside the read callback that hands on the last bytes. */
+/* Once the peer's side has ended: AV_SOCK_EOF (an orderly close) or
+ * AV_SOCK_ERROR (a reset, a read error); 0 before. Known already inside the
+ * read callback that hands on the last bytes. */
 int av_sock_read_closed(const av_sock_t *s);
 /* The last error as text: the TLS reason, or strerror. */
 const char *av_sock_error_str(const av_sock_t *s);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "arena.h"
 #include "av.h"
@@ -50,7 +51,9 @@ struct av_upconn_s {
     char *acc;             /* header name then value, NUL between */
     size_t acc_len, acc_cap, name_len, header_bytes;
     int in_value, got_bytes, head_done, msg_done, paused, informational;
-    int reused; /* this request went on a kept-alive connection */
+    int reused;   /* this request went on a kept-alive connection */
+    int no_reuse; /* what the backend may still send makes the connection unfit for another request */
+    uint64_t idle_since_us;
     int64_t read_timeout_ms;
     /* the body pieces of one parse (a chunked answer's chunks), handed on
      * together: the first in place, more copied behind it into the worker's
@@ -60,6 +63,7 @@ struct av_upconn_s {
 };
 
 static void conn_close(av_upconn_t *u);
+static void conn_drop(av_upconn_t *u);
 static void pool_kick(av_upstream_t *pool);
 
 static struct timeval ms_tv(int64_t ms)
@@ -164,7 +168,13 @@ static int on_headers_complete(http_parser *p)
     av_req_t *req = u->req;
     av_sock_set_timeouts(u->sock, u->read_timeout_ms, u->read_timeout_ms);
     av_req_backend_head(req, p->status_code, &u->hdrs, clen);
-    return req->method == HTTP_HEAD ? 1 : 0; /* 1: no body follows */
+    if (req->method != HTTP_HEAD)
+        return 0;
+    /* no body follows; but a backend that announced one may send it anyway,
+     * later, where the next request's answer would be read: not reused */
+    if ((p->flags & F_CHUNKED) || clen > 0)
+        u->no_reuse = 1;
+    return 1;
 }
 
 /* The worker's body buffer grown past this by one large read is let go once handed on. */
@@ -274,33 +284,34 @@ static void make_idle(av_upconn_t *u)
     const av_backend_t *b = u->req ? u->req->variant->backend : NULL;
     detach(u);
     u->state = UC_IDLE;
+    u->idle_since_us = av_now_us();
     av_sock_set_timeouts(u->sock, b ? b->idle_timeout_ms : 60000, 0);
     av_sock_read(u->sock, 1);
     TAILQ_INSERT_HEAD(&pool->idle, u, link);
     pool_kick(pool);
 }
 
-/* The answer is whole. Returns AV_CLOSED when u was closed rather than
- * kept for the next request (0: u is idle, or already serves a waiter). */
+/* The answer is whole: u is kept for the next request (idle, or already
+ * serving a waiter) or closed. Returns AV_CLOSED either way: u is not this
+ * caller's any more. */
 static int complete(av_upconn_t *u)
 {
     av_req_t *req = u->req;
-    int reuse = http_should_keep_alive(&u->parser) && !av_sock_read_closed(u->sock) &&
+    int reuse = !u->no_reuse && http_should_keep_alive(&u->parser) && !av_sock_read_closed(u->sock) &&
                 evbuffer_get_length(av_sock_input(u->sock)) == 0;
-    int rc = 0;
     if (reuse) {
         make_idle(u);
     } else {
         detach(u);
         conn_close(u);
-        rc = AV_CLOSED;
     }
     av_req_backend_end(req); /* may free req */
-    return rc;
+    return AV_CLOSED;
 }
 
-/* Parses what the backend sent. Returns AV_CLOSED when u was closed (the
- * answer ended with the connection, or the backend broke the protocol). */
+/* Parses what the backend sent. Returns AV_CLOSED when u is not this
+ * caller's any more: the answer is whole (u is closed, idle or serving the
+ * next request) or the backend broke the protocol (u is closed). */
 static int parse_input(av_upconn_t *u)
 {
     struct evbuffer *in = av_sock_input(u->sock);
@@ -328,20 +339,51 @@ static int parse_input(av_upconn_t *u)
     return 0;
 }
 
+/* Whether a request may go to the backend twice: its method is idempotent
+ * (RFC 9110 9.2.2), or the client gave it an Idempotency-Key (the OpenAI and
+ * Anthropic SDKs do on every POST), so that a backend which did see it can
+ * tell the second from the first. */
+static int may_resend(const av_req_t *req)
+{
+    switch (req->method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return 1;
+    default:
+        return av_headers_get(&req->headers, "idempotency-key") != NULL;
+    }
+}
+
+/* Closes every idle connection of the pool: one the backend closed under a
+ * request says the others, as old, are likely gone too (a restart, an idle
+ * sweep). */
+static void drop_idle(av_upstream_t *pool)
+{
+    av_upconn_t *i;
+    while ((i = TAILQ_FIRST(&pool->idle)) != NULL)
+        conn_drop(i);
+}
+
 /* The backend closed or broke the connection. A request sent on a kept-alive
  * connection that the backend closed before answering a byte (it timed the
- * connection out as the request went) goes again once on a new connection;
- * anything else is the request's error. Closes u. */
+ * connection out as the request went) goes again once, on a new connection,
+ * when it may be sent twice; anything else is the request's error. Closes u. */
 static void lost(av_upconn_t *u, const char *err)
 {
     av_req_t *req = u->req;
-    if (req != NULL && u->reused && !u->got_bytes && !req->retried) {
+    if (req != NULL && u->reused && !u->got_bytes && !req->retried && may_resend(req)) {
         AV_INFO("request %s: backend %s closed a kept-alive connection before answering; sending again",
                 req->id, u->pool->key);
+        av_upstream_t *pool = u->pool;
         req->retried = 1;
         detach(u);
-        conn_close(u);
-        av_upstream_send(req);
+        conn_drop(u);
+        drop_idle(pool);
+        av_upstream_send(req); /* no idle connection left: a new one, or the queue */
+        pool_kick(pool);       /* the room left over, to the waiters */
         return;
     }
     fail(u, err);
@@ -374,14 +416,17 @@ static void read_cb(av_sock_t *s, void *arg)
 {
     av_upconn_t *u = arg;
     if (u->state == UC_IDLE) { /* nothing is owed on an idle connection */
-        conn_close(u);
-        return;
+        if (evbuffer_get_length(av_sock_input(s)) > 0 || av_sock_read_closed(s))
+            conn_close(u);
+        return; /* a read deferred from before the answer ended: nothing came */
     }
     if (!u->got_bytes) {
         u->got_bytes = 1;
         av_sock_set_timeouts(s, u->read_timeout_ms, u->read_timeout_ms);
     }
-    int rc = av_sock_read_closed(s) ? input_closed(u) : parse_input(u);
+    /* an orderly close ends a body delimited by it; a reset ends nothing:
+     * what came is parsed, and the event that follows says the rest */
+    int rc = av_sock_read_closed(s) == AV_SOCK_EOF ? input_closed(u) : parse_input(u);
     if (rc == AV_CLOSED) /* the request's end wrote to its client */
         return;
     av_req_t *req = u->req;
@@ -438,7 +483,8 @@ static void event_cb(av_sock_t *s, int what, void *arg)
     lost(u, AV_ERR_BACKEND_CLOSED);
 }
 
-static void conn_close(av_upconn_t *u)
+/* Closes u; the room it leaves is the caller's to give (pool_kick). */
+static void conn_drop(av_upconn_t *u)
 {
     av_upstream_t *pool = u->pool;
     if (u->state == UC_IDLE)
@@ -447,7 +493,44 @@ static void conn_close(av_upconn_t *u)
     free(u->acc);
     free(u);
     pool->nconns--;
+}
+
+static void conn_close(av_upconn_t *u)
+{
+    av_upstream_t *pool = u->pool;
+    conn_drop(u);
     pool_kick(pool);
+}
+
+/* An idle connection that rested this long is looked at before it is used:
+ * the backend may have closed it, the close not yet read. Younger ones are
+ * taken as they are (under load they all are: no system call on that path). */
+#define IDLE_CHECK_US 1000000u
+
+static int idle_alive(av_upconn_t *u)
+{
+    av_sock_t *s = u->sock;
+    if (av_sock_read_closed(s) || evbuffer_get_length(av_sock_input(s)) > 0)
+        return 0;
+    if (av_now_us() - u->idle_since_us < IDLE_CHECK_US)
+        return 1;
+    char b;
+    ssize_t n = recv(av_sock_fd(s), &b, 1, MSG_PEEK | MSG_DONTWAIT); /* 0: closed; a byte: nothing is owed */
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* The most recently used idle connection still open, taken (busy), or NULL. */
+static av_upconn_t *take_idle(av_upstream_t *pool)
+{
+    av_upconn_t *u;
+    while ((u = TAILQ_FIRST(&pool->idle)) != NULL) {
+        TAILQ_REMOVE(&pool->idle, u, link);
+        u->state = UC_BUSY;
+        if (idle_alive(u))
+            return u;
+        conn_drop(u);
+    }
+    return NULL;
 }
 
 static void attach(av_upconn_t *u, av_req_t *req)
@@ -462,6 +545,7 @@ static void attach(av_upconn_t *u, av_req_t *req)
     u->acc_len = u->name_len = u->header_bytes = u->body_len = 0;
     u->in_value = u->got_bytes = u->head_done = u->msg_done = u->paused = u->informational = 0;
     u->reused = u->state != UC_CONNECTING;
+    u->no_reuse = 0;
     u->read_timeout_ms = b->read_timeout_ms;
     av_sock_set_timeouts(u->sock, b->first_byte_timeout_ms,
                          u->state == UC_CONNECTING ? b->connect_timeout_ms : b->first_byte_timeout_ms);
@@ -505,17 +589,14 @@ static void pool_kick(av_upstream_t *pool)
     if (pool->w->closing)
         return;
     while ((req = TAILQ_FIRST(&pool->waiters)) != NULL) {
-        av_upconn_t *u = TAILQ_FIRST(&pool->idle);
-        if (u != NULL) {
-            TAILQ_REMOVE(&pool->idle, u, link);
-            u->state = UC_BUSY;
-        } else if (pool->nconns < per_worker_max(req)) {
+        av_upconn_t *u = take_idle(pool);
+        if (u == NULL && pool->nconns < per_worker_max(req)) {
             u = conn_open(pool, req->variant->backend);
             if (u == NULL)
                 return;
-        } else {
-            return;
         }
+        if (u == NULL)
+            return;
         TAILQ_REMOVE(&pool->waiters, req, wait_link);
         pool->nwaiters--;
         req->waiting = 0;
@@ -536,10 +617,8 @@ void av_upstream_send(av_req_t *req)
         return;
     }
     av_upstream_t *pool = pool_get(req->worker, req->variant->backend, req->shadow);
-    av_upconn_t *u = TAILQ_FIRST(&pool->idle);
-    if (u != NULL && TAILQ_EMPTY(&pool->waiters)) {
-        TAILQ_REMOVE(&pool->idle, u, link);
-        u->state = UC_BUSY;
+    av_upconn_t *u = TAILQ_EMPTY(&pool->waiters) ? take_idle(pool) : NULL;
+    if (u != NULL) {
         attach(u, req);
         return;
     }

@@ -97,7 +97,7 @@ void av_usage_end(av_usage_t *u, uint64_t now_us, av_usage_emit_cb emit, void *a
  * request body's bytes and output from the answer's text, at four bytes a
  * token. */
 #define AV_TOKENS_MAX ((int64_t)1 << 53)
-typedef struct {
+typedef struct av_tokens_s {
     int64_t input, output, cached, cache_write, reasoning;
     int estimated;
 } av_tokens_t;

@@ -194,10 +194,60 @@ static void test_overlapping_edits(void)
         }
 }
 
+/* A body that repeats the members a variant sets past what one pass edits
+ * is refused whole: a copy left unedited once kept the client's value (65
+ * "max_tokens" kept the last, past the variant's cap). */
+static void test_repeated_members(void)
+{
+    static av_param_t caps[2] = {{"max_tokens", "64", 2}, {"temperature", "0", 1}};
+    for (int shape = 0; shape < 3; shape++) {
+        setup(0);
+        variant.prompt.text = NULL;
+        variant.params = caps;
+        variant.nparams = 2;
+        char *body = malloc(64 * 32 + 64), *p = body;
+        p += sprintf(p, "{");
+        int copies = shape == 0 ? 65 : 64;
+        for (int i = 0; i < copies; i++)
+            p += sprintf(p, "%s\"%s\":%d", i ? "," : "", shape == 1 ? "temperature" : "max_tokens", 100000 + i);
+        if (shape == 1)
+            p += sprintf(p, ",\"max_tokens\":100000");
+        sprintf(p, "}");
+        av_arena_t *a = av_arena_new(0);
+        av_req_t req = {0};
+        req.arena = a;
+        req.route = &route;
+        req.variant = &variant;
+        req.target = "/v1/chat/completions";
+        req.target_len = strlen(req.target);
+        req.body = evbuffer_new();
+        evbuffer_add(req.body, body, strlen(body));
+        av_body_t b = {0};
+        CHECK_INT(av_body_scan(&req, &b), 0);
+        int rc = av_body_rewrite(&req, &b);
+        if (shape < 2) {
+            CHECK_INT(rc, AV_ELIMIT); /* 65 copies, or 64 and one more of another */
+            CHECK_INT(evbuffer_get_length(req.body), strlen(body)); /* left as it came */
+        } else {
+            CHECK_INT(rc, 0); /* 64 copies of one: every one edited */
+            size_t n = evbuffer_get_length(req.body);
+            char *out = malloc(n + 1);
+            evbuffer_remove(req.body, out, n);
+            out[n] = '\0';
+            CHECK(strstr(out, "1000") == NULL);
+            free(out);
+        }
+        evbuffer_free(req.body);
+        av_arena_free(a);
+        free(body);
+    }
+}
+
 int main(void)
 {
     RUN(test_chat_random_bodies);
     RUN(test_dialects);
     RUN(test_overlapping_edits);
+    RUN(test_repeated_members);
     TEST_DONE();
 }
