@@ -376,6 +376,9 @@ static int parse_url(av_cfg_ctx_t *x, av_backend_t *b)
     size_t hplen = slash ? (size_t)(slash - hp) : strlen(hp);
     if (hplen == 0 || hplen > 255)
         return av_cfg_fail(x, "\"%s\" has no host", u);
+    for (const char *c = u; *c != '\0'; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) /* it goes into every request line */
+            return av_cfg_fail(x, "a url has no spaces or control characters (byte %d is one)", (int)(c - u) + 1);
     if (strpbrk(u, "?#") != NULL)
         return av_cfg_fail(x, "\"%s\": a backend url takes no query or fragment", u);
     if (memchr(hp, '@', hplen) != NULL)

@@ -184,14 +184,21 @@ static void test_addresses_and_urls(void)
         {"http://h:-1", "the port must be a number from 1 to 65535"},
         {"http://u:p@h:1", "no credentials in the url (use \"api_key_env\")"},
         {"http://h:1/?q", "a backend url takes no query or fragment"},
+        {"http://h:1/v1 x", NULL},
+        {"http://h:1/v1\\r\\nX: y", NULL},
     };
     for (size_t i = 0; i < sizeof(bad_urls) / sizeof(bad_urls[0]); i++) {
         char text[512], want[256];
         snprintf(text, sizeof(text), "{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"%s\"}}," MINIMAL_ROUTES "}",
                  bad_urls[i].url);
-        int sentence = strncmp(bad_urls[i].why, "has no", 6) == 0; /* "URL" has no host; "URL": why */
-        snprintf(want, sizeof(want), "t.json:1:60: backends.b.url: \"%s\"%s%s", bad_urls[i].url, sentence ? " " : ": ",
-                 bad_urls[i].why);
+        if (bad_urls[i].why == NULL) { /* a control byte: the url is not echoed, its place is */
+            snprintf(want, sizeof(want), "t.json:1:60: backends.b.url: a url has no spaces or control characters "
+                     "(byte 14 is one)");
+        } else {
+            int sentence = strncmp(bad_urls[i].why, "has no", 6) == 0; /* "URL" has no host; "URL": why */
+            snprintf(want, sizeof(want), "t.json:1:60: backends.b.url: \"%s\"%s%s", bad_urls[i].url,
+                     sentence ? " " : ": ", bad_urls[i].why);
+        }
         expect_error(text, want);
     }
     av_config_t *ok6 = parse("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://[::1]:8000/v1/\"}}," MINIMAL_ROUTES "}");
