@@ -22,6 +22,7 @@
 #include "jscan.h"
 #include "jsonw.h"
 #include "log.h"
+#include "lpattern.h"
 #include "luajson.h"
 #include "policy_int.h"
 #include "reqbody.h"
@@ -29,7 +30,9 @@
 #include "worker.h"
 
 #define MAX_SOURCE (1u << 20)
-#define HOOK_EVERY 1000 /* instructions between budget checks */
+#define HOOK_EVERY 1000        /* instructions between budget checks */
+#define CLOCK_EVERY (1u << 20) /* bytes allocated between readings of the clock */
+#define MAX_CDEPTH 200         /* gsub, pcall, xpcall, table.sort within themselves: each takes C stack */
 
 enum { K_DATA = 1, K_EVENT, K_INDEX, K_DONE, K_TEXT, K_DROP, K_BEFORE, K_NKEYS };
 static const char *const key_names[K_NKEYS] = {NULL, "data", "event", "index", "done", "text", "drop", "before"};
@@ -39,8 +42,82 @@ static const char *const phase_fn[] = {"on_request", "on_response", "on_chunk", 
 
 /* ---- the VM: memory, budget, sandbox ---- */
 
+/* Notes that the running call's budget ran out, and why. */
+static void run_out(av_pol_vm_t *vm, int by_time)
+{
+    vm->spent = 1;
+    if (by_time)
+        snprintf(vm->spent_why, sizeof(vm->spent_why), "the policy ran past its time budget of %lld ms",
+                 (long long)(vm->set->lim.max_us / 1000));
+    else
+        snprintf(vm->spent_why, sizeof(vm->spent_why), "the policy ran past its budget of %lld instructions",
+                 (long long)vm->set->lim.max_instructions);
+}
+
+/* Counts n instructions (or their worth of C work) against the running
+ * call's budget, reading the clock every HOOK_EVERY of them. Once the
+ * budget ran out every count raises its error again: a policy that caught
+ * one (pcall) gets the next at once, so what catches it cannot run on. */
+static void spend(lua_State *L, av_pol_vm_t *vm, int64_t n)
+{
+    if (!vm->active)
+        return;
+    vm->count += n;
+    if (!vm->spent) {
+        if (vm->count > vm->set->lim.max_instructions) {
+            run_out(vm, 0);
+        } else if (vm->count >= vm->next_clock) {
+            vm->next_clock = vm->count + HOOK_EVERY;
+            if (av_now_us() > vm->deadline_us)
+                run_out(vm, 1);
+        }
+    }
+    if (vm->spent)
+        luaL_error(L, "%s", vm->spent_why); /* LuaJIT's formats know no %lld */
+}
+
+void av_pol_spend_steps(lua_State *L, uint64_t steps)
+{
+    av_pol_vm_t *vm = av_pol_vm_of(L);
+    if (!vm->active)
+        return;
+    if (steps < AV_POL_STEPS_PER_INSTRUCTION - vm->steps && !vm->spent) { /* most calls: less than one */
+        vm->steps += (uint32_t)steps;
+        return;
+    }
+    steps += vm->steps;
+    vm->steps = (uint32_t)(steps % AV_POL_STEPS_PER_INSTRUCTION);
+    spend(L, vm, (int64_t)(steps / AV_POL_STEPS_PER_INSTRUCTION));
+}
+
+static void charge_pattern(lua_State *L, uint32_t steps)
+{
+    av_pol_spend_steps(L, steps);
+}
+
+/* Around a C function's call back into Lua: a bound on how deep they nest,
+ * or a policy recursing through gsub (say) overflows the worker's C stack.
+ * After an error the depth comes back with the pcall that caught it. */
+static void c_enter(lua_State *L)
+{
+    av_pol_vm_t *vm = av_pol_vm_of(L);
+    if (vm->cdepth >= MAX_CDEPTH)
+        luaL_error(L, "gsub, pcall, xpcall or table.sort nested %d deep, in one another", MAX_CDEPTH);
+    vm->cdepth++;
+}
+
+static void c_leave(lua_State *L)
+{
+    av_pol_vm_of(L)->cdepth--;
+}
+
+static const av_lpat_budget_t pattern_budget = {charge_pattern, c_enter, c_leave};
+
 /* LuaJIT's own allocator (faster than malloc for its small objects), with
- * the VM's bytes counted against its cap. */
+ * the VM's bytes counted against its cap. A call's allocations also read
+ * the clock now and then: C functions that make big strings (rep, concat,
+ * gsub, lower) run between the hook's checks, and one refused allocation
+ * ends such a call when its time is up. */
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     av_pol_vm_t *vm = ud;
@@ -51,6 +128,13 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     size_t old = ptr ? osize : 0;
     if (nsize > old && vm->used - old + nsize > (size_t)vm->set->lim.memory_bytes)
         return NULL; /* Lua raises "not enough memory" in the policy */
+    if (nsize > old && vm->active && (vm->alloc_since += nsize - old) >= CLOCK_EVERY) {
+        vm->alloc_since = 0;
+        if (!vm->spent && av_now_us() > vm->deadline_us) {
+            run_out(vm, 1);
+            return NULL; /* "not enough memory", which vm_call reports as the time budget */
+        }
+    }
     void *p = vm->lj_alloc(vm->lj_ud, ptr, osize, nsize);
     if (p != NULL)
         vm->used = vm->used - old + nsize;
@@ -60,20 +144,123 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
+    spend(L, av_pol_vm_of(L), HOOK_EVERY);
+}
+
+/* ---- the sandbox's own versions of library functions ---- */
+
+/* pcall and xpcall as Lua's, but the error of a spent budget goes on up. */
+static void rethrow_if_spent(lua_State *L)
+{
+    if (av_pol_vm_of(L)->spent)
+        lua_error(L); /* the error is on top */
+}
+
+static int sb_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
     av_pol_vm_t *vm = av_pol_vm_of(L);
-    if (!vm->active)
-        return;
-    vm->count += HOOK_EVERY;
-    char why[96];
-    if (vm->count > vm->set->lim.max_instructions)
-        snprintf(why, sizeof(why), "the policy ran past its budget of %lld instructions",
-                 (long long)vm->set->lim.max_instructions);
-    else if (av_now_us() > vm->deadline_us)
-        snprintf(why, sizeof(why), "the policy ran past its time budget of %lld ms",
-                 (long long)(vm->set->lim.max_us / 1000));
-    else
-        return;
-    luaL_error(L, "%s", why); /* LuaJIT's formats know no %lld */
+    int depth = vm->cdepth;
+    c_enter(L);
+    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    vm->cdepth = depth;
+    if (rc != 0)
+        rethrow_if_spent(L);
+    lua_pushboolean(L, rc == 0);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+static int sb_xpcall(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    av_pol_vm_t *vm = av_pol_vm_of(L);
+    int depth = vm->cdepth;
+    c_enter(L);
+    lua_pushvalue(L, 1); /* the handler below the function: handler, function, arguments */
+    lua_pushvalue(L, 2);
+    lua_replace(L, 1);
+    lua_replace(L, 2);
+    int rc = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 1);
+    vm->cdepth = depth;
+    if (rc != 0)
+        rethrow_if_spent(L);
+    lua_pushboolean(L, rc == 0);
+    lua_replace(L, 1);
+    return lua_gettop(L);
+}
+
+/* table.insert(t, pos, v) moves the elements after pos in C: charged. */
+static int sb_insert(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_gettop(L) >= 3) {
+        size_t n = lua_objlen(L, 1);
+        lua_Integer pos = luaL_checkinteger(L, 2);
+        if (pos >= 1 && (size_t)pos <= n)
+            av_pol_spend_steps(L, n - (size_t)pos + 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* table.sort: the Lua sorter below, with a bound on how deep sorts nest
+ * (a comparison may sort). */
+static int sb_sort(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    c_enter(L);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    c_leave(L);
+    return 0;
+}
+
+/* table.sort compares in C when given no function, and table.maxn walks
+ * the whole table: both get Lua code the hook counts. */
+static const char sandbox_lua[] =
+    "local sort, next, type, error = ...\n"
+    "local function lt(a, b) return a < b end\n"
+    "return function(t, f) if f == nil then f = lt end return sort(t, f) end,\n"
+    "  function(t)\n"
+    "    if type(t) ~= 'table' then error(\"bad argument #1 to 'maxn' (table expected, got \" .. type(t) .. ')', 2) end\n"
+    "    local n = 0\n"
+    "    for k in next, t do if type(k) == 'number' and k > n then n = k end end\n"
+    "    return n\n"
+    "  end\n";
+
+/* Puts the counted pattern functions, pcall, xpcall and the table
+ * functions above in the VM's libraries, before the sandbox copies them.
+ * Returns 0, or -1 with the reason on the stack. */
+static int install_counted(lua_State *L)
+{
+    lua_getglobal(L, LUA_STRLIBNAME); /* also the strings' metatable's __index: s:find() */
+    av_lpat_open(L, -1, &pattern_budget);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, sb_pcall);
+    lua_setglobal(L, "pcall");
+    lua_pushcfunction(L, sb_xpcall);
+    lua_setglobal(L, "xpcall");
+    lua_getglobal(L, LUA_TABLIBNAME);
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "insert");
+    lua_pushcclosure(L, sb_insert, 1);
+    lua_setfield(L, t, "insert");
+    if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=sandbox") != 0)
+        return -1;
+    lua_getfield(L, t, "sort");
+    lua_getglobal(L, "next");
+    lua_getglobal(L, "type");
+    lua_getglobal(L, "error");
+    if (lua_pcall(L, 4, 2, 0) != 0)
+        return -1;
+    lua_setfield(L, t, "maxn");
+    lua_pushcclosure(L, sb_sort, 1);
+    lua_setfield(L, t, "sort");
+    lua_pop(L, 1);
+    return 0;
 }
 
 static int ro_newindex(lua_State *L)
@@ -182,18 +369,29 @@ static int vm_call(av_pol_vm_t *vm, int nargs, int nres, unsigned phase, size_t 
 {
     vm->active = 1;
     vm->count = 0;
+    vm->next_clock = HOOK_EVERY;
+    vm->steps = 0;
+    vm->alloc_since = 0;
+    vm->spent = 0;
+    vm->cdepth = 0;
     vm->deadline_us = av_now_us() + (uint64_t)vm->set->lim.max_us;
     vm->phase = phase;
     vm->policy = i;
     int rc = lua_pcall(vm->L, nargs, nres, 0);
     vm->active = 0;
     vm->phase = 0;
-    if (rc == 0)
+    if (rc == 0 && !vm->spent)
         return 0;
-    const char *msg = lua_tostring(vm->L, -1);
-    snprintf(err, errlen, "%s", rc == LUA_ERRMEM ? "the policy ran out of memory (its VM's cap)"
-                                : msg ? msg : "an error that is not a string");
-    lua_pop(vm->L, 1);
+    if (rc == 0) /* cannot happen (pcall passes the budget's error on), but a spent call failed */
+        lua_pop(vm->L, nres);
+    const char *msg = rc != 0 ? lua_tostring(vm->L, -1) : NULL;
+    if (vm->spent) /* the budget's words, with the place when the error is ours */
+        snprintf(err, errlen, "%s", msg && strstr(msg, vm->spent_why) ? msg : vm->spent_why);
+    else
+        snprintf(err, errlen, "%s", rc == LUA_ERRMEM ? "the policy ran out of memory (its VM's cap)"
+                                    : msg ? msg : "an error that is not a string");
+    if (rc != 0)
+        lua_pop(vm->L, 1);
     if (rc == LUA_ERRMEM)
         lua_gc(vm->L, LUA_GCCOLLECT, 0);
     return -1;
@@ -224,6 +422,11 @@ static av_pol_vm_t *vm_new(const av_policies_t *set, char *err, size_t errlen, i
         open_lib(L, luaopen_table, LUA_TABLIBNAME) || open_lib(L, luaopen_math, LUA_MATHLIBNAME) ||
         open_lib(L, luaopen_bit, LUA_BITLIBNAME)) {
         snprintf(err, errlen, "cannot open the Lua libraries: %s", lua_tostring(L, -1));
+        vm_free(vm);
+        return NULL;
+    }
+    if (install_counted(L) != 0) {
+        snprintf(err, errlen, "cannot set up the sandbox: %s", lua_tostring(L, -1));
         vm_free(vm);
         return NULL;
     }

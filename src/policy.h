@@ -8,7 +8,10 @@
  * off in these VMs, so the instruction hook cannot be skipped), with an
  * instruction and a wall-time budget per call and a memory cap per VM, in a
  * sandbox: no io, os, debug, ffi, require, load; strict globals; read-only
- * API tables. */
+ * API tables. The budget holds inside C calls too: string patterns run on a
+ * matcher that counts its steps (lpattern.c), table.insert, JSON and
+ * bodies count what they move, allocations read the clock, and a policy
+ * cannot catch the budget's error and run on. */
 #ifndef AV_POLICY_H
 #define AV_POLICY_H
 

@@ -18,6 +18,10 @@
 #include "usage.h"
 #include "worker.h"
 
+/* JSON bytes read or written per step of the budget (policy_int.h): a
+ * byte of JSON costs a nanosecond or so, a few times less than a step. */
+#define JSON_BYTES_PER_STEP 4
+
 /* ---- the request object's calls ---- */
 
 static av_pol_vm_t *call_vm(lua_State *L, unsigned allowed, const char *what)
@@ -214,6 +218,7 @@ static int r_body(lua_State *L)
     }
     struct evbuffer *b = vm->req->body;
     size_t n = evbuffer_get_length(b);
+    av_pol_spend_steps(L, n / JSON_BYTES_PER_STEP); /* decoding is C work the hook does not see */
     char err[128];
     if (n == 0 || av_luajson_decode(L, (const char *)evbuffer_pullup(b, -1), n, err, sizeof(err)) != 0) {
         lua_pushnil(L);
@@ -238,6 +243,7 @@ static int r_set_body(lua_State *L)
         evbuffer_free(out);
         return luaL_error(L, "r:set_body(): the body would be over max_body_bytes");
     }
+    size_t n = evbuffer_get_length(out);
     evbuffer_drain(vm->req->body, evbuffer_get_length(vm->req->body));
     evbuffer_add_buffer(vm->req->body, out);
     evbuffer_free(out);
@@ -246,6 +252,7 @@ static int r_set_body(lua_State *L)
     lua_pushvalue(L, 2);
     vm->pr->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     vm->pr->body_dirty = 1;
+    av_pol_spend_steps(L, n / JSON_BYTES_PER_STEP);
     return 0;
 }
 
@@ -453,6 +460,7 @@ static int a_json_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
+    av_pol_spend_steps(L, n / JSON_BYTES_PER_STEP);
     char err[128];
     if (av_luajson_decode(L, s, n, err, sizeof(err)) != 0) {
         lua_pushnil(L);
@@ -471,8 +479,10 @@ static int a_json_encode(lua_State *L)
         evbuffer_free(out);
         return luaL_error(L, "aviary.json_encode(): %s", err);
     }
-    lua_pushlstring(L, (const char *)evbuffer_pullup(out, -1), evbuffer_get_length(out));
+    size_t n = evbuffer_get_length(out);
+    lua_pushlstring(L, (const char *)evbuffer_pullup(out, -1), n);
     evbuffer_free(out);
+    av_pol_spend_steps(L, n / JSON_BYTES_PER_STEP);
     return 1;
 }
 

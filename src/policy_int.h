@@ -45,7 +45,13 @@ struct av_pol_vm_s {
     int keys;                  /* a table of the event's field names, by K_* (no hashing per event) */
     /* the call running */
     int active;
-    int64_t count;
+    int64_t count;             /* instructions so far, and what C work is worth in them */
+    int64_t next_clock;        /* count at which the clock is read next */
+    uint32_t steps;            /* C work not yet counted (AV_POL_STEPS_PER_INSTRUCTION make one) */
+    size_t alloc_since;        /* bytes allocated since the clock was last read */
+    int spent;                 /* the budget ran out: the call fails whatever it catches */
+    int cdepth;                /* C functions that call back into Lua, running inside each other */
+    char spent_why[96];
     uint64_t deadline_us;
     unsigned phase;
     size_t policy;
@@ -81,6 +87,18 @@ static inline av_pol_vm_t *av_pol_vm_of(lua_State *L)
     return ud;
 }
 
+/* Steps of C work (a pattern item tried, a table element moved, a few
+ * bytes of JSON) one instruction of the budget is worth. A step costs
+ * about what an interpreted instruction does, a few nanoseconds at most;
+ * at 16, C work gets more room than Lua code: a pass over a 1 MiB prompt
+ * is at most 64 K instructions of the default million, while a match that
+ * grows faster than its input (quadratic over 20 KB: 10^8 steps and more)
+ * is stopped after 16 M steps, some tens of milliseconds. */
+#define AV_POL_STEPS_PER_INSTRUCTION 16
+
+/* policy.c: charges steps of C work to the running call's budget; raises
+ * the budget's error when it ran out (at once when it already had). */
+void av_pol_spend_steps(lua_State *L, uint64_t steps);
 /* policy.c: replaces the table on top of the stack by a read-only view of it
  * (writes fail naming name). */
 void av_pol_make_readonly(lua_State *L, const char *name);

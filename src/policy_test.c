@@ -1,10 +1,12 @@
 /* policy_test.c: `aviary policy-test`: runs policies against canned
  * requests and streams, without a network, and prints what they did; with
  * "expect" in a case, checks it (TAP lines, then "N passed, N failed"). With
- * --bench N, times each case's phases. */
+ * --time, says how long each case's calls took; with --bench N, times each
+ * case's phases over N more runs. */
 #include "policy_test.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -22,7 +24,8 @@
 
 static void usage_text(FILE *f)
 {
-    fprintf(f, "usage: aviary policy-test [--bench N] [--quiet] POLICY.lua... CASES.json\n"
+    fprintf(f, "usage: aviary policy-test [--bench N] [--time] [--max-ms N] [--max-instructions N] [--quiet]\n"
+               "                          POLICY.lua... CASES.json\n"
                "\n"
                "Runs the policies, in the order given, against each case of CASES.json and prints\n"
                "what they did: denies, rewritten bodies and events, stops, verdicts, errors.\n"
@@ -40,6 +43,10 @@ static void usage_text(FILE *f)
                "                                   \"errors\": 0}}]}\n"
                "A case without \"expect\" is only shown. The policies must be in one directory.\n"
                "  --bench N   run each case N times more and print the time per phase\n"
+               "  --time      print how long each case's calls took (a TAP comment)\n"
+               "  --max-ms N, --max-instructions N\n"
+               "              the budget of each call (policy.max_ms, policy.max_instructions;\n"
+               "              the defaults are the config's)\n"
                "  --quiet     print only the TAP lines and the summary\n"
                "Exit status: 0 when every expectation held, 1 when one did not, 2 on bad input.\n");
 }
@@ -116,7 +123,7 @@ static void run_case(pt_t *t, const cJSON *c, run_t *res)
     res->denied = av_policy_request(req);
     res->us_request = av_now_us() - t0;
     size_t blen = evbuffer_get_length(req->body);
-    res->body = av_strndup((const char *)evbuffer_pullup(req->body, -1), blen);
+    res->body = blen > 0 ? av_strndup((const char *)evbuffer_pullup(req->body, -1), blen) : av_strdup("");
     const cJSON *resp = cJSON_GetObjectItemCaseSensitive(c, "response");
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(c, "stream");
     if (!res->denied) {
@@ -313,23 +320,40 @@ static char *read_all(const char *path, size_t *len)
     if (f != stdin)
         fclose(f);
     *len = evbuffer_get_length(b);
-    char *s = av_strndup((const char *)evbuffer_pullup(b, -1), *len);
+    char *s = *len > 0 ? av_strndup((const char *)evbuffer_pullup(b, -1), *len) : av_strdup("");
     evbuffer_free(b);
     return s;
 }
 
 int av_policy_test_main(int argc, char **argv)
 {
-    int bench = 0, quiet = 0, o;
+    int bench = 0, quiet = 0, timed = 0, o;
+    long max_ms = 0, max_instructions = 0; /* 0: the config's default */
     static const struct option opts[] = {
         {"bench", required_argument, NULL, 'b'}, {"quiet", no_argument, NULL, 'q'},
+        {"time", no_argument, NULL, 't'},        {"max-ms", required_argument, NULL, 'm'},
+        {"max-instructions", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     optind = 1;
     while ((o = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
+        char *end;
         switch (o) {
         case 'b': bench = atoi(optarg); break;
         case 'q': quiet = 1; break;
+        case 't': timed = 1; break;
+        case 'm':
+        case 'i': {
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || v < 1) { /* the config checks the bounds */
+                fprintf(stderr, "aviary policy-test: --%s wants a positive number, not \"%s\"\n",
+                        o == 'm' ? "max-ms" : "max-instructions", optarg);
+                return 2;
+            }
+            *(o == 'm' ? &max_ms : &max_instructions) = v;
+            break;
+        }
         case 'h': usage_text(stdout); return 0;
         default: usage_text(stderr); return 2;
         }
@@ -402,13 +426,19 @@ int av_policy_test_main(int argc, char **argv)
     if (nvar == 0)
         evbuffer_add_printf(vs, "{\"name\":\"stable\",\"backend\":\"t\"},{\"name\":\"next\",\"backend\":\"t\","
                                 "\"weight\":0}");
+    char limits[96] = "";
+    if (max_ms > 0)
+        snprintf(limits, sizeof(limits), ",\"max_ms\":%ld", max_ms);
+    if (max_instructions > 0)
+        snprintf(limits + strlen(limits), sizeof(limits) - strlen(limits), ",\"max_instructions\":%ld",
+                 max_instructions);
     struct evbuffer *conf = evbuffer_new();
     evbuffer_add_printf(conf,
                         "{\"listen\":[{\"address\":\"127.0.0.1:0\"}],\"workers\":1,"
-                        "\"policy\":{\"dir\":\"%s\"},\"backends\":{\"t\":{\"url\":\"http://127.0.0.1:9\"}},"
+                        "\"policy\":{\"dir\":\"%s\"%s},\"backends\":{\"t\":{\"url\":\"http://127.0.0.1:9\"}},"
                         "\"routes\":[{\"name\":\"policy-test\",\"match\":{\"path_prefix\":\"/\"},\"dialect\":\"%s\","
                         "\"policies\":[%.*s],\"policy_params\":%s,\"variants\":[%.*s]}]}",
-                        dir, cJSON_IsString(dialect) ? dialect->valuestring : "auto", (int)evbuffer_get_length(names),
+                        dir, limits, cJSON_IsString(dialect) ? dialect->valuestring : "auto", (int)evbuffer_get_length(names),
                         (const char *)evbuffer_pullup(names, -1), params_text ? params_text : "{}",
                         (int)evbuffer_get_length(vs), (const char *)evbuffer_pullup(vs, -1));
     cJSON_free(params_text);
@@ -426,6 +456,13 @@ int av_policy_test_main(int argc, char **argv)
     }
     t.worker = av_calloc(1, sizeof(*t.worker));
     t.worker->pcounts = av_calloc(AV_PCOUNT_MAX, sizeof(*t.worker->pcounts));
+    if (timed || bench > 0) { /* the worker's VM is made on its first request: here, not in the first case's time */
+        cJSON *warm = cJSON_CreateObject();
+        run_t w;
+        run_case(&t, warm, &w);
+        run_free(&w);
+        cJSON_Delete(warm);
+    }
     int n = 0, failed = 0;
     for (const cJSON *c = cases->child; c != NULL; c = c->next) {
         n++;
@@ -443,6 +480,12 @@ int av_policy_test_main(int argc, char **argv)
             printf("%sok %d - %s\n", miss ? "not " : "", n, nm);
             failed += miss > 0;
         }
+        if (timed)
+            printf("# time %s: %.3f ms (on_request %.3f, on_response %.3f, on_chunk %.3f over %zu events, "
+                   "on_complete %.3f)\n",
+                   nm, (double)(r.us_request + r.us_response + r.us_complete) / 1e3 + (double)r.ns_chunks / 1e6,
+                   (double)r.us_request / 1e3, (double)r.us_response / 1e3, (double)r.ns_chunks / 1e6, r.events,
+                   (double)r.us_complete / 1e3);
         if (bench > 0) {
             uint64_t req_us = 0, chunk_ns = 0, events = 0;
             for (int i = 0; i < bench; i++) {
