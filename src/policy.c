@@ -678,6 +678,7 @@ static av_pol_vm_t *worker_vm(av_req_t *req)
 
 static void free_preq(av_pol_req_t *pr)
 {
+    av_pol_resp_free(pr);
     if (pr->vm == NULL)
         return;
     if (pr->r_ref != LUA_NOREF)
@@ -1084,6 +1085,18 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             lua_settop(L, bt);
         }
         lua_settop(L, bt - 1);
+        int responses = av_body_dialect(req) == AV_DIALECT_RESPONSES;
+        char *closing = NULL;
+        size_t closing_len = 0;
+        if (responses && !drop && !data_changed) {
+            if (has_text && lua_type(L, -1) == LUA_TSTRING) { /* a delta: its text as it goes out */
+                size_t n;
+                const char *nt = lua_tolstring(L, -1, &n);
+                av_pol_resp_delta(pr, d, dn, nt, n, text_changed);
+            } else if (!has_text) {
+                closing = av_pol_resp_rewrite(pr, d, dn, &closing_len);
+            }
+        }
         if (drop) {
             /* nothing goes out */
         } else if (data_changed && lua_type(L, -2) == LUA_TSTRING) {
@@ -1099,9 +1112,12 @@ int av_policy_chunk(av_req_t *req, const char *raw, size_t len, struct evbuffer 
             evbuffer_add(e, d + toff + tlen, dn - toff - tlen);
             put_event(out, name, name_len, (const char *)evbuffer_pullup(e, -1), evbuffer_get_length(e));
             evbuffer_free(e);
+        } else if (closing != NULL) {
+            put_event(out, name, name_len, closing, closing_len);
         } else {
             evbuffer_add(out, raw, len);
         }
+        free(closing);
     }
 #undef SET_K
 #undef GET_K

@@ -60,6 +60,13 @@ struct av_pol_vm_s {
     av_headers_t *resp_headers;
 };
 
+/* A Responses API stream's text as sent, per (output, content) part. */
+#define AV_POL_RESP_PARTS 8
+typedef struct {
+    int64_t output, content;
+    struct evbuffer *text;
+} av_pol_resp_part_t;
+
 /* A request's policy state, in its arena. */
 typedef struct av_preq_s {
     av_pol_vm_t *vm;
@@ -77,7 +84,18 @@ typedef struct av_preq_s {
     char tmpl[320];
     av_verdict_t verdicts[AV_VERDICTS_MAX];
     size_t nverdicts;
+    /* a Responses stream: the delta text sent, for its closing events (policy_resp.c) */
+    av_pol_resp_part_t resp[AV_POL_RESP_PARTS];
+    size_t nresp;
+    int resp_rewrote, resp_overflow;
 } av_pol_req_t;
+
+/* policy_resp.c: an output_text.delta's text as sent (changed: a policy
+ * rewrote it); the data of a closing event with the sent text put in, or
+ * NULL to send it as it is (nothing was rewritten, or it holds no text). */
+void av_pol_resp_delta(av_pol_req_t *pr, const char *d, size_t dn, const char *text, size_t tn, int changed);
+char *av_pol_resp_rewrite(av_pol_req_t *pr, const char *d, size_t dn, size_t *out_len);
+void av_pol_resp_free(av_pol_req_t *pr);
 
 /* The VM a Lua state belongs to: its allocator's user data. */
 static inline av_pol_vm_t *av_pol_vm_of(lua_State *L)

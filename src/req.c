@@ -256,6 +256,8 @@ static void add_variant_header(av_req_t *req, av_headers_t *h)
         av_headers_add(req->arena, h, name, strlen(name), req->variant->name, strlen(req->variant->name));
 }
 
+static int error_dialect(const av_req_t *req);
+
 /* Sends a whole JSON answer made by the gateway (an error, a feedback receipt): head and body; frees body. */
 static void send_json(av_req_t *req, int status, struct evbuffer *body)
 {
@@ -263,6 +265,8 @@ static void send_json(av_req_t *req, int status, struct evbuffer *body)
     av_headers_t h = {0};
     av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
     add_variant_header(req, &h);
+    if (error_dialect(req) == AV_DIALECT_ANTHROPIC) /* where the Anthropic SDK reads it (err.requestID) */
+        av_headers_add(req->arena, &h, "request-id", 10, req->id, strlen(req->id));
     req->status = status;
     if (req->t_head_us == 0)
         req->t_head_us = av_now_us();
@@ -295,6 +299,9 @@ static int error_dialect(const av_req_t *req)
         n = req->target_len;
     while (n > 1 && req->target[n - 1] == '/')
         n--;
+    static const char count[] = "/messages/count_tokens";
+    if (n >= sizeof(count) - 1 && memcmp(req->target + n - (sizeof(count) - 1), count, sizeof(count) - 1) == 0)
+        return AV_DIALECT_ANTHROPIC;
     return n >= 9 && memcmp(req->target + n - 9, "/messages", 9) == 0 ? AV_DIALECT_ANTHROPIC : AV_DIALECT_AUTO;
 }
 
@@ -590,6 +597,10 @@ void av_req_backend_head(av_req_t *req, int status, const av_headers_t *hdrs, in
         return;
     }
     req->head_sent = 1;
+    if (av_body_counts_only(req)) { /* a count of tokens is no completion: nothing to read or bill */
+        req->client->respond_head(req, status, &out, content_length);
+        return;
+    }
     req->usage = av_arena_calloc(req->arena, sizeof(*req->usage));
     av_usage_init(req->usage, av_body_dialect(req), req->stream, req->strip_usage);
     av_arena_on_free(req->arena, free_usage, req->usage);
@@ -676,16 +687,53 @@ static void chunk_events(av_req_t *req, int last)
 
 /* What the usage reader passes on (strip) goes to the client, through the
  * route's on_chunk policies when it has any. */
+/* A backend asked for usage on the client's behalf puts "usage":null last
+ * in every chunk (OpenAI documents it); the client did not ask and gets the
+ * chunks as they would have been. Whole events come here, so a data line is
+ * never cut. Returns the bytes to send: data, or out with those removed. */
+static const char *drop_null_usage(const char *data, size_t *len, char **out)
+{
+    static const char pat[] = ",\"usage\":null}";
+    const size_t plen = sizeof(pat) - 1;
+    const char *hit = memmem(data, *len, pat, plen);
+    if (hit == NULL)
+        return data;
+    char *o = *out = av_malloc(*len), *w = o;
+    const char *p = data, *end = data + *len;
+    while (hit != NULL) {
+        const char *after = hit + plen;
+        int last = after == end || *after == '\n' || *after == '\r'; /* the top level's last member */
+        size_t keep = (size_t)(hit - p) + (last ? 0 : plen);
+        memcpy(w, p, keep);
+        w += keep;
+        if (last)
+            *w++ = '}';
+        p = after;
+        hit = memmem(p, (size_t)(end - p), pat, plen);
+    }
+    memcpy(w, p, (size_t)(end - p));
+    w += end - p;
+    *len = (size_t)(w - o);
+    return o;
+}
+
 static void to_client(void *arg, const char *data, size_t len)
 {
     av_req_t *req = arg;
+    char *filtered = NULL;
+    if (req->strip_usage)
+        data = drop_null_usage(data, &len, &filtered);
     if (req->chunk_in == NULL) {
         send_client(req, data, len);
+        free(filtered);
         return;
     }
-    if (req->blocked)
+    if (req->blocked) {
+        free(filtered);
         return;
+    }
     evbuffer_add(req->chunk_in, data, len);
+    free(filtered);
     chunk_events(req, 0);
 }
 
@@ -696,6 +744,10 @@ void av_req_backend_body(av_req_t *req, const char *data, size_t len)
         req->t_first_byte_us = now;
     if (req->blocked && req->chunk_in == NULL)
         return;
+    if (req->usage == NULL) { /* a count of tokens: passed on as it is */
+        send_client(req, data, len);
+        return;
+    }
     av_usage_feed(req->usage, data, len, now, to_client, req);
     if (!req->usage->strip)
         to_client(req, data, len);

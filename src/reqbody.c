@@ -180,9 +180,19 @@ int av_body_dialect(const av_req_t *req)
         return AV_DIALECT_EMBEDDINGS;
     if (ends_with(req->target, n, "/responses"))
         return AV_DIALECT_RESPONSES;
-    if (ends_with(req->target, n, "/messages"))
+    if (ends_with(req->target, n, "/messages") || ends_with(req->target, n, "/messages/count_tokens"))
         return AV_DIALECT_ANTHROPIC;
     return AV_DIALECT_AUTO;
+}
+
+int av_body_counts_only(const av_req_t *req)
+{
+    size_t n = strcspn(req->target, "?");
+    if (n > req->target_len)
+        n = req->target_len;
+    while (n > 1 && req->target[n - 1] == '/')
+        n--;
+    return ends_with(req->target, n, "/count_tokens") || ends_with(req->target, n, "/responses/input_tokens");
 }
 
 /* ---- edits ---- */

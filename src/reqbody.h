@@ -37,6 +37,9 @@ int av_body_scan(av_req_t *req, av_body_t *b);
 const char *av_body_sticky_key(av_req_t *req, const av_body_t *b, size_t k, size_t *len);
 /* The dialect the request speaks: the route's, or by its path. */
 int av_body_dialect(const av_req_t *req);
+/* Whether the request only counts tokens (Anthropic's messages/count_tokens,
+ * OpenAI's responses/input_tokens): nothing is generated, nothing billed. */
+int av_body_counts_only(const av_req_t *req);
 /* Writes req->variant's model, params and system prompt into the body
  * (req->body is replaced when anything changes); sets req->model. For an
  * OpenAI-style stream that does not ask for usage, asks for it (unless the

@@ -1,7 +1,7 @@
-/* sim.c: aviary-sim, an OpenAI-compatible model server simulator: settable
- * latency, TTFT, token rate and errors, over HTTP/1.1, h2c and TLS (h2 or
- * HTTP/1.1 by ALPN); counts what it serves. This file holds the answers and
- * the listener; sim_h1.c and sim_h2.c speak the protocols. */
+/* sim.c: aviary-sim, a model server simulator speaking the OpenAI and Anthropic
+ * APIs: settable latency, TTFT, token rate, errors and tool calls, over HTTP/1.1,
+ * h2c and TLS (h2 or HTTP/1.1 by ALPN); counts what it serves. This file holds
+ * the answers and the listener; sim_h1.c and sim_h2.c speak the protocols. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -53,9 +53,17 @@ void sim_req_init(sim_req_t *r, sim_t *s, const sim_proto_t *proto, void *conn)
     r->timer = evtimer_new(s->base, timer_cb, r);
 }
 
+const char *sim_req_id_header(const sim_req_t *r)
+{
+    if (r->rid[0] == '\0')
+        return NULL;
+    return r->kind == AV_SIM_ANTHROPIC || r->kind == AV_SIM_COUNT_TOKENS ? "request-id" : "x-request-id";
+}
+
 void sim_req_cleanup(sim_req_t *r)
 {
     sim_stats_t *st = &r->sim->stats;
+    av_sim_req_free(&r->req);
     if (r->phase == SIM_STREAMING || r->phase == SIM_HEAD_WAIT) {
         st->requests_in_flight--;
         if (r->phase == SIM_STREAMING)
@@ -68,7 +76,10 @@ void sim_req_cleanup(sim_req_t *r)
 
 void sim_req_reset(sim_req_t *r)
 {
+    av_sim_req_free(&r->req);
     r->phase = SIM_IDLE;
+    r->kind = 0;
+    r->rid[0] = '\0';
     r->method = NULL;
     r->urllen = r->hlen = 0;
     r->url[0] = '\0';
@@ -110,6 +121,7 @@ static void finish(sim_req_t *r)
     r->sim->stats.requests_in_flight--;
     r->phase = SIM_DONE;
     evtimer_del(r->timer);
+    av_sim_req_free(&r->req);
     r->proto->end(r);
 }
 
@@ -124,7 +136,7 @@ static void send_full(sim_req_t *r, int status, const char *ctype, struct evbuff
 static void send_error(sim_req_t *r, int status, const char *msg)
 {
     struct evbuffer *b = evbuffer_new();
-    av_sim_error_body(b, status, msg);
+    av_sim_error_body(b, r->kind, status, msg);
     send_full(r, status, "application/json", b);
 }
 
@@ -205,13 +217,14 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void stream_step(sim_req_t *r)
 {
     struct evbuffer *ev = evbuffer_new();
-    int64_t n = r->req.completion_tokens;
+    int64_t n = r->req.steps;
     for (;;) {
         if (r->knobs.drop_after >= 0 && r->sent_events >= r->knobs.drop_after) {
             evbuffer_free(ev);
             r->sim->stats.streams_dropped++;
             r->sim->stats.requests_in_flight--;
             r->phase = SIM_DONE; /* dropped on purpose, not cancelled by the peer */
+            av_sim_req_free(&r->req);
             r->proto->drop(r);
             return;
         }
@@ -309,6 +322,25 @@ void sim_req_handle(sim_req_t *r)
         if (s->bad_ttft_ms >= 0)
             r->knobs.ttft_ms = s->bad_ttft_ms;
     }
+    char path[2048];
+    size_t plen = strcspn(r->url, "?");
+    snprintf(path, sizeof(path), "%.*s", (int)plen, r->url);
+    av_sim_kind_t kind = 0;
+    if (strcmp(path, "/v1/chat/completions") == 0)
+        kind = AV_SIM_CHAT;
+    else if (strcmp(path, "/v1/completions") == 0)
+        kind = AV_SIM_COMPLETIONS;
+    else if (strcmp(path, "/v1/embeddings") == 0)
+        kind = AV_SIM_EMBEDDINGS;
+    else if (strcmp(path, "/v1/responses") == 0)
+        kind = AV_SIM_RESPONSES;
+    else if (strcmp(path, "/v1/messages") == 0)
+        kind = AV_SIM_ANTHROPIC;
+    else if (strcmp(path, "/v1/messages/count_tokens") == 0)
+        kind = AV_SIM_COUNT_TOKENS;
+    /* errors on Anthropic's paths are worded as its API words them */
+    r->kind = kind != 0 ? kind : strncmp(path, "/v1/messages/", 13) == 0 ? AV_SIM_ANTHROPIC : 0;
+    snprintf(r->rid, sizeof(r->rid), "req_sim_%llu", (unsigned long long)s->stats.requests_total);
     for (int i = 0; i < r->nhdrs; i++)
         if (strncasecmp(hdr_name(r, i), "x-sim-", 6) == 0) {
             char name[64];
@@ -323,9 +355,6 @@ void sim_req_handle(sim_req_t *r)
                 return;
             }
         }
-    char path[2048];
-    size_t plen = strcspn(r->url, "?");
-    snprintf(path, sizeof(path), "%.*s", (int)plen, r->url);
     int post = strcmp(r->method, "POST") == 0;
     if (strcmp(path, "/sim/stats") == 0) {
         send_stats(r);
@@ -339,17 +368,6 @@ void sim_req_handle(sim_req_t *r)
         send_models(r);
         return;
     }
-    av_sim_kind_t kind = 0;
-    if (strcmp(path, "/v1/chat/completions") == 0)
-        kind = AV_SIM_CHAT;
-    else if (strcmp(path, "/v1/completions") == 0)
-        kind = AV_SIM_COMPLETIONS;
-    else if (strcmp(path, "/v1/embeddings") == 0)
-        kind = AV_SIM_EMBEDDINGS;
-    else if (strcmp(path, "/v1/responses") == 0)
-        kind = AV_SIM_RESPONSES;
-    else if (strcmp(path, "/v1/messages") == 0)
-        kind = AV_SIM_ANTHROPIC;
     if (kind == 0) {
         send_error(r, 404, "no such endpoint on aviary-sim");
         return;
@@ -498,7 +516,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: aviary-sim [options]\n"
-            "An OpenAI-compatible model server simulator for tests, demos and benchmarks.\n\n"
+            "A model server simulator for tests, demos and benchmarks: OpenAI chat, completions,\n"
+            "embeddings and Responses, Anthropic messages and count_tokens, as their SDKs expect.\n\n"
             "  -l, --listen HOST:PORT   address to serve (default 127.0.0.1:8000; port 0 picks one)\n"
             "      --port-file FILE     write the bound port to FILE once listening\n"
             "      --latency-ms N       delay before the response head (x-sim-latency-ms)\n"
@@ -525,7 +544,12 @@ static void usage(FILE *f)
             "      --version            print the version\n\n"
             "Cleartext connections that open with the HTTP/2 preface speak h2c; others HTTP/1.1.\n"
             "Per request: x-sim-status (force a status), x-sim-drop-after N (cut a stream after\n"
-            "N events: the connection closes, or the HTTP/2 stream is reset), x-sim-no-usage 1.\n"
+            "N events: the connection closes, or the HTTP/2 stream is reset), x-sim-no-usage 1,\n"
+            "x-sim-cached-tokens N, x-sim-usage-null 1 (\"usage\": null in every chunk but the usage\n"
+            "chunk, as OpenAI sends with include_usage), x-sim-tool-call NAME[,NAME...] (answer\n"
+            "with tool calls; without it a tool_choice that forces a tool is obeyed), x-sim-tool-args\n"
+            "JSON (their arguments; else made from the declared schema), x-sim-tool-text 1 (text\n"
+            "before the calls).\n"
             "GET /sim/stats counts connections (TLS, HTTP/2), requests and streams.\n");
 }
 

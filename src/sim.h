@@ -75,12 +75,17 @@ struct sim_req_s {
     int nhdrs;
     struct evbuffer *body;
     av_sim_knobs_t knobs;
+    av_sim_kind_t kind;        /* by the path: the dialect of the answer and of its errors (0: OpenAI's) */
+    char rid[40];              /* the response's own request id header (OpenAI's x-request-id, Anthropic's request-id) */
     av_sim_req_t req;
     int64_t sent_tokens, sent_events;
     struct event *timer;
 };
 
 void sim_req_init(sim_req_t *r, sim_t *s, const sim_proto_t *proto, void *conn);
+/* The response header naming the request, as the API does (NULL: none);
+ * the protocol layers add it to every head. */
+const char *sim_req_id_header(const sim_req_t *r);
 /* Frees what init made (the request struct is the caller's). Counts a
  * response in progress as cancelled by the peer. */
 void sim_req_cleanup(sim_req_t *r);

@@ -58,6 +58,9 @@ static void head(sim_req_t *r, int status, const char *ctype, long long clen)
         evbuffer_add(out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n", 53);
     if (status == 429)
         evbuffer_add(out, "Retry-After: 1\r\n", 16);
+    const char *idh = sim_req_id_header(r);
+    if (idh != NULL)
+        evbuffer_add_printf(out, "%s: %s\r\n", idh, r->rid);
     if (!c->keepalive)
         evbuffer_add(out, "Connection: close\r\n", 19);
     evbuffer_add(out, "\r\n", 2);

@@ -93,7 +93,7 @@ static void head(sim_req_t *r, int status, const char *ctype, long long clen)
     char code[16], len[24];
     snprintf(code, sizeof(code), "%d", status);
     snprintf(len, sizeof(len), "%lld", clen);
-    nghttp2_nv nv[4];
+    nghttp2_nv nv[5];
     size_t n = 0;
 #define NV(name, value) \
     nv[n++] = (nghttp2_nv){(uint8_t *)(name), (uint8_t *)(value), strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE}
@@ -103,6 +103,9 @@ static void head(sim_req_t *r, int status, const char *ctype, long long clen)
         NV("content-length", len);
     if (status == 429)
         NV("retry-after", "1");
+    const char *idh = sim_req_id_header(r);
+    if (idh != NULL)
+        NV(idh, r->rid);
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = body_read};
     nghttp2_submit_response(st->c->ng, st->id, nv, n, &prd);

@@ -24,6 +24,16 @@ deps() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PACKAGES ${1:-} >/dev/null
 }
 
+# The SDK tests (t_sdk.sh): Node.js 18+ and npm, the machine's own where it
+# has them (NodeSource's nodejs conflicts with Debian's npm), else Debian's;
+# then the SDKs tests/sdk/package-lock.json pins, into tests/sdk/node_modules.
+sdk_deps() {
+    command -v npm >/dev/null 2>&1 ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    echo "== npm ci (tests/sdk)"
+    npm ci --prefix tests/sdk --no-audit --no-fund --loglevel=error
+}
+
 # build DIR [configure args]: an out-of-tree build, so a plain and a sanitizer build live side by side
 build() {
     dir=$1; shift
@@ -44,6 +54,7 @@ demo)
     sh tests/demo.sh build ;;
 test)
     deps "$TEST_PACKAGES"
+    sdk_deps
     build build
     echo "== make check (build)"
     rc=0
