@@ -194,14 +194,14 @@ static void set_weights(av_admin_t *a, struct evhttp_request *r, const av_route_
             reply_error(r, 400, "Bad Request", "unknown_variant", msg);
             return;
         }
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble || e->valuedouble < 0 ||
-            e->valuedouble > 1000000) {
+        int64_t wv;
+        if (!cJSON_IsNumber(e) || !av_whole(e->valuedouble, 0, 1000000, &wv)) {
             snprintf(msg, sizeof(msg), "weight of \"%.64s\" must be an integer from 0 to 1000000", e->string);
             cJSON_Delete(root);
             reply_error(r, 400, "Bad Request", "bad_weight", msg);
             return;
         }
-        w[i] = (int64_t)e->valuedouble;
+        w[i] = wv;
     }
     cJSON_Delete(root);
     if (av_split_set_weights(rt->split, w, rt->nvariants) != 0) {

@@ -42,6 +42,20 @@ static inline void av_grow(char **p, size_t *cap, size_t need, size_t first)
 char *av_strndup(const char *s, size_t n);
 void av_oom(void) __attribute__((noreturn));
 
+/* A JSON number as a whole number from lo to hi: 1 and *out, or 0. The
+ * range is checked before the conversion (a double past int64_t, or NaN,
+ * converted is undefined behaviour). */
+static inline int av_whole(double d, double lo, double hi, int64_t *out)
+{
+    if (!(d >= lo && d <= hi))
+        return 0;
+    int64_t v = (int64_t)d;
+    if ((double)v != d)
+        return 0;
+    *out = v;
+    return 1;
+}
+
 /* Monotonic milliseconds and microseconds; wall-clock microseconds. */
 uint64_t av_now_us(void);
 static inline uint64_t av_now_ms(void) { return av_now_us() / 1000; }

@@ -778,6 +778,14 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
         av_cfg_fail(&x, "the config must be a JSON object");
         goto fail;
     }
+    for (const char *p = end; p != NULL && p < buf + len; p++) /* comments are spaces by now */
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            unsigned line, col;
+            av_jsonc_linecol(buf, (size_t)(p - buf), &line, &col);
+            snprintf(err, errlen, "%s:%u:%u: text after the config's object (a second object, a stray brace?)",
+                     name, line, col);
+            goto fail;
+        }
     const char *slash = strrchr(name, '/');
     c->path = av_cfg_dup_str(&x, name);
     c->dir = slash ? av_arena_strndup(c->arena, name, (size_t)(slash - name)) : ".";

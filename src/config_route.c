@@ -322,10 +322,11 @@ static int c_rollout(av_cfg_ctx_t *x, const cJSON *v, void *base)
             ro->nsteps = 0;
             for (const cJSON *e = m->child; e != NULL; e = e->next) {
                 av_cfg_push_index(x, ro->nsteps);
-                if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble || e->valuedouble < 1 ||
-                    e->valuedouble > 100 || (ro->nsteps > 0 && e->valuedouble <= (double)ro->steps[ro->nsteps - 1]))
+                int64_t step;
+                if (!cJSON_IsNumber(e) || !av_whole(e->valuedouble, 1, 100, &step) ||
+                    (ro->nsteps > 0 && step <= ro->steps[ro->nsteps - 1]))
                     return av_cfg_fail(x, "a step is a whole percentage from 1 to 100, above the one before");
-                ro->steps[ro->nsteps++] = (int64_t)e->valuedouble;
+                ro->steps[ro->nsteps++] = step;
                 av_cfg_pop(x);
             }
             if (ro->steps[ro->nsteps - 1] != 100 || ro->nsteps < 2)
@@ -337,11 +338,12 @@ static int c_rollout(av_cfg_ctx_t *x, const cJSON *v, void *base)
         } else if (strcmp(k, "approve_before") == 0) {
             if (!cJSON_IsArray(m))
                 return av_cfg_fail(x, "expected step numbers (from 1), e.g. [3]");
-            for (const cJSON *e = m->child; e != NULL; e = e->next)
-                if (!cJSON_IsNumber(e) || e->valuedouble < 1 || e->valuedouble > AV_ROLLOUT_MAX_STEPS)
+            for (const cJSON *e = m->child; e != NULL; e = e->next) {
+                int64_t step;
+                if (!cJSON_IsNumber(e) || !av_whole(e->valuedouble, 1, AV_ROLLOUT_MAX_STEPS, &step))
                     return av_cfg_fail(x, "a step number is from 1 to the number of steps");
-                else
-                    ro->approve |= 1u << ((unsigned)e->valuedouble - 1);
+                ro->approve |= 1u << ((unsigned)step - 1);
+            }
         } else if (strcmp(k, "min_step_s") == 0 || strcmp(k, "max_step_s") == 0) {
             if (num_field(x, m, 0, 1e9, &d) != 0)
                 return AV_EINVAL;

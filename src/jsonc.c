@@ -84,9 +84,15 @@ static size_t skip_value(const char *t, size_t len, size_t i)
     return i;
 }
 
+/* A UTF-8 byte order mark's length at t (cJSON skips one too), or 0. */
+static size_t bom(const char *t, size_t len)
+{
+    return len >= 3 && memcmp(t, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+}
+
 size_t av_jsonc_locate(const char *t, size_t len, const av_jpath_seg_t *path, size_t depth)
 {
-    size_t i = skip_ws(t, len, 0);
+    size_t i = skip_ws(t, len, bom(t, len));
     for (size_t d = 0; d < depth; d++) {
         const av_jpath_seg_t *s = &path[d];
         if (i >= len)
@@ -134,7 +140,8 @@ size_t av_jsonc_locate(const char *t, size_t len, const av_jpath_seg_t *path, si
 void av_jsonc_linecol(const char *t, size_t off, unsigned *line, unsigned *col)
 {
     unsigned l = 1, c = 1;
-    for (size_t i = 0; i < off && t[i] != '\0'; i++) {
+    size_t start = off >= 3 ? bom(t, off) : 0; /* an editor shows the mark as nothing */
+    for (size_t i = start; i < off && t[i] != '\0'; i++) {
         if (t[i] == '\n') {
             l++;
             c = 1;

@@ -13,6 +13,7 @@
 #include "geo.h"
 #include "headers.h"
 #include "log.h"
+#include "jscan.h"
 #include "luajson.h"
 #include "policy_int.h"
 #include "usage.h"
@@ -208,6 +209,13 @@ static int r_geo(lua_State *L)
 }
 
 /* The request body, decoded once per request; the same table each call. */
+static int body_any(void *arg, const av_jmember_t *m)
+{
+    (void)arg;
+    (void)m;
+    return 0;
+}
+
 static int r_body(lua_State *L)
 {
     av_pol_vm_t *vm = call_vm(L, PH_REQUEST | PH_RESPONSE | PH_CHUNK | PH_COMPLETE, "r:body()");
@@ -220,7 +228,19 @@ static int r_body(lua_State *L)
     size_t n = evbuffer_get_length(b);
     av_pol_spend_steps(L, n / JSON_BYTES_PER_STEP); /* decoding is C work the hook does not see */
     char err[128];
-    if (n == 0 || av_luajson_decode(L, (const char *)evbuffer_pullup(b, -1), n, err, sizeof(err)) != 0) {
+    const char *text = n > 0 ? (const char *)evbuffer_pullup(b, -1) : NULL;
+    if (n == 0 || av_luajson_decode(L, text, n, err, sizeof(err)) != 0) {
+        size_t off;
+        if (n > 0 && vm->phase == PH_REQUEST && !pr->denied && av_jscan_object(text, n, body_any, NULL, &off) == 0) {
+            /* valid JSON past what policies can be given (nesting, a number's length): it would go on
+             * unchecked; refused instead, whatever the policy's fail mode */
+            pr->denied = 1;
+            pr->status = 400;
+            snprintf(pr->code, sizeof(pr->code), "body_unreadable");
+            snprintf(pr->message, sizeof(pr->message),
+                     "the request body cannot be checked by this route's policies (%s); it is refused", err);
+            av_pol_verdict(pr, vm->set->pol[vm->policy].name, "deny", "body_unreadable");
+        }
         lua_pushnil(L);
         return 1; /* not JSON: nil, and the policy decides */
     }

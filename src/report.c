@@ -127,10 +127,11 @@ static void line(report_t *r, const char *text)
         push(&g->latency, v);
     if (num(j, "ttft_ms", &v))
         push(&g->ttft, v);
-    if (num(j, "input_tokens", &v))
-        g->in_tokens += (uint64_t)v;
-    if (num(j, "output_tokens", &v))
-        g->out_tokens += (uint64_t)v;
+    int64_t t;
+    if (num(j, "input_tokens", &v) && av_whole(v, 0, 9007199254740992.0, &t)) /* a log edited by hand: not believed */
+        g->in_tokens += (uint64_t)t;
+    if (num(j, "output_tokens", &v) && av_whole(v, 0, 9007199254740992.0, &t))
+        g->out_tokens += (uint64_t)t;
     if (num(j, "cost_usd", &v)) {
         g->cost += v;
         g->priced++;

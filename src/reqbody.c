@@ -327,10 +327,11 @@ typedef struct {
 static int is_system_message(const av_jmember_t *e)
 {
     av_jmember_t role;
-    if (!find_member(e, "role", &role) || role.type != '"')
+    if (!find_member(e, "role", &role) || role.type != '"' || role.val_len > 64)
         return 0;
-    return (role.val_len == 8 && memcmp(role.val, "\"system\"", 8) == 0) ||
-           (role.val_len == 11 && memcmp(role.val, "\"developer\"", 11) == 0);
+    char buf[64]; /* "\u0073ystem" is "system" too */
+    long n = av_jscan_unescape(role.val + 1, role.val_len - 2, buf);
+    return (n == 6 && memcmp(buf, "system", 6) == 0) || (n == 9 && memcmp(buf, "developer", 9) == 0);
 }
 
 static int on_message(void *arg, const av_jmember_t *e)

@@ -509,8 +509,11 @@ static int saved_state(cJSON *saved, const char *route, const char *fingerprint,
     int s = state_by_name(st->valuestring);
     if (s < 0)
         return 0;
+    int64_t k;
+    if (!av_whole(sp->valuedouble, 0, AV_ROLLOUT_MAX_STEPS, &k))
+        return 0; /* a state file edited by hand, or not ours */
     *state = s;
-    *step = (size_t)sp->valuedouble;
+    *step = (size_t)k;
     *in_shadow = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "paused_in_shadow"));
     return 1;
 }

@@ -143,6 +143,10 @@ like "r:set_variant(): the variant the policy chose (weight 0)" "$out" 'x-aviary
 lines() { [ "$(wc -l <"$T/kpi.log" 2>/dev/null || echo 0)" -ge "$1" ]; }
 wait_until 5 lines 4
 kpi=$(cat "$T/kpi.log")
+deep=$(python3 -c 'print("{\"model\":\"m\",\"messages\":[],\"x\":" + "[" * 70 + "1" + "]" * 70 + "}")')
+resp=$(curl -s --max-time 5 -w '\n%{http_code}' "$URL" -d "$deep")
+like "valid JSON nested past what policies are given: refused, not passed on unchecked (r:body() was nil)" "$resp" \
+    '"code":"body_unreadable".*400$'
 like "KPI: the deny as a verdict" "$kpi" '"request_id":"deny-1".*"policy":\[\{"policy":"block","action":"deny","rule":"denylist"\}\],"policy_errors":0,"error":"policy_denied"'
 like "KPI: the rewrite as a verdict" "$kpi" '"request_id":"rw-1".*"policy":\[\{"policy":"block","action":"rewrite","rule":"max_tokens_default"\}\]'
 like "KPI: a policy's variant choice is assign policy" "$kpi" '"variant":"b","assign":"policy"'

@@ -106,6 +106,9 @@ static void test_syntax_errors(void)
     expect_error("{\n  \"listen\": [,]\n}", "t.json:2:14: invalid JSON near here");
     expect_error("{\n /* never closed\n", "t.json:2:2: unterminated /* comment");
     expect_error("[]", "t.json:1:1: the config must be a JSON object");
+    expect_error("{" MINIMAL_LISTEN "," MINIMAL_BACKENDS "," MINIMAL_ROUTES "}\n}",
+                 "t.json:2:1: text after the config's object (a second object, a stray brace?)");
+    expect_error("\xef\xbb\xbf{\n  \"workers\": \"two\"}", "t.json:2:3: workers: expected an integer, got a string");
 }
 
 static void test_missing_required(void)
