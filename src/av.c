@@ -162,3 +162,19 @@ int av_parse_hostport(const char *s, int resolve, int passive, struct sockaddr_s
     freeaddrinfo(res);
     return 0;
 }
+
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1,
+    ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1,
+    ['a' ... 'z'] = 1,
+};
+
+int av_http_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!tchar[(unsigned char)s[i]])
+            return 0;
+    return 1;
+}

@@ -56,6 +56,9 @@ static inline int av_whole(double d, double lo, double hi, int64_t *out)
     return 1;
 }
 
+/* Whether s is an HTTP token (RFC 9110 5.6.2): a field name, a method. */
+int av_http_token(const char *s, size_t len);
+
 /* Monotonic milliseconds and microseconds; wall-clock microseconds. */
 uint64_t av_now_us(void);
 static inline uint64_t av_now_ms(void) { return av_now_us() / 1000; }

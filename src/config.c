@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -295,10 +296,41 @@ static int c_listen(av_cfg_ctx_t *x, const cJSON *v, void *base)
     return 0;
 }
 
+/* Fields the gateway writes itself: a backend's headers and key header
+ * cannot name them (two Host fields, two Content-Lengths). */
+static int gateway_field(const char *name)
+{
+    static const char *const fields[] = {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
+                                         "te", "trailer", "upgrade", "proxy-connection", "x-forwarded-for",
+                                         "x-forwarded-proto", "x-request-id"};
+    for (size_t i = 0; i < AV_NELEMS(fields); i++)
+        if (strcasecmp(name, fields[i]) == 0)
+            return 1;
+    return strncasecmp(name, "x-aviary-", 9) == 0;
+}
+
 static int c_headers(av_cfg_ctx_t *x, const cJSON *v, void *base)
 {
     av_backend_t *b = base;
-    return av_cfg_load_kv(x, v, &b->headers, &b->nheaders);
+    int rc = av_cfg_load_kv(x, v, &b->headers, &b->nheaders);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < b->nheaders; i++) {
+        const char *n = b->headers[i].name, *val = b->headers[i].value;
+        size_t vl = strlen(val);
+        av_cfg_push_key(x, n);
+        if (!av_http_token(n, strlen(n)))
+            return av_cfg_fail(x, "not a header name (letters, digits and !#$%%&'*+-.^_`|~ only)");
+        if (gateway_field(n))
+            return av_cfg_fail(x, "the gateway sets this header itself");
+        for (size_t k = 0; k < vl; k++)
+            if (((unsigned char)val[k] < 0x20 && val[k] != '\t') || val[k] == 0x7f)
+                return av_cfg_fail(x, "header values cannot hold control characters");
+        if (vl > 0 && (val[0] == ' ' || val[0] == '\t' || val[vl - 1] == ' ' || val[vl - 1] == '\t'))
+            return av_cfg_fail(x, "a header value cannot begin or end with a space (HTTP/2 backends refuse it)");
+        av_cfg_pop(x);
+    }
+    return 0;
 }
 
 static const av_cfg_key_t backend_spec[] = {
@@ -478,6 +510,18 @@ static int c_backends(av_cfg_ctx_t *x, const cJSON *v, void *base)
         rc = load_backend_tls(x, e, b);
         if (rc != 0)
             return rc;
+        av_cfg_push_key(x, "api_key_header");
+        if (!av_http_token(b->api_key_header, strlen(b->api_key_header)))
+            return av_cfg_fail(x, "not a header name (letters, digits and !#$%%&'*+-.^_`|~ only)");
+        if (gateway_field(b->api_key_header))
+            return av_cfg_fail(x, "the gateway sets this header itself");
+        av_cfg_pop(x);
+        for (size_t h = 0; h < b->nheaders && b->api_key_env != NULL; h++)
+            if (strcasecmp(b->headers[h].name, b->api_key_header) == 0) {
+                av_cfg_push_key(x, "headers");
+                av_cfg_push_key(x, b->headers[h].name);
+                return av_cfg_fail(x, "the backend's key goes in this header (api_key_header): set one or the other");
+            }
         if (b->api_key_env != NULL) {
             av_cfg_push_key(x, "api_key_env");
             const char *key = getenv(b->api_key_env);

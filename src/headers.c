@@ -87,20 +87,9 @@ int av_header_is_hop(const av_headers_t *h, const char *name, size_t len)
     return h != NULL && in_connection(h, name, len);
 }
 
-static const unsigned char tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1, ['-'] = 1,
-    ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1,
-    ['a' ... 'z'] = 1,
-};
-
 int av_header_name_valid(const char *name, size_t len)
 {
-    if (len == 0)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!tchar[(unsigned char)name[i]])
-            return 0;
-    return 1;
+    return av_http_token(name, len);
 }
 
 int av_header_value_valid(const char *value, size_t len)

@@ -204,6 +204,29 @@ static void test_addresses_and_urls(void)
         }
         expect_error(text, want);
     }
+    /* a backend's headers and key header are fields a request can carry, and not the gateway's own */
+    static const struct {
+        const char *extra, *want;
+    } bad_headers[] = {
+        {"\"headers\": {\"x(y)\": \"1\"}", "backends.b.headers.x(y): not a header name"},
+        {"\"headers\": {\"Host\": \"evil.example\"}", "backends.b.headers.Host: the gateway sets this header itself"},
+        {"\"headers\": {\"Content-Length\": \"0\"}", "backends.b.headers.Content-Length: the gateway sets this header itself"},
+        {"\"headers\": {\"x-z\": \"a\\u0001b\"}", "backends.b.headers.x-z: header values cannot hold control characters"},
+        {"\"headers\": {\"x-team\": \"ml \"}", "backends.b.headers.x-team: a header value cannot begin or end with a space"},
+        {"\"api_key_header\": \"x: y\"", "backends.b.api_key_header: not a header name"},
+        {"\"api_key_header\": \"Connection\"", "backends.b.api_key_header: the gateway sets this header itself"},
+    };
+    for (size_t i = 0; i < sizeof(bad_headers) / sizeof(bad_headers[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text), "{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://127.0.0.1:1\", %s}},"
+                 MINIMAL_ROUTES "}", bad_headers[i].extra);
+        av_config_t *c = parse(text);
+        CHECK(c == NULL);
+        CHECK(strstr(err, bad_headers[i].want) != NULL);
+        if (strstr(err, bad_headers[i].want) == NULL)
+            printf("#   got %s\n#   want %s\n", err, bad_headers[i].want);
+        av_config_unref(c);
+    }
     av_config_t *ok6 = parse("{" MINIMAL_LISTEN ",\"backends\": {\"b\": {\"url\": \"http://[::1]:8000/v1/\"}}," MINIMAL_ROUTES "}");
     CHECK(ok6 != NULL);
     if (ok6 != NULL) {
