@@ -108,4 +108,39 @@ run_sdk metrics.mjs
 stop_pid "$AV_PID"
 is "aviary exits 0" "$?" 0
 stop_pid "$sim_PID"
+
+# aviary report reads the same books from the KPI log: requests, tokens and
+# cost per route and variant as the lines sum them
+"$B/src/aviary" report --json "$T/kpi.log" >"$T/report.json" 2>"$T/report.err"
+is "aviary report reads the SDK traffic's KPI log" "$?" 0
+out=$(python3 - "$T/kpi.log" "$T/report.json" <<'PY'
+import json, sys
+sums = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "route" not in r or r.get("type") is not None:
+        continue
+    k = (r["route"], r["variant"], r["shadow"])
+    s = sums.setdefault(k, [0, 0, 0, 0.0])
+    s[0] += 1
+    s[1] += r.get("input_tokens") or 0
+    s[2] += r.get("output_tokens") or 0
+    s[3] += r.get("cost_usd") or 0.0
+rep = json.load(open(sys.argv[2]))
+bad = []
+for g in rep["groups"]:
+    k = (g["route"], g["variant"], g["shadow"])
+    s = sums.pop(k, None)
+    if s is None:
+        bad.append("report has %s, the log not" % (k,))
+        continue
+    cost = g["cost_usd"] or 0.0
+    if (g["requests"], g["input_tokens"], g["output_tokens"]) != tuple(s[:3]) or abs(cost - s[3]) > 1e-6:
+        bad.append("%s: report %s %s %s %.9f, log %s %s %s %.9f" % (k, g["requests"], g["input_tokens"],
+                   g["output_tokens"], cost, s[0], s[1], s[2], s[3]))
+bad += ["the log has %s, the report not" % (k,) for k in sums]
+print("agree %d groups" % len(rep["groups"]) if not bad else "; ".join(bad))
+PY
+)
+like "aviary report and the KPI log agree on requests, tokens and cost per route and variant" "$out" '^agree [1-9]'
 done_testing
