@@ -301,12 +301,13 @@ static int c_listen(av_cfg_ctx_t *x, const cJSON *v, void *base)
 static int gateway_field(const char *name)
 {
     static const char *const fields[] = {"host", "content-length", "transfer-encoding", "connection", "keep-alive",
-                                         "te", "trailer", "upgrade", "proxy-connection", "x-forwarded-for",
+                                         "te", "trailer", "upgrade", "expect", "x-forwarded-for",
                                          "x-forwarded-proto", "x-request-id"};
     for (size_t i = 0; i < AV_NELEMS(fields); i++)
         if (strcasecmp(name, fields[i]) == 0)
             return 1;
-    return strncasecmp(name, "x-aviary-", 9) == 0;
+    /* and what the gateway drops from clients as hop-by-hop: Proxy-* */
+    return strncasecmp(name, "x-aviary-", 9) == 0 || strncasecmp(name, "proxy-", 6) == 0;
 }
 
 static int c_headers(av_cfg_ctx_t *x, const cJSON *v, void *base)

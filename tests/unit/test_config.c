@@ -215,6 +215,8 @@ static void test_addresses_and_urls(void)
         {"\"headers\": {\"x-team\": \"ml \"}", "backends.b.headers.x-team: a header value cannot begin or end with a space"},
         {"\"api_key_header\": \"x: y\"", "backends.b.api_key_header: not a header name"},
         {"\"api_key_header\": \"Connection\"", "backends.b.api_key_header: the gateway sets this header itself"},
+        {"\"headers\": {\"Expect\": \"100-continue\"}", "backends.b.headers.Expect: the gateway sets this header itself"},
+        {"\"headers\": {\"Proxy-Authorization\": \"x\"}", "backends.b.headers.Proxy-Authorization: the gateway sets"},
     };
     for (size_t i = 0; i < sizeof(bad_headers) / sizeof(bad_headers[0]); i++) {
         char text[512];
