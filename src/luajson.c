@@ -241,7 +241,10 @@ static int is_array(lua_State *L, int idx)
     while (lua_next(L, idx) != 0) {
         lua_pop(L, 1);
         keys++;
-        if (lua_type(L, -1) != LUA_TNUMBER) {
+        /* each key a whole number from 1 to n: {[0] = "z", [2] = 1} has length 2 and
+         * two keys, and is an object (it was written [null, 1], its key 0 lost) */
+        lua_Number k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (!(k >= 1 && k <= (lua_Number)n && k == (lua_Number)(size_t)k)) {
             lua_pop(L, 1);
             return 0;
         }

@@ -157,9 +157,8 @@ static int ref_is_array(int idx)
     }
     if (counting && keys > 0 && keys == max) /* exactly 1..n */
         return 1;
-    /* the encoder counts numeric keys against the length: {[0] = a, [2] = b} (length 2)
-     * is written [null, b], its key 0 lost (findings/luajson-sparse-array) */
-    return FUZZ_KNOWN(numeric && keys > 0 && keys == lua_objlen(L, idx));
+    (void)numeric;
+    return 0;
 }
 
 /* Whether the value at idx can be written, at this depth. */
