@@ -256,8 +256,6 @@ static void add_variant_header(av_req_t *req, av_headers_t *h)
         av_headers_add(req->arena, h, name, strlen(name), req->variant->name, strlen(req->variant->name));
 }
 
-static int error_dialect(const av_req_t *req);
-
 /* Sends a whole JSON answer made by the gateway (an error, a feedback receipt): head and body; frees body. */
 static void send_json(av_req_t *req, int status, struct evbuffer *body)
 {
@@ -265,7 +263,7 @@ static void send_json(av_req_t *req, int status, struct evbuffer *body)
     av_headers_t h = {0};
     av_headers_add(req->arena, &h, "Content-Type", 12, "application/json", 16);
     add_variant_header(req, &h);
-    if (error_dialect(req) == AV_DIALECT_ANTHROPIC) /* where the Anthropic SDK reads it (err.requestID) */
+    if (av_body_dialect(req) == AV_DIALECT_ANTHROPIC) /* where the Anthropic SDK reads it (err.requestID) */
         av_headers_add(req->arena, &h, "request-id", 10, req->id, strlen(req->id));
     req->status = status;
     if (req->t_head_us == 0)
@@ -284,25 +282,6 @@ static void finish(av_req_t *req)
     req->t_end_us = av_now_us();
     kpi_write(req);
     req->client->respond_end(req);
-}
-
-/* The dialect errors are worded in: the route's, or before a route is
- * known, the path's (an Anthropic SDK posts to .../messages). */
-static int error_dialect(const av_req_t *req)
-{
-    if (req->route != NULL)
-        return av_body_dialect(req);
-    if (req->target == NULL)
-        return AV_DIALECT_AUTO;
-    size_t n = strcspn(req->target, "?");
-    if (n > req->target_len)
-        n = req->target_len;
-    while (n > 1 && req->target[n - 1] == '/')
-        n--;
-    static const char count[] = "/messages/count_tokens";
-    if (n >= sizeof(count) - 1 && memcmp(req->target + n - (sizeof(count) - 1), count, sizeof(count) - 1) == 0)
-        return AV_DIALECT_ANTHROPIC;
-    return n >= 9 && memcmp(req->target + n - 9, "/messages", 9) == 0 ? AV_DIALECT_ANTHROPIC : AV_DIALECT_AUTO;
 }
 
 /* Anthropic's error type for a status (its API's own list). */
@@ -346,7 +325,7 @@ static struct evbuffer *error_body(const av_req_t *req, int status, const char *
                                    const char *message)
 {
     struct evbuffer *body = evbuffer_new();
-    if (error_dialect(req) == AV_DIALECT_ANTHROPIC) {
+    if (av_body_dialect(req) == AV_DIALECT_ANTHROPIC) {
         anthropic_error(body, status, message, req->id);
         ADD_LIT(body, "\n");
     } else {
@@ -370,7 +349,7 @@ void av_req_error_event(const av_req_t *req, struct evbuffer *out)
 {
     const char *code = req->error ? req->error : "backend_closed";
     static const char msg[] = "the backend ended the stream before it was complete";
-    switch (error_dialect(req)) {
+    switch (av_body_dialect(req)) {
     case AV_DIALECT_ANTHROPIC:
         ADD_LIT(out, "event: error\ndata: ");
         anthropic_error(out, 502, msg, req->id);

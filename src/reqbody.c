@@ -163,15 +163,24 @@ static int ends_with(const char *s, size_t n, const char *suffix)
     return n >= k && memcmp(s + n - k, suffix, k) == 0;
 }
 
-int av_body_dialect(const av_req_t *req)
+/* The path's length: the query and trailing slashes left out. */
+static size_t path_len(const av_req_t *req)
 {
-    if (req->route->dialect != AV_DIALECT_AUTO)
-        return req->route->dialect;
     size_t n = strcspn(req->target, "?");
     if (n > req->target_len)
         n = req->target_len;
     while (n > 1 && req->target[n - 1] == '/')
         n--;
+    return n;
+}
+
+int av_body_dialect(const av_req_t *req)
+{
+    if (req->route != NULL && req->route->dialect != AV_DIALECT_AUTO)
+        return req->route->dialect;
+    if (req->target == NULL)
+        return AV_DIALECT_AUTO;
+    size_t n = path_len(req);
     if (ends_with(req->target, n, "/chat/completions"))
         return AV_DIALECT_CHAT;
     if (ends_with(req->target, n, "/completions"))
@@ -187,11 +196,7 @@ int av_body_dialect(const av_req_t *req)
 
 int av_body_counts_only(const av_req_t *req)
 {
-    size_t n = strcspn(req->target, "?");
-    if (n > req->target_len)
-        n = req->target_len;
-    while (n > 1 && req->target[n - 1] == '/')
-        n--;
+    size_t n = path_len(req);
     return ends_with(req->target, n, "/count_tokens") || ends_with(req->target, n, "/responses/input_tokens");
 }
 

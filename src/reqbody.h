@@ -35,7 +35,8 @@ int av_body_scan(av_req_t *req, av_body_t *b);
 /* The value of the route's k-th body sticky source (a string, decoded, or a
  * number), or NULL. */
 const char *av_body_sticky_key(av_req_t *req, const av_body_t *b, size_t k, size_t *len);
-/* The dialect the request speaks: the route's, or by its path. */
+/* The dialect the request speaks: the route's, or by its path (also before
+ * a route is known: an Anthropic SDK posts to .../messages). */
 int av_body_dialect(const av_req_t *req);
 /* Whether the request only counts tokens (Anthropic's messages/count_tokens,
  * OpenAI's responses/input_tokens): nothing is generated, nothing billed. */
