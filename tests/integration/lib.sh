@@ -12,10 +12,11 @@ FAILED=0
 ok() { TESTNUM=$((TESTNUM + 1)); echo "ok $TESTNUM - $1"; }
 not_ok() {
     TESTNUM=$((TESTNUM + 1)); FAILED=$((FAILED + 1)); echo "not ok $TESTNUM - $1"; shift
-    for line in "$@"; do printf '# %s\n' "$line"; done
+    local _m   # not a global: a test's own $line must survive a failure report
+    for _m in "$@"; do printf '# %s\n' "$_m"; done
 }
 # check DESC CMD...: passes when CMD succeeds.
-check() { desc=$1; shift; if "$@"; then ok "$desc"; else not_ok "$desc" "failed: $*"; fi; }
+check() { local desc=$1; shift; if "$@"; then ok "$desc"; else not_ok "$desc" "failed: $*"; fi; }
 # is DESC GOT WANT
 is() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "got:  $2" "want: $3"; fi; }
 # like DESC TEXT PATTERN: grep -E over TEXT with its lines joined by spaces
