@@ -73,7 +73,8 @@ int av_jscan_walk(const char *text, size_t len, av_jwalk_fn fn, void *arg);
  * it: a stream's events share their first hundred bytes or so (id, model,
  * the choice's opening), and the walk of the next one can begin past them. */
 typedef struct {
-    size_t at;     /* where the walk goes on; the texts agree on the bytes before it */
+    size_t at;     /* where the walk goes on; the texts agree on the bytes before it, and on the byte at it
+                    * when the text it was taken in may not be JSON (the walk looks one byte past a string) */
     unsigned depth, objects;
     unsigned key_off[AV_JWALK_MAX_DEPTH + 1], key_len[AV_JWALK_MAX_DEPTH + 1]; /* key_len -1: no key */
 } av_jwalk_mark_t;

@@ -253,11 +253,20 @@ static void tool_calls_seen(av_usage_t *u, int before, uint64_t now_us)
         u->first_token_us = u->last_token_us = now_us;
 }
 
+static int on_tool_call_id(void *arg, const av_jmember_t *m)
+{
+    if (m->type == '"' && av_jscan_key_is(m, "id"))
+        ((av_usage_t *)arg)->tool_calls++;
+    return 0;
+}
+
+/* A new call carries its id; its argument pieces do not. An element that
+ * names "id" twice counts each, as the walk does. */
 static int count_tool_call(void *arg, const av_jmember_t *e)
 {
-    av_jmember_t id;
-    if (get(e, "id", &id) && id.type == '"') /* a new call carries its id; its argument pieces do not */
-        ((av_usage_t *)arg)->tool_calls++;
+    size_t off;
+    if (e->type == '{')
+        av_jscan_object(e->val, e->val_len, on_tool_call_id, arg, &off);
     return 0;
 }
 
@@ -300,20 +309,25 @@ static int on_msg(void *arg, const av_jmember_t *m)
     return 0;
 }
 
+typedef struct {
+    av_usage_t *u;
+    uint64_t now;
+    int finished; /* a choice before this one gave the finish reason */
+} choices_t;
+
 /* One OpenAI choice (chat delta or message, or completions text): one pass
- * over the choice, one over its delta or message. */
-static void openai_choice(av_usage_t *u, const av_jmember_t *choices, uint64_t now_us)
+ * over the choice, one over its delta or message. Every choice counts: an
+ * answer with n of them is billed for all their tokens, and its tool calls
+ * are all calls. The finish reason is the first choice's that has one. */
+static int openai_choice(void *arg, const av_jmember_t *e)
 {
+    choices_t *cs = arg;
+    av_usage_t *u = cs->u;
+    uint64_t now_us = cs->now;
     choice_t c = {0};
     size_t off;
-    /* the array's first element, read in the same pass that finds its end */
-    size_t i = 1;
-    while (i < choices->val_len && (choices->val[i] == ' ' || choices->val[i] == '\n' || choices->val[i] == '\r' ||
-                                    choices->val[i] == '\t'))
-        i++;
-    if (i >= choices->val_len || choices->val[i] != '{' ||
-        av_jscan_object_at(choices->val + i, choices->val_len - i, on_choice, &c, &off) != 0)
-        return;
+    if (e->type != '{' || av_jscan_object(e->val, e->val_len, on_choice, &c, &off) != 0)
+        return 0;
     if ((c.has & C_MSG) && c.msg.type == '{') {
         av_jscan_object(c.msg.val, c.msg.val_len, on_msg, &c, &off);
         if (c.has & C_CONTENT)
@@ -326,8 +340,11 @@ static void openai_choice(av_usage_t *u, const av_jmember_t *choices, uint64_t n
     } else if (c.has & C_TEXT) {
         text(u, &c.text, now_us);
     }
-    if (c.has & C_FINISH)
+    if ((c.has & C_FINISH) && c.finish.type == '"' && c.finish.val_len > 2 && !cs->finished) {
         set_finish(u, &c.finish);
+        cs->finished = 1;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -441,7 +458,11 @@ typedef struct {
     } nums[OA_NUMS];
 } oa_t;
 
-enum { OA_CHOICES = 1, OA_NO_CHOICE = 2, OA_USAGE = 4, OA_TYPE = 8, OA_MSG = 16, OA_TOOLS = 32 };
+enum {
+    OA_CHOICES = 1, OA_NO_CHOICE = 2, OA_USAGE = 4, OA_TYPE = 8, OA_MSG = 16, OA_TOOLS = 32,
+    /* the key seen, whatever its value: a second one sends the object to the full reading */
+    OA_USAGE_KEY = 64, OA_MSG_KEY = 128, OA_FINISH_KEY = 256
+};
 
 #define PATH_IS(p, d, lit) ((p)->key[d] != NULL && KEY_IS((p)->key[d], (p)->key_len[d], lit))
 
@@ -474,6 +495,8 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
     char first = p->val < o->n ? o->s[p->val] : 0;
     if (d == 1) {
         if (KEY_IS(k, n, "choices")) {
+            if (o->v.has & OA_CHOICES)
+                return 1; /* named twice: JSON readers keep the last, the walk has read the first */
             if (o->marking && o->nnums == 0 && !o->took[MARK_CHOICES].valid)
                 take_mark(o, p, 0, MARK_CHOICES);
             if (first != '[')
@@ -483,6 +506,9 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
             if (i < o->n && o->s[i] == ']')
                 o->v.has |= OA_NO_CHOICE;
         } else if (KEY_IS(k, n, "usage")) {
+            if (o->v.has & OA_USAGE_KEY)
+                return 1;
+            o->v.has |= OA_USAGE_KEY;
             if (first == '{')
                 o->v.has |= OA_USAGE;
         } else if (KEY_IS(k, n, "type")) {
@@ -507,17 +533,26 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
     if (!PATH_IS(p, 1, "choices"))
         return 0;
     if (d == 3) {
+        /* one choice's worth of each: several choices (or a member named
+         * twice) are read by the full reading, which reads them all */
         if (KEY_IS(k, n, "finish_reason")) {
+            if (o->v.has & OA_FINISH_KEY)
+                return 1;
+            o->v.has |= OA_FINISH_KEY;
             if (first == '"') { /* null until the last chunk */
-                if (o->v.finishes++)
-                    return 1;
+                o->v.finishes++;
                 o->v.finish = p->val;
             }
         } else if (KEY_IS(k, n, "text")) {
-            if (o->v.texts++)
+            if (o->v.texts++ || (o->v.has & OA_MSG_KEY))
                 return 1;
             o->v.text = p->val;
-        } else if ((KEY_IS(k, n, "delta") || KEY_IS(k, n, "message")) && first == '{') {
+        } else if (KEY_IS(k, n, "delta") || KEY_IS(k, n, "message")) {
+            if ((o->v.has & OA_MSG_KEY) || o->v.texts)
+                return 1;
+            o->v.has |= OA_MSG_KEY;
+            if (first != '{')
+                return 0;
             o->v.has |= OA_MSG;
             o->v.msg_open = p->val;
             if (o->marking && o->nnums == 0 && !o->took[MARK_MSG].valid)
@@ -530,10 +565,13 @@ static int on_oa_key(void *arg, const av_jpath_t *p)
             o->v.content = p->val;
             o->v.content_key = (size_t)(k - o->s) - 1;
         } else if (KEY_IS(k, n, "tool_calls")) {
+            if (o->v.has & OA_TOOLS)
+                return 1;
             o->v.has |= OA_TOOLS;
         }
-    } else if (d == 6 && PATH_IS(p, 4, "tool_calls") && (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message")) &&
-               KEY_IS(k, n, "id") && first == '"') {
+    } else if (d == 6 && !((p->objects >> 4) & 1) && PATH_IS(p, 4, "tool_calls") &&
+               (PATH_IS(p, 3, "delta") || PATH_IS(p, 3, "message")) && KEY_IS(k, n, "id") && first == '"') {
+        /* an id in an element of the tool_calls array (not in an object there) */
         o->v.tool_ids++;
     }
     return 0;
@@ -565,7 +603,7 @@ static const av_usage_mark_t *mark_for(const av_usage_t *u, const char *s, size_
     size_t same = av_jscan_same_prefix(s, u->tmpl + EV_PRE, n < u->tmpl_pre ? n : u->tmpl_pre);
     const av_usage_mark_t *best = NULL;
     for (int k = 0; k < 2; k++)
-        if (u->marks[k].valid && u->marks[k].at.at <= same && (best == NULL || u->marks[k].at.at > best->at.at))
+        if (u->marks[k].valid && u->marks[k].at.at < same && (best == NULL || u->marks[k].at.at > best->at.at))
             best = &u->marks[k];
     return best;
 }
@@ -698,7 +736,8 @@ static int read_json(av_usage_t *u, const char *s, size_t n, uint64_t now_us)
             i++;
         if (i < t.choices.val_len && t.choices.val[i] == ']') /* no choices: the usage chunk, when it has a usage */
             return (t.has & H_USAGE) && t.usage.type == '{';
-        openai_choice(u, &t.choices, now_us);
+        choices_t cs = {u, now_us, 0};
+        av_jscan_array(t.choices.val, t.choices.val_len, openai_choice, &cs, &off);
         return 0;
     }
     if (!(t.has & H_TYPE))

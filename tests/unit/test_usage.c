@@ -108,7 +108,8 @@ static const char chat_two_json[] =
     "    {\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"A\\nB\"}, \"finish_reason\": \"stop\"},\n"
     "    {\"index\": 1, \"message\": {\"role\": \"assistant\", \"content\": \"second\"}, \"finish_reason\": \"length\"}\n"
     "  ],\n  \"usage\": {\"prompt_tok\\u0065ns\": 5, \"completion_tokens\": 4}\n}\n";
-static const want_t chat_two_want = {5, 4, -1, -1, -1, "stop", 0, 3, 1};
+/* every choice's text counts (n answers are billed for all); the finish reason is the first's */
+static const want_t chat_two_want = {5, 4, -1, -1, -1, "stop", 0, 9, 2};
 
 /* a body cut short counts nothing from it (the request is then estimated) */
 static const char chat_cut_json[] =
