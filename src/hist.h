@@ -17,6 +17,16 @@ static inline unsigned av_hist_bucket(uint64_t us)
     return i < AV_HIST_BUCKETS ? i : AV_HIST_BUCKETS - 1;
 }
 
+/* The lower bound of bucket i, in microseconds: bucket i spans
+ * [av_hist_lo(i), av_hist_lo(i + 1)); the last one has no upper bound. */
+static inline uint64_t av_hist_lo(unsigned i)
+{
+    if (i < 4)
+        return i;
+    unsigned b = i / 4 + 1, q = i % 4;
+    return (uint64_t)(4 + q) << (b - 2);
+}
+
 /* The middle of bucket i, in microseconds. */
 static inline uint64_t av_hist_mid(unsigned i)
 {

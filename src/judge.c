@@ -4,6 +4,7 @@
 
 #include <math.h>
 
+#include "hist.h"
 #include "stats.h"
 
 void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost)
@@ -46,28 +47,46 @@ void av_arm_add_stream(av_arm_t *arm, double itl_ms, double output_tokens)
     }
 }
 
+/* a - b for counts that only grow; 0 when they did not (counters that
+ * restarted must never read as 1.8e19 samples) */
+static uint64_t grown(uint64_t a, uint64_t b)
+{
+    return a >= b ? a - b : 0;
+}
+
+int av_arm_behind(const av_arm_t *now, const av_arm_t *then)
+{
+    return now->n < then->n || now->errors < then->errors || now->r429 < then->r429 || now->blocks < then->blocks ||
+           now->lat_n < then->lat_n || now->ttft_n < then->ttft_n || now->cost_n < then->cost_n ||
+           now->fb_n < then->fb_n || now->itl_n < then->itl_n || now->tok_n < then->tok_n;
+}
+
 void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
 {
-    out->n = now->n - then->n;
-    out->errors = now->errors - then->errors;
-    out->r429 = now->r429 - then->r429;
-    out->blocks = now->blocks - then->blocks;
-    out->lat_n = now->lat_n - then->lat_n;
-    out->ttft_n = now->ttft_n - then->ttft_n;
-    out->cost_n = now->cost_n - then->cost_n;
+    if (av_arm_behind(now, then)) { /* not the counters then was read from: nothing is known since */
+        *out = (av_arm_t){0};
+        return;
+    }
+    out->n = grown(now->n, then->n);
+    out->errors = grown(now->errors, then->errors);
+    out->r429 = grown(now->r429, then->r429);
+    out->blocks = grown(now->blocks, then->blocks);
+    out->lat_n = grown(now->lat_n, then->lat_n);
+    out->ttft_n = grown(now->ttft_n, then->ttft_n);
+    out->cost_n = grown(now->cost_n, then->cost_n);
     out->lat_sum = now->lat_sum - then->lat_sum;
     out->lat_sq = now->lat_sq - then->lat_sq;
     out->ttft_sum = now->ttft_sum - then->ttft_sum;
     out->ttft_sq = now->ttft_sq - then->ttft_sq;
     out->cost_sum = now->cost_sum - then->cost_sum;
     out->cost_sq = now->cost_sq - then->cost_sq;
-    out->fb_n = now->fb_n - then->fb_n;
+    out->fb_n = grown(now->fb_n, then->fb_n);
     out->fb_sum = now->fb_sum - then->fb_sum;
     out->fb_sq = now->fb_sq - then->fb_sq;
-    out->itl_n = now->itl_n - then->itl_n;
+    out->itl_n = grown(now->itl_n, then->itl_n);
     out->itl_sum = now->itl_sum - then->itl_sum;
     out->itl_sq = now->itl_sq - then->itl_sq;
-    out->tok_n = now->tok_n - then->tok_n;
+    out->tok_n = grown(now->tok_n, then->tok_n);
     out->tok_sum = now->tok_sum - then->tok_sum;
     out->tok_sq = now->tok_sq - then->tok_sq;
 }
@@ -122,8 +141,8 @@ static void rate(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, uin
                  const av_arm_t *a, const av_arm_t *b, av_kpi_result_t *out)
 {
     double ra = a->n ? (double)ea / (double)a->n : 0.0, rb = b->n ? (double)eb / (double)b->n : 0.0;
-    out->baseline = ra;
-    out->candidate = rb;
+    out->baseline = a->n ? ra : NAN; /* no requests: no rate (null in the JSON views) */
+    out->candidate = b->n ? rb : NAN;
     out->n_baseline = a->n;
     out->n_candidate = b->n;
     if (a->n > 0 && b->n > 0) { /* the difference, with a Bonferroni-style normal interval at this KPI's alpha */
@@ -168,8 +187,8 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
     double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
     out->n_baseline = (uint64_t)na;
     out->n_candidate = (uint64_t)nb;
-    out->baseline = logged ? exp(ma) : ma;
-    out->candidate = logged ? exp(mb) : mb;
+    out->baseline = na > 0 ? (logged ? exp(ma) : ma) : NAN;
+    out->candidate = nb > 0 ? (logged ? exp(mb) : mb) : NAN;
     if (k->slo > 0 && nb >= (double)cfg->min_requests && out->candidate > k->slo) {
         out->verdict = AV_VERDICT_SLO;
         out->why = "over its absolute limit";
@@ -189,9 +208,11 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
     double shift = logged ? log(k->margin > 0 ? k->margin : 1.0) : ma * ((k->margin > 0 ? k->margin : 1.0) - 1.0);
     /* tau2: tuned to effects of the size of the allowed shift, or of a tenth of a spread */
     double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
-    double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
-    out->evidence = lambda;
-    /* the mixture's confidence sequence: the differences Lambda would not reject */
+    /* one-sided: the evidence that the candidate is worse than allowed, and
+     * only that (a candidate far better has evidence near 0, not a huge one) */
+    double le = av_msprt_log_onesided(ma + shift, va, na, mb, vb, nb, tau2);
+    out->evidence = exp(le > 700 ? 700 : le);
+    /* the two-sided mixture's confidence sequence: the differences it would not reject */
     double v = va / na + vb / nb, half = sqrt(2.0 * v * (v + tau2) / tau2 * (log(1.0 / alpha) + 0.5 * log((v + tau2) / v)));
     if (logged) {
         out->lo = exp(mb - ma - half);
@@ -200,7 +221,7 @@ static void mean(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha, int
         out->lo = (mb - half) / ma;
         out->hi = (mb + half) / ma;
     }
-    if (mb > ma + shift && lambda >= 1.0 / alpha) {
+    if (mb > ma + shift && le >= log(1.0 / alpha)) {
         out->verdict = AV_VERDICT_FAIL;
         out->why = "regression: the candidate is slower or costlier than allowed";
     } else {
@@ -215,8 +236,8 @@ static void mean_abs(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha,
 {
     (void)k;
     double ma = na > 0 ? sa / na : 0, mb = nb > 0 ? sb / nb : 0;
-    out->baseline = ma;
-    out->candidate = mb;
+    out->baseline = na > 0 ? ma : NAN;
+    out->candidate = nb > 0 ? mb : NAN;
     out->n_baseline = (uint64_t)na;
     out->n_candidate = (uint64_t)nb;
     if (na < (double)cfg->min_requests || nb < (double)cfg->min_requests) {
@@ -228,12 +249,12 @@ static void mean_abs(const av_judge_cfg_t *cfg, const av_kpi_t *k, double alpha,
     va = va < 1e-12 ? 1e-12 : va;
     vb = vb < 1e-12 ? 1e-12 : vb;
     double tau2 = shift > 0 ? shift * shift : 0.01 * (va + vb) / 2;
-    double lambda = av_msprt_lambda(ma + shift, va, na, mb, vb, nb, tau2);
-    out->evidence = lambda;
+    double le = av_msprt_log_onesided(ma + shift, va, na, mb, vb, nb, tau2);
+    out->evidence = exp(le > 700 ? 700 : le);
     double v = va / na + vb / nb, half = sqrt(2.0 * v * (v + tau2) / tau2 * (log(1.0 / alpha) + 0.5 * log((v + tau2) / v)));
     out->lo = mb - ma - half; /* of the negated score: the caller turns it round */
     out->hi = mb - ma + half;
-    if (mb > ma + shift && lambda >= 1.0 / alpha) {
+    if (mb > ma + shift && le >= log(1.0 / alpha)) {
         out->verdict = AV_VERDICT_FAIL;
         out->why = "regression";
     } else {
@@ -246,7 +267,9 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
                   av_kpi_result_t *out)
 {
     double alpha = cfg->alpha / (double)(nkpis ? nkpis : 1);
-    *out = (av_kpi_result_t){.verdict = AV_VERDICT_WAIT, .why = "not enough data"};
+    /* nothing computed shows as null: no value, interval or evidence without data */
+    *out = (av_kpi_result_t){.verdict = AV_VERDICT_WAIT, .why = "not enough data", .baseline = NAN,
+                             .candidate = NAN, .lo = NAN, .hi = NAN, .evidence = NAN};
     switch (k->kind) {
     case AV_KPI_ERRORS: rate(cfg, k, alpha, a->errors, b->errors, a, b, out); break;
     case AV_KPI_429: rate(cfg, k, alpha, a->r429, b->r429, a, b, out); break;
@@ -290,7 +313,7 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
         double mb = nb > 0 ? b->fb_sum / nb : 0;
         if (k->slo > 0 && nb >= (double)cfg->min_requests && mb < k->slo) {
             out->verdict = AV_VERDICT_SLO;
-            out->baseline = na > 0 ? a->fb_sum / na : 0;
+            out->baseline = na > 0 ? a->fb_sum / na : NAN;
             out->candidate = mb;
             out->why = "under its absolute floor";
             break;
@@ -307,4 +330,44 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
     }
     default: out->why = "unknown KPI"; break;
     }
+}
+
+void av_tail_check(const uint64_t *ha, const uint64_t *hb, double margin, av_tail_t *out)
+{
+    *out = (av_tail_t){.p = 1.0};
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        out->na += ha[i];
+        out->nb += hb[i];
+    }
+    if (out->na == 0)
+        return;
+    /* the baseline's p95, inside its bucket in proportion (the bucket's top
+     * overstated it by up to a fifth, and the limit with it) */
+    double want = 0.95 * (double)out->na, seen = 0.0, p95 = 0.0;
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        if (ha[i] == 0)
+            continue;
+        double lo = (double)av_hist_lo(i), hi = i + 1 < AV_HIST_BUCKETS ? (double)av_hist_lo(i + 1) : lo;
+        if (seen + (double)ha[i] >= want) {
+            p95 = lo + (hi - lo) * (want - seen) / (double)ha[i];
+            break;
+        }
+        seen += (double)ha[i];
+    }
+    double limit = p95 * margin, past = 0.0;
+    /* the candidate's requests past the limit, the bucket it falls in counted in proportion */
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        if (hb[i] == 0)
+            continue;
+        double lo = (double)av_hist_lo(i), hi = i + 1 < AV_HIST_BUCKETS ? (double)av_hist_lo(i + 1) : lo;
+        if (lo >= limit)
+            past += (double)hb[i];
+        else if (hi > limit)
+            past += (double)hb[i] * (hi - limit) / (hi - lo);
+    }
+    out->base_p95_ms = p95 / 1000.0;
+    out->limit_ms = limit / 1000.0;
+    out->past = past;
+    if (out->nb > 0)
+        out->p = av_binom_sf((uint64_t)(past + 0.5), out->nb, 0.05);
 }

@@ -65,10 +65,25 @@ typedef struct {
 
 void av_arm_add(av_arm_t *arm, int error, int r429, int blocked, double latency_ms, double ttft_ms, double cost);
 void av_arm_add_stream(av_arm_t *arm, double itl_ms, double output_tokens);
-/* out = now - then, field by field (what an arm saw between two reads). */
+/* out = now - then, field by field (what an arm saw between two reads);
+ * all zero when now is behind then (other counters: nothing known since). */
 void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out);
+/* Whether some count of now is below then's: they are not the same counters. */
+int av_arm_behind(const av_arm_t *now, const av_arm_t *then);
 /* Judges one KPI of candidate b against baseline a; nkpis splits alpha. */
 void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, const av_arm_t *a, const av_arm_t *b,
                   av_kpi_result_t *out);
+
+/* The step-end tail check on two hist.h histograms (AV_HIST_BUCKETS counts
+ * each, microseconds): the baseline's p95 (inside its bucket in proportion)
+ * times the margin is the limit; if the candidate's own p95 were within it,
+ * at most 5 % of its requests would fall past it. past counts them (the
+ * bucket the limit falls in, in proportion) and p is the exact binomial
+ * tail of that many of nb at 5 %. */
+typedef struct {
+    uint64_t na, nb;
+    double base_p95_ms, limit_ms, past, p;
+} av_tail_t;
+void av_tail_check(const uint64_t *ha, const uint64_t *hb, double margin, av_tail_t *out);
 
 #endif

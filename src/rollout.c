@@ -33,18 +33,31 @@ static const char *const kpi_names[] = {"", "error_rate", "rate_429", "block_rat
                                         "feedback", "inter_token", "tokens"};
 static const char *const verdict_names[] = {"wait", "ok", "fail", "slo"};
 
-#define SRM_P 0.001     /* a split this unlikely halts the rollout */
-#define SRM_MIN 1000    /* requests before the split is checked */
+/* The split check: a sequential e-value of the step's request counts
+ * (stats.h), so a healthy split pauses at most SRM_ALPHA of its steps
+ * however long they run and however often it is read. */
+#define SRM_ALPHA 0.001
+#define SRM_CONCENTRATION 1000.0 /* the mixture's weight: tuned to shares off by a point or two */
+
+/* What makes a variant what it is: a change of any of it is another
+ * candidate (a new rollout) or another baseline (the step starts over). */
+typedef struct {
+    char backend[200]; /* URL, protocol, and a hash of the backend's extra headers */
+    char model[96];
+    char prompt[48];   /* the filled prompt's hash and mode, or "none" */
+    char params[24];   /* a hash of the params, or "none" */
+} ident_t;
 
 typedef struct {
-    char route[128], fingerprint[64];
+    char route[128], names[64], fingerprint[96]; /* names: "baseline/candidate" */
     const av_route_t *rt;     /* in the current generation */
+    ident_t base_id, cand_id;
     int state;
     size_t step;              /* the step running, awaited, paused in */
     uint64_t step_start_us, step_start_wall_us;
     av_arm_t snap_a, snap_b, snap_bs, cur_a, cur_b; /* snap_bs: the candidate's shadow copies */
     av_kpi_result_t results[AV_ROLLOUT_MAX_KPIS];
-    double srm_p;
+    double srm_e;             /* the split check's e-value in this step */
     int paused_in_shadow;     /* a pause taken in the shadow stage: no traffic, and resume goes back to it */
     char reason[512];
 } ro_t;
@@ -57,19 +70,96 @@ struct av_rollouts_s {
     ro_t *ro;
     size_t n;
     int loaded;               /* the state file was read */
+    uint64_t (*mono_us)(void), (*wall_us)(void);
 };
 
-static void snapshot(ro_t *o)
+static uint64_t fnv(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return (h ^ 0xff) * 0x100000001b3ull; /* a separator: ("ab", "c") is not ("a", "bc") */
+}
+#define FNV0 0xcbf29ce484222325ull
+
+static void variant_ident(const av_variant_t *v, ident_t *id)
+{
+    const av_backend_t *b = v->backend;
+    uint64_t h = FNV0;
+    for (size_t i = 0; b != NULL && i < b->nheaders; i++) {
+        h = fnv(h, b->headers[i].name, strlen(b->headers[i].name));
+        h = fnv(h, b->headers[i].value, strlen(b->headers[i].value));
+    }
+    if (b == NULL)
+        snprintf(id->backend, sizeof(id->backend), "%s", v->backend_name ? v->backend_name : "?");
+    else if (b->nheaders > 0)
+        snprintf(id->backend, sizeof(id->backend), "%.150s %s, headers %08llx", b->url, b->protocol_name,
+                 (unsigned long long)(h >> 32));
+    else
+        snprintf(id->backend, sizeof(id->backend), "%.150s %s", b->url, b->protocol_name);
+    snprintf(id->model, sizeof(id->model), "%.80s", v->model ? v->model : "the client's");
+    if (v->prompt.text != NULL)
+        snprintf(id->prompt, sizeof(id->prompt), "%s %s", v->prompt.hash, v->prompt_replace ? "replace" : "prepend");
+    else
+        snprintf(id->prompt, sizeof(id->prompt), "none");
+    h = FNV0;
+    for (size_t i = 0; i < v->nparams; i++) {
+        h = fnv(h, v->params[i].name, strlen(v->params[i].name));
+        h = fnv(h, v->params[i].json, v->params[i].json_len);
+    }
+    if (v->nparams > 0)
+        snprintf(id->params, sizeof(id->params), "%016llx", (unsigned long long)h);
+    else
+        snprintf(id->params, sizeof(id->params), "none");
+}
+
+static uint64_t ident_hash(const ident_t *id)
+{
+    uint64_t h = fnv(FNV0, id->backend, strlen(id->backend));
+    h = fnv(h, id->model, strlen(id->model));
+    h = fnv(h, id->prompt, strlen(id->prompt));
+    return fnv(h, id->params, strlen(id->params));
+}
+
+/* What changed between two identities, in words ("model gpt-a -> gpt-b");
+ * "" when nothing did. */
+static void ident_diff(const ident_t *was, const ident_t *now, char *out, size_t size)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } parts[] = {{"backend", offsetof(ident_t, backend)}, {"model", offsetof(ident_t, model)},
+                 {"system prompt", offsetof(ident_t, prompt)}, {"params", offsetof(ident_t, params)}};
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < AV_NELEMS(parts); i++) {
+        const char *a = (const char *)was + parts[i].off, *b = (const char *)now + parts[i].off;
+        if (strcmp(a, b) == 0 || k >= size)
+            continue;
+        int w = snprintf(out + k, size - k, "%s%s %s -> %s", k ? ", " : "", parts[i].name, a, b);
+        k += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* The rollout's identity, as the state file keeps it: the two names and a
+ * hash of the candidate's identity. */
+static void fingerprint(const av_route_t *rt, const ident_t *cand, char *out, size_t size)
+{
+    snprintf(out, size, "%s#%016llx", rt->rollout.fingerprint, (unsigned long long)ident_hash(cand));
+}
+
+static void snapshot(av_rollouts_t *r, ro_t *o)
 {
     const struct av_metrics_s *m = av_split_metrics(o->rt->split);
     av_metrics_arm(m, o->rt->rollout.baseline, &o->snap_a);
     av_metrics_arm(m, o->rt->rollout.candidate, &o->snap_b);
     av_metrics_arm_shadow(m, o->rt->rollout.candidate, &o->snap_bs);
     o->cur_a = o->cur_b = (av_arm_t){0};
-    o->step_start_us = av_now_us();
-    o->step_start_wall_us = av_wall_us();
+    o->step_start_us = r->mono_us();
+    o->step_start_wall_us = r->wall_us();
     memset(o->results, 0, sizeof(o->results));
-    o->srm_p = 1.0;
+    for (size_t k = 0; k < AV_ROLLOUT_MAX_KPIS; k++)
+        o->results[k] = (av_kpi_result_t){.baseline = NAN, .candidate = NAN, .lo = NAN, .hi = NAN, .evidence = NAN};
+    o->srm_e = 1.0;
 }
 
 /* The median of a hist.h histogram, in milliseconds (its bucket's middle), or 0. */
@@ -86,15 +176,6 @@ static double hist_median_ms(const uint64_t *h)
             return (double)av_hist_mid(i) / 1000.0;
     }
     return 0;
-}
-
-/* Bucket i of hist.h spans [bucket_lo(i), bucket_lo(i + 1)) microseconds. */
-static double bucket_lo(unsigned i)
-{
-    if (i < 4)
-        return i;
-    unsigned b = i / 4 + 1, q = i % 4;
-    return (double)((uint64_t)(4 + q) << (b - 2));
 }
 
 /* The candidate's share of baseline + candidate now, in percent. */
@@ -183,6 +264,19 @@ static void jnum(struct evbuffer *b, const char *key, double v)
         evbuffer_add_printf(b, ",\"%s\":%s", key, v > 0 ? "1e308" : "null");
 }
 
+static void ident_json(struct evbuffer *b, const ident_t *id)
+{
+    evbuffer_add(b, "{\"backend\":", 11);
+    av_json_str(b, id->backend, strlen(id->backend));
+    evbuffer_add(b, ",\"model\":", 9);
+    av_json_str(b, id->model, strlen(id->model));
+    evbuffer_add(b, ",\"prompt\":", 10);
+    av_json_str(b, id->prompt, strlen(id->prompt));
+    evbuffer_add(b, ",\"params\":", 10);
+    av_json_str(b, id->params, strlen(id->params));
+    evbuffer_add(b, "}", 1);
+}
+
 static void kpis_json(struct evbuffer *b, const ro_t *o)
 {
     const av_rollout_cfg_t *c = &o->rt->rollout;
@@ -208,18 +302,25 @@ static void kpis_json(struct evbuffer *b, const ro_t *o)
     evbuffer_add(b, "]", 1);
 }
 
-static void one_json(struct evbuffer *b, const ro_t *o)
+static void one_json(av_rollouts_t *r, struct evbuffer *b, const ro_t *o)
 {
     const av_rollout_cfg_t *c = &o->rt->rollout;
     evbuffer_add_printf(b, "{\"route\":");
     av_json_str(b, o->route, strlen(o->route));
     evbuffer_add_printf(b, ",\"baseline\":\"%s\",\"candidate\":\"%s\",\"state\":\"%s\",\"step\":%zu,\"steps\":%zu,"
                            "\"candidate_percent\":%lld,\"step_seconds\":%.1f,"
-                           "\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"srm_p\":%.6g,\"reason\":",
+                           "\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"split_evidence\":%.6g,"
+                           "\"split_threshold\":%.6g,\"reason\":",
                         c->baseline_name, c->candidate_name, state_names[o->state], o->step + 1, c->nsteps,
-                        (long long)share(o), (double)(av_now_us() - o->step_start_us) / 1e6,
-                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, isfinite(o->srm_p) ? o->srm_p : 1.0);
+                        (long long)share(o), (double)(r->mono_us() - o->step_start_us) / 1e6,
+                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n,
+                        isfinite(o->srm_e) ? o->srm_e : 1e308, 1.0 / SRM_ALPHA);
     av_json_str(b, o->reason, strlen(o->reason));
+    evbuffer_add(b, ",\"identity\":{\"baseline\":", 26);
+    ident_json(b, &o->base_id);
+    evbuffer_add(b, ",\"candidate\":", 13);
+    ident_json(b, &o->cand_id);
+    evbuffer_add(b, "}", 1);
     evbuffer_add(b, ",\"kpis\":", 8);
     kpis_json(b, o);
     evbuffer_add(b, "}", 1);
@@ -267,6 +368,34 @@ static void webhook(av_rollouts_t *r, const char *url, const char *json, size_t 
 static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* The audit line (and webhook) of a transition from (from, from_step) to
+ * o's state and step, for o->reason, with the numbers behind it: those of
+ * the step that ends (o's current ones). */
+static void audit(av_rollouts_t *r, const av_config_t *cfg, const ro_t *o, int from, size_t from_step, int state,
+                  size_t step)
+{
+    const char *hook = cfg != NULL ? cfg->rollout_webhook : NULL;
+    if (r->audit == NULL && hook == NULL)
+        return;
+    struct evbuffer *b = evbuffer_new();
+    av_audit_begin(b, "rollout");
+    av_audit_str(b, "route", o->route);
+    av_audit_str(b, "from", state_names[from]);
+    evbuffer_add_printf(b, ",\"from_step\":%zu", from_step + 1);
+    av_audit_str(b, "to", state_names[state]);
+    evbuffer_add_printf(b, ",\"to_step\":%zu", step + 1);
+    av_audit_str(b, "reason", o->reason);
+    evbuffer_add_printf(b, ",\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"kpis\":",
+                        (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n);
+    kpis_json(b, o);
+    av_audit_end(b);
+    if (hook != NULL)
+        webhook(r, hook, (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
+    if (r->audit != NULL)
+        av_kpilog_append(r->audit, b, 1);
+    evbuffer_free(b);
+}
+
 static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const char *fmt, ...)
 {
     int from = o->state;
@@ -275,30 +404,11 @@ static void transition(av_rollouts_t *r, ro_t *o, int state, size_t step, const 
     va_start(ap, fmt);
     vsnprintf(o->reason, sizeof(o->reason), fmt, ap);
     va_end(ap);
-    struct evbuffer *b = evbuffer_new();
-    const char *hook = r->cfg != NULL ? r->cfg->rollout_webhook : NULL;
-    if (r->audit != NULL || hook != NULL) { /* the numbers behind it: those of the step that ends */
-        av_audit_begin(b, "rollout");
-        av_audit_str(b, "route", o->route);
-        av_audit_str(b, "from", state_names[from]);
-        evbuffer_add_printf(b, ",\"from_step\":%zu", from_step + 1);
-        av_audit_str(b, "to", state_names[state]);
-        evbuffer_add_printf(b, ",\"to_step\":%zu", step + 1);
-        av_audit_str(b, "reason", o->reason);
-        evbuffer_add_printf(b, ",\"samples\":{\"baseline\":%llu,\"candidate\":%llu},\"kpis\":",
-                            (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n);
-        kpis_json(b, o);
-        av_audit_end(b);
-        if (hook != NULL)
-            webhook(r, hook, (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
-        if (r->audit != NULL)
-            av_kpilog_append(r->audit, b, 1);
-    }
-    evbuffer_free(b);
+    audit(r, r->cfg, o, from, from_step, state, step);
     o->state = state;
     o->step = step;
     if (state == RS_STEP || state == RS_SHADOW)
-        snapshot(o); /* a new stage judges from here; other states keep the last one's numbers to show */
+        snapshot(r, o); /* a new stage judges from here; other states keep the last one's numbers to show */
     AV_INFO("rollout %s: %s -> %s, step %zu of %zu (candidate %lld%%): %s", o->route, state_names[from],
             state_names[state], step + 1, o->rt->rollout.nsteps, (long long)share(o), o->reason);
     apply_weights(o);
@@ -322,38 +432,19 @@ static int step_end_check(av_rollouts_t *r, ro_t *o)
         if (kind != AV_KPI_LATENCY && kind != AV_KPI_TTFT)
             continue;
         uint64_t ha[AV_HIST_BUCKETS], hb[AV_HIST_BUCKETS];
-        uint64_t now = av_wall_us();
+        uint64_t now = r->wall_us();
         av_metrics_hist(m, c->baseline, kind == AV_KPI_TTFT, o->step_start_wall_us, now, ha);
         av_metrics_hist(m, c->candidate, kind == AV_KPI_TTFT, o->step_start_wall_us, now, hb);
-        /* the tail: candidate requests past the baseline's p95 times the margin; if the
-         * candidate's own p95 were within it, at most 5 % would be (a binomial tail, exact) */
-        uint64_t na = 0, nb = 0, seen = 0, past = 0;
-        for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
-            na += ha[i];
-            nb += hb[i];
-        }
-        unsigned p95 = 0;
-        for (unsigned i = 0; i < AV_HIST_BUCKETS && na > 0; i++) {
-            seen += ha[i];
-            if (seen * 100 >= na * 95) {
-                p95 = i;
-                break;
-            }
-        }
-        double limit = bucket_lo(p95 + 1) * c->kpis[k].margin; /* the bucket's top, times the margin */
-        for (unsigned i = 0; i < AV_HIST_BUCKETS; i++)
-            if (bucket_lo(i) >= limit)
-                past += hb[i];
-        if (na >= (uint64_t)c->min_requests && nb >= (uint64_t)c->min_requests) {
-            double tail_p = av_binom_sf(past, nb, 0.05);
-            if (tail_p < c->alpha / (double)c->nkpis) {
-                transition(r, o, RS_ROLLED_BACK, o->step,
-                           "%s p95 at the step's end: %llu of %llu candidate requests past %.4g ms (the baseline's "
-                           "p95 times %.3g), p %.2g",
-                           kpi_names[kind], (unsigned long long)past, (unsigned long long)nb, limit / 1000.0,
-                           c->kpis[k].margin, tail_p);
-                return 1;
-            }
+        av_tail_t t;
+        av_tail_check(ha, hb, c->kpis[k].margin, &t);
+        if (t.na >= (uint64_t)c->min_requests && t.nb >= (uint64_t)c->min_requests &&
+            t.p < c->alpha / (double)c->nkpis) {
+            transition(r, o, RS_ROLLED_BACK, o->step,
+                       "%s p95 at the step's end: %.1f of %llu candidate requests (%.1f %%) past %.4g ms, the "
+                       "baseline's p95 of %.4g ms times %.3g, where at most 5 %% may be; p %.2g",
+                       kpi_names[kind], t.past, (unsigned long long)t.nb, 100.0 * t.past / (double)t.nb, t.limit_ms,
+                       t.base_p95_ms, c->kpis[k].margin, t.p);
+            return 1;
         }
         double u, z, p = av_mwu_hist(ha, hb, AV_HIST_BUCKETS, &u, &z);
         double med_a = hist_median_ms(ha), med_b = hist_median_ms(hb);
@@ -379,6 +470,13 @@ static void judge(av_rollouts_t *r, ro_t *o)
         av_metrics_arm_shadow(m, c->candidate, &b);
     else
         av_metrics_arm(m, c->candidate, &b);
+    if (av_arm_behind(&a, &o->snap_a) || av_arm_behind(&b, shadow ? &o->snap_bs : &o->snap_b)) {
+        /* not the counters the step began with (av_rollouts_sync restarts the step when they change;
+         * this is the guard behind it): the step's clock and data start over together */
+        AV_WARN("rollout %s: the route's counters went back; step %zu starts over", o->route, o->step + 1);
+        snapshot(r, o);
+        return;
+    }
     av_arm_diff(&a, &o->snap_a, &o->cur_a);
     av_arm_diff(&b, shadow ? &o->snap_bs : &o->snap_b, &o->cur_b);
     av_judge_cfg_t jc = {.alpha = c->alpha, .min_requests = (uint64_t)c->min_requests, .min_events = c->min_events};
@@ -399,18 +497,22 @@ static void judge(av_rollouts_t *r, ro_t *o)
         waiting |= res->verdict == AV_VERDICT_WAIT;
     }
     int64_t pct = share(o);
-    if (pct > 0 && pct < 100 && o->cur_a.n + o->cur_b.n >= SRM_MIN) {
+    if (pct > 0 && pct < 100) {
         uint64_t counts[2] = {o->cur_a.n, o->cur_b.n};
         double weights[2] = {(double)(100 - pct), (double)pct};
-        o->srm_p = av_srm_p(counts, weights, 2);
-        if (o->srm_p < SRM_P) {
+        double le = av_srm_log_evalue(counts, weights, 2, SRM_CONCENTRATION);
+        o->srm_e = exp(le > 700 ? 700 : le);
+        if (le >= log(1.0 / SRM_ALPHA)) {
             transition(r, o, RS_PAUSED, o->step,
-                       "sample ratio mismatch: %llu baseline and %llu candidate requests for a %lld%% split (p %.2g)",
-                       (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n, (long long)pct, o->srm_p);
+                       "sample ratio mismatch: %llu baseline and %llu candidate requests (%.2f %%) for a %lld%% "
+                       "split (evidence %.3g, threshold %.0f)",
+                       (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n,
+                       100.0 * (double)o->cur_b.n / (double)(o->cur_a.n + o->cur_b.n), (long long)pct, o->srm_e,
+                       1.0 / SRM_ALPHA);
             return;
         }
     }
-    double secs = (double)(av_now_us() - o->step_start_us) / 1e6;
+    double secs = (double)(r->mono_us() - o->step_start_us) / 1e6;
     if (!waiting && secs >= (double)c->min_step_s && !shadow && step_end_check(r, o))
         return;
     if (!waiting && secs >= (double)c->min_step_s && shadow) {
@@ -461,11 +563,19 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     av_rollouts_tick(arg);
 }
 
-av_rollouts_t *av_rollouts_new(struct event_base *base, av_kpilog_t *audit)
+void av_rollouts_set_clock(av_rollouts_t *r, uint64_t (*mono_us)(void), uint64_t (*wall_us)(void))
+{
+    r->mono_us = mono_us;
+    r->wall_us = wall_us;
+}
+
+av_rollouts_t *av_rollouts_new(struct event_base *base, av_kpilog_t *audit_log)
 {
     av_rollouts_t *r = av_calloc(1, sizeof(*r));
     r->base = base;
-    r->audit = audit;
+    r->audit = audit_log;
+    r->mono_us = av_now_us;
+    r->wall_us = av_wall_us;
     if (base != NULL) {
         r->timer = event_new(base, -1, EV_PERSIST, tick_cb, r);
         struct timeval tv = {1, 0};
@@ -496,15 +606,16 @@ static int state_by_name(const char *s)
 
 /* What the state file says of a route: its state and step, if it is about
  * the same candidate. */
-static int saved_state(cJSON *saved, const char *route, const char *fingerprint, int *state, size_t *step,
-                       int *in_shadow)
+static int saved_state(cJSON *saved, const char *route, const char *fp_now, const char *names, int *state,
+                       size_t *step, int *in_shadow)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(saved, "routes"), route);
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(e, "fingerprint");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(e, "state");
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(e, "step");
-    if (!cJSON_IsString(fp) || strcmp(fp->valuestring, fingerprint) != 0 || !cJSON_IsString(st) ||
-        !cJSON_IsNumber(sp))
+    /* a state file written before rollouts had identities has the names alone: taken as the same candidate */
+    if (!cJSON_IsString(fp) || (strcmp(fp->valuestring, fp_now) != 0 && strcmp(fp->valuestring, names) != 0) ||
+        !cJSON_IsString(st) || !cJSON_IsNumber(sp))
         return 0;
     int s = state_by_name(st->valuestring);
     if (s < 0)
@@ -516,6 +627,35 @@ static int saved_state(cJSON *saved, const char *route, const char *fingerprint,
     *step = (size_t)k;
     *in_shadow = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "paused_in_shadow"));
     return 1;
+}
+
+/* A rollout new to this process: resumed from the state file when it has
+ * one about the same candidate, else started. */
+static int initial_state(const av_route_t *rt)
+{
+    return rt->rollout.shadow_first ? RS_SHADOW : (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
+}
+
+static void start(av_rollouts_t *r, const av_config_t *cfg, cJSON *saved, ro_t *o)
+{
+    const av_route_t *rt = o->rt;
+    int state, in_shadow = 0;
+    size_t step;
+    if (saved != NULL && saved_state(saved, rt->name, o->fingerprint, rt->rollout.fingerprint, &state, &step,
+                                     &in_shadow) &&
+        step < rt->rollout.nsteps) {
+        o->state = state;
+        o->step = step;
+        o->paused_in_shadow = in_shadow;
+        snprintf(o->reason, sizeof(o->reason), "resumed from %s after a restart", cfg->rollout_state_file);
+    } else {
+        o->state = initial_state(rt);
+        o->step = 0;
+        o->paused_in_shadow = 0;
+        if (o->reason[0] == '\0')
+            snprintf(o->reason, sizeof(o->reason), "started");
+    }
+    snapshot(r, o);
 }
 
 void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
@@ -540,35 +680,79 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
         if (!rt->rollout.enabled)
             continue;
         ro_t *o = &next[n++];
+        ident_t base_id, cand_id;
+        variant_ident(&rt->variants[rt->rollout.baseline], &base_id);
+        variant_ident(&rt->variants[rt->rollout.candidate], &cand_id);
         const ro_t *old = NULL;
         for (size_t j = 0; j < r->n; j++)
-            if (strcmp(r->ro[j].route, rt->name) == 0 && strcmp(r->ro[j].fingerprint, rt->rollout.fingerprint) == 0)
-                old = &r->ro[j];
-        if (old != NULL) { /* the same rollout: it goes on where it was */
+            if (strcmp(r->ro[j].route, rt->name) == 0 && strcmp(r->ro[j].names, rt->rollout.fingerprint) == 0)
+                old = &r->ro[j]; /* the same baseline and candidate names */
+        char why[400];
+        if (old != NULL) {
+            ident_diff(&old->cand_id, &cand_id, why, sizeof(why));
+            if (why[0] != '\0') {
+                /* another candidate under the same name: a new rollout, from the start */
+                *o = *old;
+                o->rt = rt;
+                o->base_id = base_id;
+                o->cand_id = cand_id;
+                fingerprint(rt, &cand_id, o->fingerprint, sizeof(o->fingerprint));
+                snprintf(o->reason, sizeof(o->reason), "candidate %s changed (%s): a new rollout from the start",
+                         rt->rollout.candidate_name, why);
+                audit(r, cfg, o, old->state, old->step, initial_state(rt), 0); /* with the numbers it had */
+                start(r, cfg, NULL, o);
+                AV_INFO("rollout %s: %s", o->route, o->reason);
+                apply_weights(o);
+                continue;
+            }
+            /* the same rollout: it goes on where it was */
             *o = *old;
             o->rt = rt;
             if (o->step >= rt->rollout.nsteps)
                 o->step = rt->rollout.nsteps - 1;
+            /* what the step's data no longer means: counters that restarted (the route's
+             * variants changed), another baseline, another share at this step */
+            const char *restart = NULL;
+            ident_diff(&old->base_id, &base_id, why, sizeof(why));
+            if (old->rt->split != rt->split)
+                restart = "the route's variants changed and their counters started from zero";
+            else if (why[0] != '\0')
+                restart = "baseline changed";
+            else if (old->rt->rollout.steps[old->step] != rt->rollout.steps[o->step])
+                restart = "the step's share changed";
+            o->base_id = base_id;
+            if (restart != NULL && o->state != RS_STEP && o->state != RS_SHADOW) {
+                snapshot(r, o); /* no step is judged now: the next one begins from these counters */
+            } else if (restart != NULL) {
+                if (why[0] != '\0' && strcmp(restart, "baseline changed") == 0)
+                    snprintf(o->reason, sizeof(o->reason), "baseline %s changed (%s): step %zu starts over",
+                             rt->rollout.baseline_name, why, o->step + 1);
+                else
+                    snprintf(o->reason, sizeof(o->reason), "%s: step %zu starts over", restart, o->step + 1);
+                audit(r, cfg, o, o->state, old->step, o->state, o->step);
+                AV_INFO("rollout %s: %s", o->route, o->reason);
+                snapshot(r, o);
+            }
             apply_weights(o);
             continue;
         }
         snprintf(o->route, sizeof(o->route), "%s", rt->name);
-        snprintf(o->fingerprint, sizeof(o->fingerprint), "%s", rt->rollout.fingerprint);
+        snprintf(o->names, sizeof(o->names), "%s", rt->rollout.fingerprint);
         o->rt = rt;
-        int state, in_shadow = 0;
-        size_t step;
-        if (saved != NULL && saved_state(saved, rt->name, rt->rollout.fingerprint, &state, &step, &in_shadow) &&
-            step < rt->rollout.nsteps) {
-            o->state = state;
-            o->step = step;
-            o->paused_in_shadow = in_shadow;
-            snprintf(o->reason, sizeof(o->reason), "resumed from %s after a restart", cfg->rollout_state_file);
-        } else {
-            o->state = rt->rollout.shadow_first ? RS_SHADOW : (rt->rollout.approve & 1) ? RS_AWAIT : RS_STEP;
-            o->step = 0;
-            snprintf(o->reason, sizeof(o->reason), "started");
+        o->base_id = base_id;
+        o->cand_id = cand_id;
+        fingerprint(rt, &cand_id, o->fingerprint, sizeof(o->fingerprint));
+        int fresh = 0;
+        for (size_t j = 0; j < r->n && !fresh; j++)
+            fresh = strcmp(r->ro[j].route, rt->name) == 0;
+        if (fresh) { /* the route had a rollout of other variants */
+            snprintf(o->reason, sizeof(o->reason), "started: %s against %s replaces the route's earlier rollout",
+                     rt->rollout.candidate_name, rt->rollout.baseline_name);
+            for (size_t j = 0; j < r->n; j++)
+                if (strcmp(r->ro[j].route, rt->name) == 0)
+                    audit(r, cfg, o, r->ro[j].state, r->ro[j].step, initial_state(rt), 0);
         }
-        snapshot(o);
+        start(r, cfg, saved, o);
         apply_weights(o);
         AV_INFO("rollout %s: %s, step %zu of %zu (candidate %s at %lld%%)", o->route, state_names[o->state],
                 o->step + 1, rt->rollout.nsteps, rt->rollout.candidate_name, (long long)share(o));
@@ -597,7 +781,7 @@ int av_rollouts_json(av_rollouts_t *r, const char *name, struct evbuffer *out)
         ro_t *o = find(r, name);
         if (o == NULL)
             return -1;
-        one_json(out, o);
+        one_json(r, out, o);
         evbuffer_add(out, "\n", 1);
         return 0;
     }
@@ -605,7 +789,7 @@ int av_rollouts_json(av_rollouts_t *r, const char *name, struct evbuffer *out)
     for (size_t i = 0; i < r->n; i++) {
         if (i)
             evbuffer_add(out, ",", 1);
-        one_json(out, &r->ro[i]);
+        one_json(r, out, &r->ro[i]);
     }
     evbuffer_add(out, "]}\n", 3);
     return 0;

@@ -11,6 +11,7 @@
 #define AV_ROLLOUT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct evbuffer;
@@ -20,10 +21,17 @@ typedef struct av_rollouts_s av_rollouts_t;
 
 av_rollouts_t *av_rollouts_new(struct event_base *base, av_kpilog_t *audit);
 void av_rollouts_free(av_rollouts_t *r);
-/* After a config (re)load: routes keep their rollout when its baseline and
- * candidate are unchanged, start afresh when they changed; the first call
- * reads the state file. */
+/* After a config (re)load: a route keeps its rollout while its baseline and
+ * candidate are the same variants; a candidate whose identity (backend URL
+ * and protocol, model, system prompt, params) changed is a new rollout from
+ * the start; a changed baseline, a step's share that changed, or counters
+ * that started over (the route's variant list changed) restart the step, its
+ * clock and data together. Each is an audit line. The first call reads the
+ * state file. */
 void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg);
+/* Tests: the clocks the controller reads (monotonic and wall, in
+ * microseconds; av_now_us and av_wall_us unless set). */
+void av_rollouts_set_clock(av_rollouts_t *r, uint64_t (*mono_us)(void), uint64_t (*wall_us)(void));
 /* One evaluation of every rollout (the timer calls it; tests may too). */
 void av_rollouts_tick(av_rollouts_t *r);
 /* GET /rollouts (name NULL) or /rollouts/NAME as JSON. Returns 0, or -1

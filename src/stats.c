@@ -112,6 +112,29 @@ double av_srm_p(const uint64_t *counts, const double *weights, size_t k)
     return av_chi2_sf(chi2, (double)(arms - 1));
 }
 
+double av_srm_log_evalue(const uint64_t *counts, const double *weights, size_t k, double c)
+{
+    double total_w = 0.0, n = 0.0;
+    size_t arms = 0;
+    for (size_t i = 0; i < k; i++)
+        if (weights[i] > 0.0) {
+            total_w += weights[i];
+            n += (double)counts[i];
+            arms++;
+        }
+    if (arms < 2 || n == 0.0 || c <= 0.0)
+        return 0.0;
+    /* the mixture's marginal likelihood over the null's, both without the multinomial coefficient */
+    double le = lgamma(c) - lgamma(c + n);
+    for (size_t i = 0; i < k; i++) {
+        if (weights[i] <= 0.0)
+            continue;
+        double p = weights[i] / total_w, a = c * p, x = (double)counts[i];
+        le += lgamma(a + x) - lgamma(a) - x * log(p);
+    }
+    return le;
+}
+
 double av_mwu_hist(const uint64_t *a, const uint64_t *b, size_t nbuckets, double *u_a, double *z)
 {
     double na = 0.0, nb = 0.0;
@@ -150,4 +173,27 @@ double av_msprt_lambda(double mean_a, double var_a, double n_a, double mean_b, d
     if (v <= 0.0)
         return 1.0;
     return sqrt(v / (v + tau2)) * exp(tau2 * theta * theta / (2.0 * v * (v + tau2)));
+}
+
+/* log P(Z < z) + z^2 / 2 for a standard normal Z: finite for every z (the
+ * tail's asymptotic series past -30, where the terms would underflow). */
+static double log_cdf_plus_half_sq(double z)
+{
+    if (z > -30.0)
+        return log(av_norm_sf(-z)) + 0.5 * z * z;
+    double r = 1.0 / (z * z);
+    return -log(-z) - 0.9189385332046727 /* log sqrt(2 pi) */ + log1p(-r + 3.0 * r * r);
+}
+
+double av_msprt_log_onesided(double mean_a, double var_a, double n_a, double mean_b, double var_b, double n_b,
+                             double tau2)
+{
+    if (n_a <= 0.0 || n_b <= 0.0 || tau2 <= 0.0)
+        return 0.0;
+    double v = var_a / n_a + var_b / n_b, theta = mean_b - mean_a;
+    if (v <= 0.0)
+        return 0.0;
+    /* log Lambda = log sqrt(v / (v + tau2)) + z^2 / 2, z the posterior mean over its spread */
+    double z = theta * sqrt(tau2 / (v * (v + tau2)));
+    return 0.6931471805599453 /* log 2 */ + 0.5 * log(v / (v + tau2)) + log_cdf_plus_half_sq(z);
 }

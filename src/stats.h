@@ -27,6 +27,16 @@ double av_chi2_sf(double x, double df);
  * arms; arms of weight 0 are left out. Returns 1 with fewer than two arms. */
 double av_srm_p(const uint64_t *counts, const double *weights, size_t k);
 
+/* Sample-ratio mismatch, sequentially: the log of an e-value of the
+ * counts (k arms) against the expected shares (weights, any scale; arms of
+ * weight 0 left out): the Dirichlet-multinomial mixture over the shares,
+ * centred on the expected ones with total concentration c, over the
+ * multinomial likelihood at the expected shares (Lindon and Malek,
+ * "Anytime-Valid Inference for Multinomial Count Data", 2022). Under a
+ * true split it is a test martingale: the chance it ever reaches 1 / alpha
+ * is at most alpha, however often it is read. 0 with fewer than two arms. */
+double av_srm_log_evalue(const uint64_t *counts, const double *weights, size_t k, double c);
+
 /* Mann-Whitney U on two samples given as counts per ordered bucket (equal
  * buckets are ties), with the tie-corrected normal approximation. Writes
  * U for a, and z (positive when b tends higher). Returns the two-sided
@@ -42,5 +52,12 @@ double av_mwu_hist(const uint64_t *a, const uint64_t *b, size_t nbuckets, double
  * alarm rate at alpha however often it is looked at. */
 double av_msprt_lambda(double mean_a, double var_a, double n_a, double mean_b, double var_b, double n_b,
                        double tau2);
+/* The one-sided version: the same normal likelihood mixed over positive
+ * differences only (a half-normal of variance tau2), which is the two-sided
+ * ratio times twice the posterior chance that the difference is positive.
+ * Returns its log, finite however far the means lie apart: large when b's
+ * mean is well above a's, below 0 when it is not above. */
+double av_msprt_log_onesided(double mean_a, double var_a, double n_a, double mean_b, double var_b, double n_b,
+                             double tau2);
 
 #endif
