@@ -359,15 +359,23 @@ static int c_rollout(av_cfg_ctx_t *x, const cJSON *v, void *base)
             if (num_field(x, m, 1e-6, 0.5, &ro->alpha) != 0)
                 return AV_EINVAL;
         } else if (strcmp(k, "kpis") == 0) {
+            /* default margins are never zero: two backends that do the same thing still differ a
+             * little (another process, another host), and with no margin any difference, however
+             * small, is found in time: a true A/A would roll back */
             static const struct {
                 const char *name, *margin, *slo;
                 int kind;
+                double margin_default;
             } kinds[] = {
-                {"error_rate", "max_increase", "slo", AV_KPI_ERRORS}, {"rate_429", "max_increase", "slo", AV_KPI_429},
-                {"block_rate", "max_increase", "slo", AV_KPI_BLOCKS}, {"latency", "max_ratio", "slo_ms", AV_KPI_LATENCY},
-                {"ttft", "max_ratio", "slo_ms", AV_KPI_TTFT},        {"cost", "max_ratio", "slo_usd", AV_KPI_COST},
-                {"feedback", "max_decrease", "slo_min", AV_KPI_FEEDBACK},
-                {"inter_token", "max_ratio", "slo_ms", AV_KPI_ITL},  {"tokens", "max_ratio", "slo", AV_KPI_TOKENS},
+                {"error_rate", "max_increase", "slo", AV_KPI_ERRORS, 0.01},
+                {"rate_429", "max_increase", "slo", AV_KPI_429, 0.01},
+                {"block_rate", "max_increase", "slo", AV_KPI_BLOCKS, 0.01},
+                {"latency", "max_ratio", "slo_ms", AV_KPI_LATENCY, 1.1},
+                {"ttft", "max_ratio", "slo_ms", AV_KPI_TTFT, 1.1},
+                {"cost", "max_ratio", "slo_usd", AV_KPI_COST, 1.1},
+                {"feedback", "max_decrease", "slo_min", AV_KPI_FEEDBACK, 0.05},
+                {"inter_token", "max_ratio", "slo_ms", AV_KPI_ITL, 1.1},
+                {"tokens", "max_ratio", "slo", AV_KPI_TOKENS, 1.1},
             };
             if (!cJSON_IsObject(m))
                 return av_cfg_fail(x, "expected {\"error_rate\": {\"max_increase\": 0.01}, \"ttft\": {\"max_ratio\": 1.2}, ...}");
@@ -390,7 +398,7 @@ static int c_rollout(av_cfg_ctx_t *x, const cJSON *v, void *base)
                 size_t n = q->nkpis++;
                 q->kpis[n].kind = kinds[i].kind;
                 int absolute = kinds[i].kind <= AV_KPI_BLOCKS || kinds[i].kind == AV_KPI_FEEDBACK;
-                q->kpis[n].margin = absolute ? 0.0 : 1.0;
+                q->kpis[n].margin = kinds[i].margin_default;
                 for (const cJSON *f = e->child; f != NULL; f = f->next) {
                     av_cfg_push_key(x, f->string);
                     int is_margin = strcmp(f->string, kinds[i].margin) == 0;

@@ -756,6 +756,14 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
         apply_weights(o);
         AV_INFO("rollout %s: %s, step %zu of %zu (candidate %s at %lld%%)", o->route, state_names[o->state],
                 o->step + 1, rt->rollout.nsteps, rt->rollout.candidate_name, (long long)share(o));
+        for (size_t k = 0; k < rt->rollout.nkpis; k++) {
+            int kind = rt->rollout.kpis[k].kind;
+            int absolute = kind == AV_KPI_ERRORS || kind == AV_KPI_429 || kind == AV_KPI_BLOCKS || kind == AV_KPI_FEEDBACK;
+            if (rt->rollout.kpis[k].margin == (absolute ? 0.0 : 1.0))
+                AV_WARN("rollout %s: KPI %s has no margin: any difference, however small, is found in time, so even "
+                        "a candidate identical to the baseline on another backend process rolls back; set one",
+                        o->route, kpi_names[kind]);
+        }
     }
     cJSON_Delete(saved);
     free(r->ro);
