@@ -264,15 +264,17 @@ static void jnum(struct evbuffer *b, const char *key, double v)
         evbuffer_add_printf(b, ",\"%s\":%s", key, v > 0 ? "1e308" : "null");
 }
 
+#define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
+
 static void ident_json(struct evbuffer *b, const ident_t *id)
 {
-    evbuffer_add(b, "{\"backend\":", 11);
+    ADD_LIT(b, "{\"backend\":");
     av_json_str(b, id->backend, strlen(id->backend));
-    evbuffer_add(b, ",\"model\":", 9);
+    ADD_LIT(b, ",\"model\":");
     av_json_str(b, id->model, strlen(id->model));
-    evbuffer_add(b, ",\"prompt\":", 10);
+    ADD_LIT(b, ",\"prompt\":");
     av_json_str(b, id->prompt, strlen(id->prompt));
-    evbuffer_add(b, ",\"params\":", 10);
+    ADD_LIT(b, ",\"params\":");
     av_json_str(b, id->params, strlen(id->params));
     evbuffer_add(b, "}", 1);
 }
@@ -316,9 +318,9 @@ static void one_json(av_rollouts_t *r, struct evbuffer *b, const ro_t *o)
                         (unsigned long long)o->cur_a.n, (unsigned long long)o->cur_b.n,
                         isfinite(o->srm_e) ? o->srm_e : 1e308, 1.0 / SRM_ALPHA);
     av_json_str(b, o->reason, strlen(o->reason));
-    evbuffer_add(b, ",\"identity\":{\"baseline\":", 26);
+    ADD_LIT(b, ",\"identity\":{\"baseline\":");
     ident_json(b, &o->base_id);
-    evbuffer_add(b, ",\"candidate\":", 13);
+    ADD_LIT(b, ",\"candidate\":");
     ident_json(b, &o->cand_id);
     evbuffer_add(b, "}", 1);
     evbuffer_add(b, ",\"kpis\":", 8);

@@ -66,7 +66,8 @@ JSON
         line=$(curl -s --max-time 5 "http://$RADM/rollouts/chat" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-k = " | ".join("%s %s %.3g vs %.3g" % (x["kpi"], x["verdict"], x["baseline"], x["candidate"]) for x in r["kpis"])
+v = lambda n: "-" if n is None else "%.3g" % n  # null: no data yet
+k = " | ".join("%s %s %s vs %s" % (x["kpi"], x["verdict"], v(x["baseline"]), v(x["candidate"])) for x in r["kpis"])
 print("%-18s step %d/%d  next at %3d%%  samples %5d/%-5d | %s" % (r["state"], r["step"], r["steps"],
       r["candidate_percent"], r["samples"]["baseline"], r["samples"]["candidate"], k))')
         echo "   $(($(date +%s) - t0))s  $line"

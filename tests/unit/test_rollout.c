@@ -10,6 +10,7 @@
  * candidate whose model, params or backend changed (even once promoted) is
  * a new rollout from step 1; a baseline that changed restarts the step; a
  * reload that changes only timing keeps the rollout and its data. */
+#include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <string.h>
 
@@ -223,6 +224,12 @@ static void traffic(bench_t *b, int secs)
 static int shows(bench_t *b, const char *want)
 {
     const char *v = view(b->ro);
+    cJSON *j = cJSON_Parse(v);
+    if (j == NULL) {
+        printf("# the view is not JSON: %s\n", v);
+        return 0;
+    }
+    cJSON_Delete(j);
     if (strstr(v, want) != NULL)
         return 1;
     printf("# want %s in: %s\n", want, v);
