@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <getopt.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -322,6 +323,14 @@ void sim_req_handle(sim_req_t *r)
         if (s->bad_ttft_ms >= 0)
             r->knobs.ttft_ms = s->bad_ttft_ms;
     }
+    if (s->jitter > 0) { /* each delay times e^(jitter Z), Z standard normal: a lognormal spread */
+        double u = rng_unit(s), v = rng_unit(s);
+        double f = exp(s->jitter * sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
+        if (r->knobs.latency_ms > 0)
+            r->knobs.latency_ms = (int64_t)((double)r->knobs.latency_ms * f + 0.5);
+        if (r->knobs.ttft_ms > 0)
+            r->knobs.ttft_ms = (int64_t)((double)r->knobs.ttft_ms * f + 0.5);
+    }
     char path[2048];
     size_t plen = strcspn(r->url, "?");
     snprintf(path, sizeof(path), "%.*s", (int)plen, r->url);
@@ -528,6 +537,8 @@ static void usage(FILE *f)
             "      --turn-bad-after-s N after N seconds, answer with the --bad-* knobs instead:\n"
             "      --bad-error-rate R   ...this share of 500s\n"
             "      --bad-ttft-ms N      ...this time to the first token\n"
+            "      --jitter S           multiply each delay by e^(S Z), Z standard normal (0.3: most\n"
+            "                           within 0.55x to 1.8x)\n"
             "      --rate-429 R         share of requests answered 429 (x-sim-429-rate)\n"
             "      --seed N             output text seed (x-sim-seed)\n"
             "      --echo               answer with the request received (x-sim-echo: 1)\n"
@@ -574,7 +585,7 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:8000", *port_file = NULL, *cert = NULL, *key = NULL;
     enum {
         O_PORTFILE = 256, O_LAT, O_TTFT, O_TPS, O_TOK, O_ERR, O_429, O_SEED, O_ECHO, O_MODELS, O_VER,
-        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY, O_LOG, O_BAD_AFTER, O_BAD_ERR, O_BAD_TTFT
+        O_CERT, O_KEY, O_NOH2, O_H2MAX, O_GOAWAY, O_LOG, O_BAD_AFTER, O_BAD_ERR, O_BAD_TTFT, O_JITTER
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'}, {"port-file", required_argument, NULL, O_PORTFILE},
@@ -588,6 +599,7 @@ int main(int argc, char **argv)
         {"log", required_argument, NULL, O_LOG},
         {"turn-bad-after-s", required_argument, NULL, O_BAD_AFTER}, {"bad-error-rate", required_argument, NULL, O_BAD_ERR},
         {"bad-ttft-ms", required_argument, NULL, O_BAD_TTFT},
+        {"jitter", required_argument, NULL, O_JITTER},
         {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, O_VER}, {NULL, 0, NULL, 0},
     };
     static const char *const knob_headers[] = {
@@ -653,6 +665,15 @@ int main(int argc, char **argv)
             }
             s.bad_ttft_ms = (int64_t)v;
             break;
+        case O_JITTER: {
+            char *end;
+            s.jitter = strtod(optarg, &end);
+            if (*end != '\0' || !(s.jitter >= 0 && s.jitter <= 3)) {
+                fprintf(stderr, "aviary-sim: --jitter wants a spread from 0 to 3: %s\n", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'h': usage(stdout); return 0;
         case O_VER: printf("aviary-sim %s\n", AV_VERSION); return 0;
         case O_LAT: case O_TTFT: case O_TPS: case O_TOK: case O_ERR: case O_429: case O_SEED:

@@ -42,6 +42,7 @@ typedef struct {
     uint64_t bad_at_us;        /* 0: never */
     double bad_error_rate;     /* < 0: unchanged */
     int64_t bad_ttft_ms;       /* < 0: unchanged */
+    double jitter;             /* --jitter: the log spread of each delay (0: none) */
 } sim_t;
 
 typedef struct sim_req_s sim_req_t;

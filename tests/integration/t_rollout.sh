@@ -2,7 +2,8 @@
 # errors is rolled back by itself under load (weights, state, audit line with
 # the numbers, state file); the rollback survives a restart; a healthy
 # candidate steps through an approval and is promoted; admin actions want
-# the token; the metrics pass promtool.
+# the token; the metrics pass promtool; a reload keeps a rollout while its
+# candidate is the same, and a candidate whose prompt changed is a new rollout.
 . "$(dirname "$0")/lib.sh"
 
 start_sim good
@@ -120,6 +121,27 @@ like "reload, a new candidate: its rollout starts afresh" "$(curl -s --max-time 
     '"candidate":"next2","state":"step","step":1,'
 wait_until 5 grep -q '"trigger":"SIGHUP","result":"loaded","generation":3' "$T/audit.log"
 like "audit: the reload" "$(cat "$T/audit.log")" '"type":"reload","trigger":"SIGHUP","result":"loaded","generation":3'
+
+# a candidate is its backend, model, prompt and params: a changed prompt is a new rollout, even once promoted
+out=$(curl -s --max-time 5 -X POST "http://$ADMIN/rollouts/healthy/promote" -H "$AUTH")
+like "promoted by hand" "$out" '"state":"promoted"'
+printf 'Be brief.' >"$T/p.txt"
+sed -i 's|"name": "next2", "backend": "good", "weight": 0}|"name": "next2", "backend": "good", "weight": 0, "system_prompt": "p.txt"}|' "$T/a.json"
+kill -HUP "$AV_PID"
+wait_until 5 grep -q "generation 4" "$T/aviary.err"
+like "reload, the promoted candidate got a prompt: a new rollout from step 1" \
+    "$(curl -s --max-time 5 "http://$ADMIN/rollouts/healthy")" \
+    '"state":"step","step":1,.*"reason":"candidate next2 changed \(system prompt none -> [0-9a-f]{16} prepend\): a new rollout from the start"'
+wait_until 5 grep -q '"reason":"candidate next2 changed' "$T/audit.log"
+like "audit: the new rollout, from the promoted state, with the reason" "$(grep 'candidate next2 changed' "$T/audit.log")" \
+    '"from":"promoted","from_step":3,"to":"step","to_step":1,"reason":"candidate next2 changed \(system prompt'
+like "the view shows the candidate's identity" "$(curl -s --max-time 5 "http://$ADMIN/rollouts/healthy")" \
+    '"identity":\{"baseline":\{"backend":"http://127.0.0.1:[0-9]+ http1","model":"the client.s","prompt":"none","params":"none"\},"candidate":\{"backend":"http://127.0.0.1:[0-9]+ http1","model":"the client.s","prompt":"[0-9a-f]{16} prepend","params":"none"\}\}'
+printf 'Be very brief.' >"$T/p.txt"
+kill -HUP "$AV_PID"
+wait_until 5 grep -q "generation 5" "$T/aviary.err"
+like "reload, the prompt file's text changed: a new rollout again" "$(curl -s --max-time 5 "http://$ADMIN/rollouts/healthy")" \
+    '"reason":"candidate next2 changed \(system prompt [0-9a-f]{16} prepend -> [0-9a-f]{16} prepend\)'
 stop_pid "$AV_PID"
 
 # config errors name the place
