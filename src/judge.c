@@ -332,6 +332,74 @@ void av_judge_kpi(const av_judge_cfg_t *cfg, const av_kpi_t *k, size_t nkpis, co
     }
 }
 
+/* Bucket i's bounds in microseconds (the last one, open above, as a point). */
+static void bucket_bounds(unsigned i, double *lo, double *hi)
+{
+    *lo = (double)av_hist_lo(i);
+    *hi = i + 1 < AV_HIST_BUCKETS ? (double)av_hist_lo(i + 1) : *lo;
+}
+
+/* The q-quantile of a histogram of n values, inside its bucket in proportion. */
+static double quantile_us(const uint64_t *h, uint64_t n, double q)
+{
+    double want = q * (double)n, seen = 0.0;
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        if (h[i] == 0)
+            continue;
+        if (seen + (double)h[i] >= want) {
+            double lo, hi;
+            bucket_bounds(i, &lo, &hi);
+            return lo + (hi - lo) * (want - seen) / (double)h[i];
+        }
+        seen += (double)h[i];
+    }
+    return 0.0;
+}
+
+void av_shift_check(const uint64_t *ha, const uint64_t *hb, double margin, av_shift_t *out)
+{
+    *out = (av_shift_t){.p = 1.0};
+    double sa[AV_HIST_BUCKETS] = {0}, fb[AV_HIST_BUCKETS];
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        out->na += ha[i];
+        out->nb += hb[i];
+        fb[i] = (double)hb[i];
+    }
+    if (out->na == 0 || out->nb == 0)
+        return;
+    out->med_a_ms = quantile_us(ha, out->na, 0.5) / 1000.0;
+    out->med_b_ms = quantile_us(hb, out->nb, 0.5) / 1000.0;
+    /* the baseline times the margin: bucket i's [lo, hi) becomes [lo m, hi m), its
+     * count spread evenly over the buckets that range covers */
+    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
+        if (ha[i] == 0)
+            continue;
+        double lo, hi;
+        bucket_bounds(i, &lo, &hi);
+        lo *= margin;
+        hi *= margin;
+        if (hi <= lo) { /* a point (the last bucket, or the exact ones below 4 us at margin 1) */
+            sa[av_hist_bucket((uint64_t)lo)] += (double)ha[i];
+            continue;
+        }
+        for (unsigned j = av_hist_bucket((uint64_t)lo); j < AV_HIST_BUCKETS; j++) {
+            double jl, jh;
+            bucket_bounds(j, &jl, &jh);
+            if (jh <= jl)
+                jh = hi; /* the last bucket takes all the rest */
+            double over = (hi < jh ? hi : jh) - (lo > jl ? lo : jl);
+            if (over > 0)
+                sa[j] += (double)ha[i] * over / (hi - lo);
+            if (jh >= hi)
+                break;
+        }
+    }
+    double u, z;
+    av_mwu_hist(sa, fb, AV_HIST_BUCKETS, &u, &z);
+    out->z = z;
+    out->p = av_norm_sf(z); /* one-sided: the candidate above the scaled baseline */
+}
+
 void av_tail_check(const uint64_t *ha, const uint64_t *hb, double margin, av_tail_t *out)
 {
     *out = (av_tail_t){.p = 1.0};
@@ -343,23 +411,14 @@ void av_tail_check(const uint64_t *ha, const uint64_t *hb, double margin, av_tai
         return;
     /* the baseline's p95, inside its bucket in proportion (the bucket's top
      * overstated it by up to a fifth, and the limit with it) */
-    double want = 0.95 * (double)out->na, seen = 0.0, p95 = 0.0;
-    for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
-        if (ha[i] == 0)
-            continue;
-        double lo = (double)av_hist_lo(i), hi = i + 1 < AV_HIST_BUCKETS ? (double)av_hist_lo(i + 1) : lo;
-        if (seen + (double)ha[i] >= want) {
-            p95 = lo + (hi - lo) * (want - seen) / (double)ha[i];
-            break;
-        }
-        seen += (double)ha[i];
-    }
+    double p95 = quantile_us(ha, out->na, 0.95);
     double limit = p95 * margin, past = 0.0;
     /* the candidate's requests past the limit, the bucket it falls in counted in proportion */
     for (unsigned i = 0; i < AV_HIST_BUCKETS; i++) {
         if (hb[i] == 0)
             continue;
-        double lo = (double)av_hist_lo(i), hi = i + 1 < AV_HIST_BUCKETS ? (double)av_hist_lo(i + 1) : lo;
+        double lo, hi;
+        bucket_bounds(i, &lo, &hi);
         if (lo >= limit)
             past += (double)hb[i];
         else if (hi > limit)

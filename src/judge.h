@@ -86,4 +86,17 @@ typedef struct {
 } av_tail_t;
 void av_tail_check(const uint64_t *ha, const uint64_t *hb, double margin, av_tail_t *out);
 
+/* The step-end distribution check: a Mann-Whitney U test of the candidate
+ * against the baseline scaled by the margin (each baseline bucket's count
+ * spread over the buckets its scaled range covers), so that it asks whether
+ * the candidate tends to be slower than the baseline times the margin, not
+ * slower at all (a small systematic bias between two backend processes is
+ * within a margin, and an unscaled test finds it with enough data). p is
+ * one-sided (candidate higher); the medians are read inside their buckets. */
+typedef struct {
+    uint64_t na, nb;
+    double med_a_ms, med_b_ms, z, p;
+} av_shift_t;
+void av_shift_check(const uint64_t *ha, const uint64_t *hb, double margin, av_shift_t *out);
+
 #endif

@@ -162,22 +162,6 @@ static void snapshot(av_rollouts_t *r, ro_t *o)
     o->srm_e = 1.0;
 }
 
-/* The median of a hist.h histogram, in milliseconds (its bucket's middle), or 0. */
-static double hist_median_ms(const uint64_t *h)
-{
-    uint64_t n = 0, seen = 0;
-    for (int i = 0; i < AV_HIST_BUCKETS; i++)
-        n += h[i];
-    if (n == 0)
-        return 0;
-    for (int i = 0; i < AV_HIST_BUCKETS; i++) {
-        seen += h[i];
-        if (seen * 2 >= n)
-            return (double)av_hist_mid(i) / 1000.0;
-    }
-    return 0;
-}
-
 /* The candidate's share of baseline + candidate now, in percent. */
 static int64_t share(const ro_t *o)
 {
@@ -448,13 +432,14 @@ static int step_end_check(av_rollouts_t *r, ro_t *o)
                        t.base_p95_ms, c->kpis[k].margin, t.p);
             return 1;
         }
-        double u, z, p = av_mwu_hist(ha, hb, AV_HIST_BUCKETS, &u, &z);
-        double med_a = hist_median_ms(ha), med_b = hist_median_ms(hb);
-        if (p < c->alpha / (double)c->nkpis && z > 0 && med_a > 0 && med_b > med_a * c->kpis[k].margin) {
+        av_shift_t sh;
+        av_shift_check(ha, hb, c->kpis[k].margin, &sh);
+        if (sh.na >= (uint64_t)c->min_requests && sh.nb >= (uint64_t)c->min_requests &&
+            sh.p < c->alpha / (double)c->nkpis && sh.med_b_ms > sh.med_a_ms * c->kpis[k].margin) {
             transition(r, o, RS_ROLLED_BACK, o->step,
-                       "%s at the step's end (Mann-Whitney U): candidate median %.4g ms against %.4g ms, z %.2f, "
-                       "p %.2g (margin %.3g)",
-                       kpi_names[kind], med_b, med_a, z, p, c->kpis[k].margin);
+                       "%s at the step's end (Mann-Whitney U against the baseline times %.3g): candidate median "
+                       "%.4g ms against %.4g ms, z %.2f, p %.2g",
+                       kpi_names[kind], c->kpis[k].margin, sh.med_b_ms, sh.med_a_ms, sh.z, sh.p);
             return 1;
         }
     }

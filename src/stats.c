@@ -135,12 +135,12 @@ double av_srm_log_evalue(const uint64_t *counts, const double *weights, size_t k
     return le;
 }
 
-double av_mwu_hist(const uint64_t *a, const uint64_t *b, size_t nbuckets, double *u_a, double *z)
+double av_mwu_hist(const double *a, const double *b, size_t nbuckets, double *u_a, double *z)
 {
     double na = 0.0, nb = 0.0;
     for (size_t i = 0; i < nbuckets; i++) {
-        na += (double)a[i];
-        nb += (double)b[i];
+        na += a[i];
+        nb += b[i];
     }
     *u_a = 0.0;
     *z = 0.0;
@@ -149,9 +149,9 @@ double av_mwu_hist(const uint64_t *a, const uint64_t *b, size_t nbuckets, double
     /* U for a: pairs where a is above b, ties half */
     double below_b = 0.0, u = 0.0, ties = 0.0, n = na + nb;
     for (size_t i = 0; i < nbuckets; i++) {
-        u += (double)a[i] * (below_b + 0.5 * (double)b[i]);
-        below_b += (double)b[i];
-        double t = (double)a[i] + (double)b[i];
+        u += a[i] * (below_b + 0.5 * b[i]);
+        below_b += b[i];
+        double t = a[i] + b[i];
         ties += t * t * t - t;
     }
     *u_a = u;

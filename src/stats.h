@@ -38,10 +38,11 @@ double av_srm_p(const uint64_t *counts, const double *weights, size_t k);
 double av_srm_log_evalue(const uint64_t *counts, const double *weights, size_t k, double c);
 
 /* Mann-Whitney U on two samples given as counts per ordered bucket (equal
- * buckets are ties), with the tie-corrected normal approximation. Writes
- * U for a, and z (positive when b tends higher). Returns the two-sided
- * p-value, or 1 when either sample is empty or all values tie. */
-double av_mwu_hist(const uint64_t *a, const uint64_t *b, size_t nbuckets, double *u_a, double *z);
+ * buckets are ties; a count may be fractional, as for a histogram spread
+ * over another's buckets), with the tie-corrected normal approximation.
+ * Writes U for a, and z (positive when b tends higher). Returns the
+ * two-sided p-value, or 1 when either sample is empty or all values tie. */
+double av_mwu_hist(const double *a, const double *b, size_t nbuckets, double *u_a, double *z);
 
 /* The mixture sequential probability ratio test (normal mixture, Johari,
  * Pekelis and Walsh, "Always Valid Inference", 2017) for the difference of

@@ -2,8 +2,11 @@
 # tests/bench/aa.sh BUILDDIR [ROUTES] [LIMIT_S]: A/A rollouts end to end on the real
 # processes: one aviary in front of two aviary-sim backends that behave alike (TTFT
 # 40 ms and 16 tokens at 200 a second, each delay jittered by e^(0.3 Z), 1 % of answers
-# 500), ROUTES routes (default 100) each rolling a candidate on the second backend out
-# against a baseline on the first, steps 25, 50, 100, 20 s each at least, watching
+# 500), ROUTES routes (default 100) each rolling a candidate on one backend out against
+# a baseline on the other (half the routes one way, half the other: as rollouts are
+# promoted at their own times, the load they move evens out instead of slowing one
+# backend down, which would make every candidate still rolling out on it look
+# slower), steps 25, 50, 100, 20 s each at least, watching
 # error_rate, latency and ttft with the default margins, alpha 0.05. Streamed
 # requests from h2load, spread over the routes by a header. Every rollout should be
 # promoted; at most alpha of them (5 of 100) may roll back. Prints the outcome of
@@ -38,8 +41,8 @@ cfg = {
     "backends": {"one": {"url": "http://127.0.0.1:" + p1, "max_connections": 256},
                  "two": {"url": "http://127.0.0.1:" + p2, "max_connections": 256}},
     "routes": [{"name": "r%d" % i, "match": {"headers": {"x-route": "r%d" % i}},
-                "variants": [{"name": "a", "backend": "one", "weight": 100},
-                             {"name": "c", "backend": "two", "weight": 0}],
+                "variants": [{"name": "a", "backend": ("one", "two")[i % 2], "weight": 100},
+                             {"name": "c", "backend": ("two", "one")[i % 2], "weight": 0}],
                 "rollout": {"baseline": "a", "candidate": "c", "steps": [25, 50, 100], "min_step_s": 20,
                             "max_step_s": 600, "min_requests": 200, "alpha": 0.05,
                             "kpis": {"error_rate": {}, "latency": {}, "ttft": {}}}}

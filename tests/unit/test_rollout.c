@@ -115,7 +115,8 @@ static void run(int bimodal, const char *want_state, const char *want_reason)
 
 static void test_mann_whitney_at_step_end(void)
 {
-    run(1, "\"state\":\"rolled_back\"", "ttft at the step's end (Mann-Whitney U): candidate median");
+    run(1, "\"state\":\"rolled_back\"", "ttft at the step's end (Mann-Whitney U against the baseline times 1.2): "
+                                        "candidate median");
 }
 
 static void test_like_baseline_passes(void)

@@ -67,7 +67,7 @@ static void test_chi2(void)
 static void test_mann_whitney(void)
 {
     /* finishing places 1..12: tortoises at 1, 7-11; hares at 2-6, 12 */
-    uint64_t t[13] = {0}, h[13] = {0};
+    double t[13] = {0}, h[13] = {0};
     int tp[] = {1, 7, 8, 9, 10, 11}, hp[] = {2, 3, 4, 5, 6, 12};
     for (int i = 0; i < 6; i++) {
         t[tp[i]]++;
@@ -81,14 +81,14 @@ static void test_mann_whitney(void)
     p = av_mwu_hist(h, t, 13, &u, &z);
     NEAR(u, 11, 0);
     /* ties: a = 1,2,2,3,3,3 and b = 2,3,3,4,4,5 */
-    uint64_t a[6] = {0, 1, 2, 3, 0, 0}, b[6] = {0, 0, 1, 2, 2, 1};
+    double a[6] = {0, 1, 2, 3, 0, 0}, b[6] = {0, 0, 1, 2, 2, 1};
     p = av_mwu_hist(a, b, 6, &u, &z);
     NEAR(u, 7, 0);
     NEAR(z, 1.843839627559394, 1e-9);
     NEAR(p, 0.06520651565396934, 1e-9);
-    uint64_t none[6] = {0};
+    double none[6] = {0};
     NEAR(av_mwu_hist(a, none, 6, &u, &z), 1.0, 0);
-    uint64_t same[2] = {0, 4}, same2[2] = {0, 9};
+    double same[2] = {0, 4}, same2[2] = {0, 9};
     NEAR(av_mwu_hist(same, same2, 2, &u, &z), 1.0, 0); /* all tied */
 }
 
