@@ -23,7 +23,7 @@
 #include "metrics.h"
 #include "rollout.h"
 #include "split.h"
-#include "worker.h"
+#include "loop.h"
 
 struct av_admin_s {
     struct evhttp *http;

@@ -20,11 +20,8 @@
 #include "av.h"
 #include "config_int.h"
 #include "jsonc.h"
-#include "geo.h"
 #include "judge.h"
 #include "log.h"
-#include "policy.h"
-#include "split.h"
 #include "tls.h"
 
 #define AV_CONFIG_MAX_BYTES (16u << 20)
@@ -572,9 +569,16 @@ static const av_cfg_key_t policy_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static av_config_loaders_t loaders;
+
+void av_config_set_loaders(const av_config_loaders_t *l)
+{
+    loaders = *l;
+}
+
 static void free_policies(void *p)
 {
-    av_policies_free(p);
+    loaders.policies_free(p);
 }
 
 /* Compiles the policies the routes name, once each, in order of first mention. */
@@ -608,7 +612,13 @@ static int load_policies(av_cfg_ctx_t *x, av_config_t *c)
     };
     char why[1024];
     int bad = -1;
-    c->policies = av_policies_load(c->policy_dir, names, n, &lim, why, sizeof(why), &bad);
+    if (loaders.policies_load == NULL) {
+        av_cfg_push_key(x, "routes");
+        av_cfg_push_index(x, where_route[0]);
+        av_cfg_push_key(x, "policies");
+        return av_cfg_fail(x, "this program cannot run policies (no policy loader)");
+    }
+    c->policies = loaders.policies_load(c->policy_dir, names, n, &lim, why, sizeof(why), &bad);
     if (c->policies == NULL) {
         if (bad >= 0) {
             av_cfg_push_key(x, "routes");
@@ -623,7 +633,7 @@ static int load_policies(av_cfg_ctx_t *x, av_config_t *c)
     av_arena_on_free(c->arena, free_policies, c->policies);
     for (size_t i = 0; i < c->nroutes; i++)
         for (size_t k = 0; k < c->routes[i].npolicies; k++)
-            c->routes[i].policies[k] = av_policies_find(c->policies, c->routes[i].policy_names[k]);
+            c->routes[i].policies[k] = loaders.policies_find(c->policies, c->routes[i].policy_names[k]);
     return 0;
 }
 
@@ -716,7 +726,7 @@ const av_price_t *av_config_price(const av_config_t *c, const char *model)
 
 static void free_geo(void *p)
 {
-    av_geo_close(p);
+    loaders.geo_close(p);
 }
 
 static int c_geoip(av_cfg_ctx_t *x, const cJSON *v, void *base)
@@ -726,6 +736,8 @@ static int c_geoip(av_cfg_ctx_t *x, const cJSON *v, void *base)
         return 0; /* loaded first, before routes refer to it */
     if (!cJSON_IsObject(v))
         return av_cfg_fail(x, "expected {\"databases\": [\"GeoLite2-Country.mmdb\"], \"trusted_proxies\": [\"10.0.0.0/8\"]}");
+    if (loaders.geo_open == NULL)
+        return av_cfg_fail(x, "this program cannot read geo databases (no geo loader)");
     const char *dbs[8], *proxies[256];
     size_t ndbs = 0, nproxies = 0;
     for (const cJSON *m = v->child; m != NULL; m = m->next) {
@@ -743,7 +755,7 @@ static int c_geoip(av_cfg_ctx_t *x, const cJSON *v, void *base)
             if (is_db) {
                 dbs[ndbs++] = av_cfg_relative_to(x, x->cfg->dir, e->valuestring);
             } else {
-                if (!av_geo_cidr_valid(e->valuestring))
+                if (!loaders.geo_cidr_valid(e->valuestring))
                     return av_cfg_fail(x, "\"%s\" is not an address or CIDR block", e->valuestring);
                 proxies[nproxies++] = e->valuestring;
             }
@@ -752,7 +764,7 @@ static int c_geoip(av_cfg_ctx_t *x, const cJSON *v, void *base)
         av_cfg_pop(x);
     }
     char why[512];
-    c->geo = av_geo_open(dbs, ndbs, proxies, nproxies, why, sizeof(why));
+    c->geo = loaders.geo_open(dbs, ndbs, proxies, nproxies, why, sizeof(why));
     if (c->geo == NULL) {
         av_cfg_push_key(x, "databases");
         return av_cfg_fail(x, "%s", why);

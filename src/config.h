@@ -115,6 +115,8 @@ typedef struct {
     size_t variant;                      /* index in the route's variants */
 } av_geo_rule_t;
 
+#define AV_SPLIT_MAX_VARIANTS 32 /* variants in a route (split.h) */
+
 /* A route's progressive rollout (rollout.h runs it). */
 #define AV_ROLLOUT_MAX_STEPS 16
 #define AV_ROLLOUT_MAX_KPIS 9
@@ -221,5 +223,32 @@ void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
 const av_backend_t *av_config_backend(const av_config_t *c, const char *name);
 /* The prices of a model, or NULL. */
 const av_price_t *av_config_price(const av_config_t *c, const char *model);
+
+/* The policies' limits, as the config sets them (policy.h runs them). */
+typedef struct {
+    int64_t memory_bytes;     /* per VM */
+    int64_t max_instructions; /* per call */
+    int64_t max_us;           /* per call, wall time */
+} av_policy_limits_t;
+
+/* What the loader needs from the layers above config: compiling the
+ * policies the routes name, opening geo databases. Config is below them and
+ * includes neither; the program fills this in (main.c) before it loads a
+ * config. Left unset, a config that names policies or geo databases is
+ * refused, and says why. */
+struct av_policies_s;
+struct av_geo_s;
+typedef struct {
+    struct av_policies_s *(*policies_load)(const char *dir, const char *const *names, size_t n,
+                                           const av_policy_limits_t *lim, char *err, size_t errlen, int *bad);
+    void (*policies_free)(struct av_policies_s *p);
+    int (*policies_find)(const struct av_policies_s *p, const char *name);
+    struct av_geo_s *(*geo_open)(const char *const *dbs, size_t ndbs, const char *const *proxies, size_t nproxies,
+                                 char *err, size_t errlen);
+    void (*geo_close)(struct av_geo_s *g);
+    int (*geo_cidr_valid)(const char *s);
+} av_config_loaders_t;
+/* Sets them (the struct is copied); once, before any config is loaded. */
+void av_config_set_loaders(const av_config_loaders_t *l);
 
 #endif

@@ -8,10 +8,8 @@
 
 #include "av.h"
 #include "config_int.h"
-#include "geo.h"
 #include "judge.h"
 #include "prompt.h"
-#include "split.h"
 
 static int c_match_headers(av_cfg_ctx_t *x, const cJSON *v, void *base)
 {

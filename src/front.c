@@ -14,7 +14,7 @@
 #include "log.h"
 #include "sock.h"
 #include "tls.h"
-#include "worker.h"
+#include "loop.h"
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)

@@ -15,7 +15,7 @@
 #include "log.h"
 #include "req.h"
 #include "sock.h"
-#include "worker.h"
+#include "loop.h"
 
 #define H1_WRITE_LOW_WATER (64u * 1024u)
 #define H1_READ_HIGH_WATER (256u * 1024u)

@@ -35,7 +35,7 @@
 #include "req.h"
 #include "sock.h"
 #include "upstream.h"
-#include "worker.h"
+#include "loop.h"
 
 #define H2_SOCK_HIGH (64u * 1024u) /* stop producing frames above this much unwritten */
 #define H2_SOCK_LOW (16u * 1024u)

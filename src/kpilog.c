@@ -16,7 +16,7 @@
 #include "jsonw.h"
 #include "log.h"
 #include "mcache.h"
-#include "policy.h"
+#include "loop.h"
 
 struct av_kpilog_s {
     pthread_mutex_t lock;
@@ -278,4 +278,29 @@ void av_kpilog_close(av_kpilog_t *l)
     pthread_cond_destroy(&l->cond);
     free(l->path);
     free(l);
+}
+
+#define AV_KPI_BATCH_BYTES (64u * 1024u)
+
+void av_kpi_flush_batch(av_worker_t *w)
+{
+    if (w->kpi_batch_lines > 0)
+        av_kpilog_append(w->kpilog, w->kpi_batch, w->kpi_batch_lines);
+    w->kpi_batch_lines = 0;
+}
+
+void av_kpi_queue(av_worker_t *w, const av_kpi_rec_t *r)
+{
+    av_kpi_format(w->kpi_batch, r);
+    w->kpi_batch_lines++;
+    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
+        av_kpi_flush_batch(w);
+}
+
+void av_kpi_queue_raw(av_worker_t *w, const char *line, size_t len)
+{
+    evbuffer_add(w->kpi_batch, line, len);
+    w->kpi_batch_lines++;
+    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
+        av_kpi_flush_batch(w);
 }

@@ -9,6 +9,13 @@
 struct evbuffer;
 typedef struct av_kpilog_s av_kpilog_t;
 
+/* What one policy did to a request: an audit record. */
+typedef struct av_verdict_s {
+    const char *policy;
+    const char *action;       /* "deny", "rewrite", "flag", "stop", "error" */
+    char rule[64];
+} av_verdict_t;
+
 /* One request's line. Strings may be NULL (written as null). Times in
  * microseconds; ttft_us < 0 when no body byte arrived. */
 typedef struct av_kpi_rec_s {
@@ -59,5 +66,15 @@ uint64_t av_kpilog_lines(av_kpilog_t *l);
 void av_audit_begin(struct evbuffer *out, const char *type);
 void av_audit_str(struct evbuffer *out, const char *key, const char *value);
 void av_audit_end(struct evbuffer *out);
+
+/* A worker's batch of lines: queued by its requests, handed to the writer
+ * at 64 KiB or when the worker's timer flushes it (every AV_KPI_BATCH_MS),
+ * so no request waits on the writer's lock. */
+#define AV_KPI_BATCH_MS 100
+typedef struct av_worker_s av_worker_t;
+void av_kpi_queue(av_worker_t *w, const av_kpi_rec_t *r);
+/* One preformatted line (newline included). */
+void av_kpi_queue_raw(av_worker_t *w, const char *line, size_t len);
+void av_kpi_flush_batch(av_worker_t *w);
 
 #endif

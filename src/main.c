@@ -15,10 +15,12 @@
 #include "admin.h"
 #include "av.h"
 #include "config.h"
+#include "geo.h"
 #include "kpilog.h"
 #include "listener.h"
 #include "log.h"
 #include "mcache.h"
+#include "policy.h"
 #include "policy_test.h"
 #include "report.h"
 #include "rollout.h"
@@ -229,10 +231,17 @@ static int write_ready_file(av_main_t *m)
     return 0;
 }
 
+/* What the config loader calls above itself (config.h). */
+static const av_config_loaders_t loaders = {
+    .policies_load = av_policies_load, .policies_free = av_policies_free, .policies_find = av_policies_find,
+    .geo_open = av_geo_open, .geo_close = av_geo_close, .geo_cidr_valid = av_geo_cidr_valid,
+};
+
 int main(int argc, char **argv)
 {
     /* before libevent allocates anything: its buffer chains come and go with each request */
     event_set_mem_functions(av_mc_alloc, av_mc_realloc, av_mc_free);
+    av_config_set_loaders(&loaders);
     if (argc > 1 && strcmp(argv[1], "report") == 0)
         return av_report_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "policy-test") == 0)

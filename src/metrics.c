@@ -13,7 +13,7 @@
 #include "hist.h"
 #include "judge.h"
 #include "jsonw.h"
-#include "req.h"
+#include "errclass.h"
 
 #define WIN_SECONDS 10
 #define WIN_BUCKETS 60 /* ten minutes */

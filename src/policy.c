@@ -27,7 +27,7 @@
 #include "policy_int.h"
 #include "reqbody.h"
 #include "usage.h"
-#include "worker.h"
+#include "loop.h"
 
 #define MAX_SOURCE (1u << 20)
 #define HOOK_EVERY 1000        /* instructions between budget checks */

@@ -18,22 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+#include "kpilog.h"
 #include "req_t.h"
 
 typedef struct av_policies_s av_policies_t;
 
-typedef struct {
-    int64_t memory_bytes;     /* per VM */
-    int64_t max_instructions; /* per call */
-    int64_t max_us;           /* per call, wall time */
-} av_policy_limits_t;
 
-/* What one policy did to a request: an audit record. */
-typedef struct av_verdict_s {
-    const char *policy;
-    const char *action;       /* "deny", "rewrite", "flag", "stop", "error" */
-    char rule[64];
-} av_verdict_t;
 #define AV_VERDICTS_MAX 8
 
 /* Reads, compiles and selftests the policies named (dir/NAME.lua). Returns

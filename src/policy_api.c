@@ -17,7 +17,7 @@
 #include "luajson.h"
 #include "policy_int.h"
 #include "usage.h"
-#include "worker.h"
+#include "loop.h"
 
 /* JSON bytes read or written per step of the budget (policy_int.h): a
  * byte of JSON costs a nanosecond or so, a few times less than a step. */

@@ -20,7 +20,7 @@
 #include "config.h"
 #include "headers.h"
 #include "policy.h"
-#include "worker.h"
+#include "loop.h"
 
 static void usage_text(FILE *f)
 {

@@ -26,20 +26,10 @@
 #include "router.h"
 #include "split.h"
 #include "upstream.h"
-#include "worker.h"
+#include "loop.h"
 
 #define ADD_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
 
-const char AV_ERR_CONNECT[] = "connect_failed";
-const char AV_ERR_TLS[] = "backend_tls_failed";
-const char AV_ERR_CONNECT_TIMEOUT[] = "connect_timeout";
-const char AV_ERR_FIRST_BYTE_TIMEOUT[] = "first_byte_timeout";
-const char AV_ERR_READ_TIMEOUT[] = "read_timeout";
-const char AV_ERR_BACKEND_CLOSED[] = "backend_closed";
-const char AV_ERR_BACKEND_PROTOCOL[] = "backend_protocol_error";
-const char AV_ERR_BUSY[] = "backend_busy";
-const char AV_ERR_CLIENT_ABORT[] = "client_abort";
-const char AV_ERR_INVALID_JSON[] = "invalid_json";
 
 static void free_evbuffer(void *p)
 {
@@ -165,7 +155,7 @@ static void kpi_write(av_req_t *req)
         .policy_errors = av_policy_errors(req),
     };
     r.nverdicts = av_policy_verdicts(req, &r.verdicts);
-    av_worker_kpi_line(req->worker, &r);
+    av_kpi_queue(req->worker, &r);
     if (req->route != NULL && req->variant != NULL && req->route->split != NULL && !req->shadow)
         av_feedback_remember(req->id, strlen(req->id), req->route->split,
                              (size_t)(req->variant - req->route->variants));
@@ -499,8 +489,10 @@ void av_req_run(av_req_t *req)
         return;
     }
     av_body_t b = {0};
-    if (av_body_scan(req, &b) != 0)
+    if (av_body_scan(req, &b) != 0) {
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json", "%s", b.error);
         return;
+    }
     const char *keys[AV_STICKY_MAX] = {0};
     size_t key_lens[AV_STICKY_MAX] = {0};
     for (size_t k = 0; k < route->nsticky_body; k++)
@@ -523,8 +515,10 @@ void av_req_run_shadow(av_req_t *req)
     req->worker->stats.active_requests++;
     req->bytes_in = evbuffer_get_length(req->body);
     av_body_t b = {0};
-    if (av_body_scan(req, &b) != 0)
+    if (av_body_scan(req, &b) != 0) {
+        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json", "%s", b.error);
         return;
+    }
     send_to_backend(req, &b);
 }
 

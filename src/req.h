@@ -5,19 +5,9 @@
 
 #include <stdarg.h>
 
+#include "errclass.h"
 #include "req_t.h"
 
-/* Error classes passed to av_req_backend_error(), compared by pointer. */
-extern const char AV_ERR_CONNECT[];        /* could not connect: 502 */
-extern const char AV_ERR_TLS[];            /* TLS handshake or certificate check failed: 502 */
-extern const char AV_ERR_CONNECT_TIMEOUT[];/* connect timed out: 504 */
-extern const char AV_ERR_FIRST_BYTE_TIMEOUT[]; /* no answer in time: 504 */
-extern const char AV_ERR_READ_TIMEOUT[];   /* stalled mid-response: 504 or abort */
-extern const char AV_ERR_BACKEND_CLOSED[]; /* closed before the end: 502 or abort */
-extern const char AV_ERR_BACKEND_PROTOCOL[]; /* not HTTP: 502 */
-extern const char AV_ERR_BUSY[];           /* pool full and queue wait expired: 503 */
-extern const char AV_ERR_CLIENT_ABORT[];   /* the client went away */
-extern const char AV_ERR_INVALID_JSON[];   /* a JSON-looking body that is not JSON: 400 */
 
 av_req_t *av_req_new(av_worker_t *w, const av_client_ops_t *ops, void *client_ctx);
 /* Cancels any backend exchange, writes the KPI line if not yet written, frees. */

@@ -6,12 +6,13 @@
 
 #include <event2/buffer.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "arena.h"
 #include "av.h"
 #include "jsonw.h"
-#include "req.h"
+#include "errclass.h"
 
 #define ADD_LIT(buf, lit) evbuffer_add((buf), (lit), sizeof(lit) - 1)
 
@@ -70,14 +71,12 @@ int av_body_scan(av_req_t *req, av_body_t *b)
     size_t err_off = 0;
     if (av_jscan_object(text, len, on_member, b, &err_off) != 0) {
         req->error = AV_ERR_INVALID_JSON;
-        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
-                             "request body is not valid JSON (error at byte %zu)", err_off);
+        snprintf(b->error, sizeof(b->error), "request body is not valid JSON (error at byte %zu)", err_off);
         return -1;
     }
     if (b->too_many) {
         req->error = AV_ERR_INVALID_JSON;
-        av_req_respond_error(req, 400, "invalid_request_error", "invalid_json",
-                             "request body repeats \"model\" too often");
+        snprintf(b->error, sizeof(b->error), "request body repeats \"model\" too often");
         return -1;
     }
     b->text = text;

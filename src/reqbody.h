@@ -27,10 +27,12 @@ typedef struct {
     /* streaming: whether usage is asked for */
     av_jmember_t stream_options;
     int stream, has_stream_options;
+    char error[128];                     /* why the scan failed */
 } av_body_t;
 
 /* Scans req->body when it is a JSON object; sets req->client_model.
- * Returns 0, or -1 after answering 400 invalid_json. */
+ * Returns 0, or -1 with req->error AV_ERR_INVALID_JSON and the reason in
+ * b->error (the caller answers 400 invalid_json). */
 int av_body_scan(av_req_t *req, av_body_t *b);
 /* The value of the route's k-th body sticky source (a string, decoded, or a
  * number), or NULL. */

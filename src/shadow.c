@@ -16,11 +16,12 @@
 #include "config.h"
 #include "headers.h"
 #include "jsonw.h"
+#include "kpilog.h"
 #include "log.h"
 #include "usage.h"
 #include "req.h"
 #include "split.h"
-#include "worker.h"
+#include "loop.h"
 
 static const char ERR_SHADOW_CANCELLED[] = "shadow_cancelled";
 
@@ -205,7 +206,7 @@ static void compare_line(av_worker_t *w, const av_shadow_pair_t *p)
     else
         evbuffer_add_printf(b, ",\"same_output\":null}\n");
     size_t n = evbuffer_get_length(b);
-    av_worker_kpi_raw(w, (const char *)evbuffer_pullup(b, -1), n);
+    av_kpi_queue_raw(w, (const char *)evbuffer_pullup(b, -1), n);
     evbuffer_free(b);
 }
 

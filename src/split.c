@@ -16,7 +16,7 @@
 #include "geo.h"
 #include "headers.h"
 #include "metrics.h"
-#include "worker.h"
+#include "loop.h"
 
 const char AV_ASSIGN_OVERRIDE[] = "override";
 const char AV_ASSIGN_POLICY[] = "policy";

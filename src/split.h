@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h" /* AV_SPLIT_MAX_VARIANTS */
 #include "req_t.h"
 
 struct av_route_s;
@@ -16,7 +17,6 @@ typedef struct av_config_s av_config_t;
 typedef struct av_split_reg_s av_split_reg_t;
 typedef struct av_split_state_s av_split_state_t;
 
-#define AV_SPLIT_MAX_VARIANTS 32
 
 /* How the variant was chosen, in the KPI log. */
 extern const char AV_ASSIGN_OVERRIDE[]; /* "override": x-aviary-variant */

@@ -20,7 +20,7 @@
 #include "req.h"
 #include "sock.h"
 #include "upstream_h2.h"
-#include "worker.h"
+#include "loop.h"
 
 #define AV_POOL_MAX_WAITERS 1024
 #define AV_BACKEND_MAX_HEADER_BYTES (64u * 1024u)

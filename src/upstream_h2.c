@@ -27,7 +27,7 @@
 #include "sock.h"
 #include "tls.h"
 #include "upstream.h"
-#include "worker.h"
+#include "loop.h"
 
 #define UP2_STREAM_WINDOW (256u * 1024u) /* per stream: what a paused client can leave unread */
 #define UP2_CONN_WINDOW (32u << 20)      /* per connection: room for every stream's window */

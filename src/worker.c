@@ -84,75 +84,9 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
         begin_drain(w);
 }
 
-void av_worker_conn_closed(av_worker_t *w)
-{
-    w->stats.client_conns--;
-    if (w->draining && w->stats.client_conns == 0)
-        event_base_loopexit(w->base, NULL);
-}
-
-#define AV_KPI_BATCH_BYTES (64u * 1024u)
-#define AV_KPI_BATCH_MS 100
-
-static void kpi_flush(av_worker_t *w)
-{
-    if (w->kpi_batch_lines > 0)
-        av_kpilog_append(w->kpilog, w->kpi_batch, w->kpi_batch_lines);
-    w->kpi_batch_lines = 0;
-}
-
 static void kpi_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    kpi_flush(arg);
-}
-
-uint64_t av_worker_policy_count(av_worker_t *w, const char *policy, const char *name, int64_t by)
-{
-    size_t i = 0;
-    while (i < w->npcounts && (strcmp(w->pcounts[i].name, name) != 0 || strcmp(w->pcounts[i].policy, policy) != 0))
-        i++;
-    if (i == AV_PCOUNT_MAX) {
-        i = AV_PCOUNT_MAX - 1;
-    } else if (i == w->npcounts) {
-        if (i == AV_PCOUNT_MAX - 1) { /* the last slot takes the overflow */
-            snprintf(w->pcounts[i].policy, sizeof(w->pcounts[i].policy), "*");
-            snprintf(w->pcounts[i].name, sizeof(w->pcounts[i].name), "overflow");
-        } else {
-            snprintf(w->pcounts[i].policy, sizeof(w->pcounts[i].policy), "%s", policy);
-            snprintf(w->pcounts[i].name, sizeof(w->pcounts[i].name), "%s", name);
-        }
-        __atomic_store_n(&w->npcounts, i + 1 < AV_PCOUNT_MAX ? i + 1 : AV_PCOUNT_MAX, __ATOMIC_RELEASE);
-    }
-    uint64_t v = __atomic_load_n(&w->pcounts[i].v, __ATOMIC_RELAXED) + (uint64_t)by;
-    __atomic_store_n(&w->pcounts[i].v, v, __ATOMIC_RELAXED);
-    return v;
-}
-
-void av_worker_kpi_line(av_worker_t *w, const av_kpi_rec_t *r)
-{
-    av_kpi_format(w->kpi_batch, r);
-    w->kpi_batch_lines++;
-    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
-        kpi_flush(w);
-}
-
-uint64_t av_worker_random(av_worker_t *w)
-{
-    /* xorshift128+: request ids need to be unique, not secret */
-    uint64_t s1 = w->rng[0];
-    const uint64_t s0 = w->rng[1];
-    w->rng[0] = s0;
-    s1 ^= s1 << 23;
-    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    return w->rng[1] + s0;
-}
-
-void av_worker_kpi_raw(av_worker_t *w, const char *line, size_t len)
-{
-    evbuffer_add(w->kpi_batch, line, len);
-    w->kpi_batch_lines++;
-    if (evbuffer_get_length(w->kpi_batch) >= AV_KPI_BATCH_BYTES)
-        kpi_flush(w);
+    av_kpi_flush_batch(arg);
 }
 
 av_worker_t *av_worker_new(int id, int nworkers, av_config_t *cfg, av_kpilog_t *kpilog, const int *fds,
@@ -260,7 +194,7 @@ void av_worker_join_free(av_worker_t *w)
     free(w->listen_fds);
     event_free(w->wake);
     event_free(w->drain_timer);
-    kpi_flush(w); /* the lines of requests ended during teardown included */
+    av_kpi_flush_batch(w); /* the lines of requests ended during teardown included */
     event_free(w->kpi_timer);
     evbuffer_free(w->kpi_batch);
     event_base_free(w->base);

@@ -12,8 +12,10 @@
 #include "av.h"
 #include "config.h"
 #include "fuzz.h"
+#include "geo.h"
 #include "jsonc.h"
 #include "log.h"
+#include "policy.h"
 #include "split.h"
 
 #define NAME "conf/fuzz.json"
@@ -43,6 +45,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < AV_NELEMS(names); i++)
         setenv(names[i], SECRET, 1);
     av_log_set_level(AV_LOG_ERROR);
+    static const av_config_loaders_t loaders = {
+        .policies_load = av_policies_load, .policies_free = av_policies_free, .policies_find = av_policies_find,
+        .geo_open = av_geo_open, .geo_close = av_geo_close, .geo_cidr_valid = av_geo_cidr_valid,
+    };
+    av_config_set_loaders(&loaders); /* as aviary's main sets them */
     show = getenv("FUZZ_SHOW") != NULL; /* say what each input gives: for checking seeds */
     return 0;
 }
