@@ -7,8 +7,8 @@ B=${1:-build}
 T=$(mktemp -d "${TMPDIR:-/tmp}/aviary-demo.XXXXXX")
 pids=""
 trap 'for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"' EXIT
-"$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/p1" --ttft-ms 150 --tps 40 --models llama-3.1-8b 2>/dev/null & pids="$pids $!"
-"$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/p2" --ttft-ms 80 --tps 80 --models llama-3.3-8b 2>/dev/null & pids="$pids $!"
+"$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/p1" --ttft-ms 150 --tps 40 --models llama-3.1-8b 2>/dev/null & pids="$pids $!"
+"$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/p2" --ttft-ms 80 --tps 80 --models llama-3.3-8b 2>/dev/null & pids="$pids $!"
 i=0; while [ ! -s "$T/p1" ] || [ ! -s "$T/p2" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.05; done
 sed -e "s|127.0.0.1:8080|127.0.0.1:0|; s|127.0.0.1:9901|127.0.0.1:0|; s|\"kpi\": \"-\"|\"kpi\": \"$T/kpi.log\"|" \
     -e "s|127.0.0.1:8001|127.0.0.1:$(cat "$T/p1")|; s|127.0.0.1:8002|127.0.0.1:$(cat "$T/p2")|" conf/aviary.json >"$T/aviary.json"
@@ -39,8 +39,8 @@ cat "$T/kpi.log"
 rollout_scenario() { # NAME CANDIDATE_SIM_ARGS...
     name=$1; shift
     D="$T/$name"; mkdir -p "$D"
-    "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$D/s" --ttft-ms 40 --tps 400 --tokens 12 2>/dev/null & pids="$pids $!"
-    "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$D/c" --ttft-ms 40 --tps 400 --tokens 12 "$@" 2>/dev/null & pids="$pids $!"
+    "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$D/s" --ttft-ms 40 --tps 400 --tokens 12 2>/dev/null & pids="$pids $!"
+    "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$D/c" --ttft-ms 40 --tps 400 --tokens 12 "$@" 2>/dev/null & pids="$pids $!"
     i=0; while [ ! -s "$D/s" ] || [ ! -s "$D/c" ]; do i=$((i + 1)); [ $i -lt 100 ] || exit 1; sleep 0.05; done
     cat >"$D/aviary.json" <<JSON
 {"listen": [{"address": "127.0.0.1:0"}], "workers": 2, "admin": {"address": "127.0.0.1:0"},

@@ -25,7 +25,7 @@ trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
 
 for i in 1 2; do
-    "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim$i.port" --ttft-ms 40 --tps 200 --tokens 16 \
+    "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim$i.port" --ttft-ms 40 --tps 200 --tokens 16 \
         --jitter 0.3 --error-rate 0.01 --seed "$i" 2>/dev/null &
     pids="$pids $!"
     wait_file "$T/sim$i.port"

@@ -22,7 +22,7 @@ trap cleanup EXIT
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" -keyout "$T/tls.key" -out "$T/tls.crt" \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 
-taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+taskset -c "$OTHER_CPU" "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
 SIM_PID=$!
 pids="$pids $!"
 wait_file "$T/sim.port"

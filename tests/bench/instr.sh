@@ -28,7 +28,7 @@ cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; sleep 0.2; r
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
 
-"$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+"$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
 pids="$pids $!"
 wait_file "$T/sim.port"
 SIM=$(cat "$T/sim.port")

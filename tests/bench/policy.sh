@@ -34,7 +34,7 @@ for p in "$T/empty_chunk.lua" "$P/content_denylist.lua" "$P/pii_redact.lua"; do
         grep '^# bench a 66' | sed "s/.*on_chunk/on_chunk, $name:/"
 done
 
-taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+taskset -c "$OTHER_CPU" "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
 SIM_PID=$!
 pids="$pids $!"
 wait_file "$T/sim.port"

@@ -28,7 +28,7 @@ cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; sleep 0.2; r
 trap cleanup EXIT
 . "$(dirname "$0")/lib.sh"
 
-taskset -c "$OTHER_CPU" "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
+taskset -c "$OTHER_CPU" "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/sim.port" --tokens 16 2>/dev/null &
 SIM_PID=$!
 pids="$pids $!"
 for _ in $(seq 100); do [ -s "$T/sim.port" ] && break; sleep 0.05; done

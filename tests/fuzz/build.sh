@@ -18,7 +18,9 @@ pkg_cflags=$(pkg-config --cflags $PKGS) || { echo "build.sh: pkg-config cannot f
 pkg_libs=$(pkg-config --libs $PKGS)
 # -fno-sanitize-recover: an UndefinedBehaviorSanitizer report stops the run like a crash
 SAN="-fsanitize=fuzzer,address,undefined"
-CFLAGS="$SAN -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Isrc -Wall -Wextra -Wno-unused-parameter $pkg_cflags ${EXTRA_CFLAGS:-}"
+# src/ and each of its layers (src/<layer>/), as Makefile.am's LAYER_INCLUDES
+layer_inc=$(for d in src src/*/; do printf -- '-I%s ' "${d%/}"; done)
+CFLAGS="$SAN -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE $layer_inc -Wall -Wextra -Wno-unused-parameter $pkg_cflags ${EXTRA_CFLAGS:-}"
 [ "${FUZZ_ALL:-0}" = 1 ] && CFLAGS="$CFLAGS -DFUZZ_ALL"
 LIBS="$pkg_libs -lhttp_parser -lpthread -lm"
 
@@ -40,12 +42,12 @@ if ! $CC $SAN -o "$out/probe" "$out/probe.c" 2>"$out/probe.err"; then
 fi
 rm -f "$out/probe" "$out/probe.c" "$out/probe.err"
 
-# the library's sources, as Makefile.am lists them
-srcs=$(awk '/^src_libaviary_a_SOURCES *=/ {on = 1} on {print; if ($0 !~ /\\$/) exit}' Makefile.am |
+# the layers' sources, as Makefile.am lists them (src_<layer>_lib<layer>_a_SOURCES)
+srcs=$(awk '/^src_[a-z]*_lib[a-z]*_a_SOURCES *=/ {on = 1} on {print; if ($0 !~ /\\$/) on = 0}' Makefile.am |
     tr ' \\\t' '\n\n\n' | grep '^src/.*\.c$')
-[ -n "$srcs" ] || { echo "build.sh: no src_libaviary_a_SOURCES in Makefile.am" >&2; exit 2; }
+[ -n "$srcs" ] || { echo "build.sh: no src_<layer>_lib<layer>_a_SOURCES in Makefile.am" >&2; exit 2; }
 
-newest_header=$(ls -t src/*.h | head -n 1)
+newest_header=$(ls -t src/*/*.h | head -n 1)
 stale=""
 for s in $srcs; do
     o="$out/obj/$(basename "$s" .c).o"

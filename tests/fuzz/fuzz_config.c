@@ -39,7 +39,7 @@ int __wrap_getaddrinfo(const char *node, const char *service, const struct addri
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    /* the variables the seeds name (tests/unit/test_config.c, tests/integration) */
+    /* the variables the seeds name (tests/unit/config/test_config.c, tests/integration) */
     static const char *const names[] = {"AV_TEST_KEY", "AV_FUZZ_KEY", "OVERRIDE_TOKEN", "AVIARY_TEST_BACKEND_KEY",
                                         "AVIARY_T_TOKEN", "AV_TEST_ADMIN_TOKEN", "AV_TEST_OVERRIDE_TOKEN"};
     for (size_t i = 0; i < AV_NELEMS(names); i++)

@@ -41,7 +41,7 @@ wait_until() {
 # start_sim NAME [ARGS...]: sets NAME_PORT and NAME_PID.
 start_sim() {
     name=$1; shift
-    "$B/src/aviary-sim" -l 127.0.0.1:0 --port-file "$T/$name.port" "$@" 2>"$T/$name.err" &
+    "$B/sim/aviary-sim" -l 127.0.0.1:0 --port-file "$T/$name.port" "$@" 2>"$T/$name.err" &
     pid=$!
     PIDS="$PIDS $pid"
     if ! wait_until 5 test -s "$T/$name.port"; then echo "# sim $name did not start" >&2; cat "$T/$name.err" >&2; exit 1; fi

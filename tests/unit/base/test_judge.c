@@ -12,7 +12,7 @@
 
 #include "hist.h"
 #include "judge.h"
-#include "test.h"
+#include "../test.h"
 
 #define AV_TAIL_BUCKETS AV_HIST_BUCKETS
 

@@ -7,7 +7,7 @@
 #include "av.h"
 #include "config.h"
 #include "split.h"
-#include "test.h"
+#include "../test.h"
 
 #define SPACE (1ull << 32)
 

@@ -7,7 +7,7 @@
 #include "config.h"
 #include "sim_gen.h"
 #include "usage.h"
-#include "test.h"
+#include "../test.h"
 
 static char *drain(struct evbuffer *b)
 {

@@ -20,7 +20,7 @@
 #include "metrics.h"
 #include "rollout.h"
 #include "split.h"
-#include "test.h"
+#include "../test.h"
 
 static const char conf[] =
     "{\"listen\": [{\"address\": \"127.0.0.1:0\"}], \"workers\": 1,"

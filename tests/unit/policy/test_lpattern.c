@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "lpattern.h"
-#include "test.h"
+#include "../test.h"
 
 static lua_State *L;
 static uint64_t steps, limit; /* limit 0: none */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "test.h"
+#include "../test.h"
 
 static char err[512];
 

@@ -4,7 +4,7 @@
 #include "config.h"
 #include "headers.h"
 #include "router.h"
-#include "test.h"
+#include "../test.h"
 
 static const char *cfg_text =
     "{\"listen\": [{\"address\": \"127.0.0.1:0\"}],"

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "kpilog.h"
-#include "test.h"
+#include "../test.h"
 
 static char *format(const av_kpi_rec_t *r)
 {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "luajson.h"
-#include "test.h"
+#include "../test.h"
 
 static lua_State *L;
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "test.h"
+#include "../test.h"
 #include "usage.h"
 
 typedef struct {

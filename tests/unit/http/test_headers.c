@@ -8,7 +8,7 @@
 #include "config.h"
 #include "headers.h"
 #include "req_t.h"
-#include "test.h"
+#include "../test.h"
 
 static char *backend_request(av_req_t *req, const av_backend_t *b)
 {

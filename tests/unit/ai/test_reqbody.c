@@ -10,7 +10,7 @@
 #include "av.h"
 #include "config.h"
 #include "reqbody.h"
-#include "test.h"
+#include "../test.h"
 
 static av_route_t route;
 static av_variant_t variant;

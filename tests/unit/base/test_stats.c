@@ -20,7 +20,7 @@
 #include <math.h>
 
 #include "stats.h"
-#include "test.h"
+#include "../test.h"
 
 #define NEAR(got, want, rel)                                                                     \
     do {                                                                                         \

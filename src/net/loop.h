@@ -10,9 +10,10 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include "req_t.h"
-
 struct event_base;
+typedef struct av_worker_s av_worker_t;   /* as req_t.h names them, which is above this layer */
+typedef struct av_config_s av_config_t;
+struct av_req_s;
 struct evconnlistener;
 typedef struct av_kpilog_s av_kpilog_t;
 typedef struct av_upstream_s av_upstream_t;

@@ -1,7 +1,7 @@
 /* test_jsonc.c: comment blanking keeps offsets; key paths locate keys and elements. */
 #include "av.h"
 #include "jsonc.h"
-#include "test.h"
+#include "../test.h"
 
 static void test_strip(void)
 {

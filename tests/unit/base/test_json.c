@@ -8,7 +8,7 @@
 #include "av.h"
 #include "jscan.h"
 #include "jsonw.h"
-#include "test.h"
+#include "../test.h"
 
 static char out[256];
 

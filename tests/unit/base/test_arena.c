@@ -8,7 +8,7 @@
 
 #include "arena.h"
 #include "mcache.h"
-#include "test.h"
+#include "../test.h"
 
 static char order[8];
 static size_t norder;
