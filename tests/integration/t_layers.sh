@@ -4,7 +4,8 @@
 # headers of its own layer or of layers below it; src/main.c and
 # src/worker.c are the top and may include anything. aviary-sim (sim/)
 # uses the base layer alone. Every header name is in one place only, and
-# every source file of src/ is in a layer's library or the top.
+# every source file of src/ is in a layer's library or the top. Each layer's
+# library, whole, links with only the libraries below it.
 . "$(dirname "$0")/lib.sh"
 
 order=$(awk '/^noinst_LIBRARIES *=/ {for (i = 3; i <= NF; i++) print $i}' "$S/Makefile.am" |
@@ -90,5 +91,11 @@ for f in "$S"/src/*/*.c "$S"/src/*.c; do
     grep -q "$rel" "$S/Makefile.am" || missing="$missing $rel"
 done
 is "every source of src/ is in Makefile.am" "$missing" ""
+
+# and at link time: each layer's library, whole, links with the layers below it alone
+out=$(make -s -C "$B" layer-links 2>&1)
+for l in $order; do
+    like "layer $l calls nothing above it (links with the layers below)" "$out" "(^| )$l: links with the layers below it"
+done
 
 done_testing
