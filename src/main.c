@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "av.h"
 #include "config.h"
+#include "fleet.h"
 #include "geo.h"
 #include "kpilog.h"
 #include "listener.h"
@@ -39,6 +40,7 @@ typedef struct {
     av_admin_state_t admin_state;
     av_split_reg_t *splits;  /* route weights and counters, across generations */
     av_rollouts_t *rollouts; /* the rollout controller */
+    av_fleet_t *fleet;       /* fleet mode (fleet.h); NULL: on its own */
     int **fds;               /* [worker][listener] */
     char (*listen_addrs)[80];
     /* policy files: a change reloads, 200 ms after the last one */
@@ -305,6 +307,8 @@ int main(int argc, char **argv)
     m.rollouts = av_rollouts_new(m.base, m.audit);
     av_rollouts_sync(m.rollouts, m.cfg);
     m.admin_state.rollouts = m.rollouts;
+    m.fleet = av_fleet_new(m.base, m.cfg); /* never waits: it connects in the background */
+    m.admin_state.fleet = m.fleet;
     m.admin_state.cfg = m.cfg;
     m.admin_state.token = m.cfg->admin_token;
     if (m.cfg->admin_token == NULL)
@@ -384,6 +388,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
     av_admin_free(m.admin);
+    av_fleet_free(m.fleet);
     av_rollouts_free(m.rollouts);
     event_base_free(m.base);
     for (int i = 0; i < m.nworkers; i++)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # Build and test dependencies; docker/Dockerfile installs the same list (a unit test checks).
 PACKAGES="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev libnghttp2-dev libhttp-parser-dev libcjson-dev libluajit2-5.1-dev libmaxminddb-dev
-  curl ca-certificates openssl nghttp2-client python3 libmaxmind-db-writer-perl prometheus"
+  libhiredis-dev curl ca-certificates openssl nghttp2-client python3 libmaxmind-db-writer-perl prometheus redis-server"
 # What only the test run needs: clang for its -Werror build and the fuzz
 # targets (libFuzzer's runtime), llvm for clang's archiver.
 TEST_PACKAGES="clang llvm libclang-rt-14-dev"

@@ -17,6 +17,7 @@
 
 #include "av.h"
 #include "config.h"
+#include "fleet.h"
 #include "jsonw.h"
 #include "listener.h"
 #include "log.h"
@@ -345,6 +346,7 @@ static void metrics(struct evhttp_request *r, void *arg)
     av_metrics_prometheus(b, routes, k);
     policy_counters(b, a->st);
     av_rollouts_prometheus(a->st->rollouts, b);
+    av_fleet_prometheus(a->st->fleet, b);
     free(routes);
     free(names);
     free(weights);
@@ -460,6 +462,18 @@ static void gencb(struct evhttp_request *r, void *arg)
     }
     if (path != NULL && strncmp(path, "/routes", 7) == 0 && (path[7] == '\0' || path[7] == '/')) {
         routes(r, arg);
+        return;
+    }
+    if (path != NULL && strcmp(path, "/fleet") == 0) {
+        av_admin_t *a = arg;
+        if (a->st->fleet == NULL) {
+            reply_error(r, 404, "Not Found", "no_fleet", "this process is not in a fleet (no \"fleet\" in its config)");
+            return;
+        }
+        struct evbuffer *b = evbuffer_new();
+        av_fleet_json(a->st->fleet, b);
+        reply_json(r, 200, "OK", b);
+        evbuffer_free(b);
         return;
     }
     not_found(r, arg);

@@ -20,6 +20,7 @@ typedef struct {
     const char *token;      /* control endpoints want "Authorization: Bearer TOKEN"; NULL: open */
     struct av_worker_s *const *worker_list; /* for their policy counters; NULL before they start */
     struct av_rollouts_s *rollouts;         /* the rollout controller */
+    struct av_fleet_s *fleet;               /* fleet mode's link to Redis; NULL: one process on its own */
 } av_admin_state_t;
 
 /* Binds address ("host:port"); returns NULL with the reason in err. */

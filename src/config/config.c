@@ -553,6 +553,123 @@ static const av_cfg_key_t admin_spec[] = {
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
+static const av_cfg_key_t fleet_spec[] = {
+    {"redis", K_STR, offsetof(av_config_t, fleet.redis), 1, 0, 0, NULL, K_RESTART | K_REQUIRED, NULL, NULL},
+    {"password_env", K_STR, offsetof(av_config_t, fleet.password_env), 1, 0, 0, NULL, K_RESTART, NULL, NULL},
+    {"name", K_STR, offsetof(av_config_t, fleet.name), 1, 0, 0, "aviary", K_RESTART, NULL, NULL},
+    {"replica_id", K_STR, offsetof(av_config_t, fleet.replica_id), 1, 0, 0, NULL, K_RESTART, NULL, NULL},
+    {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
+};
+
+/* A key part Redis keys are made of: printable, no spaces or braces (hash tags stay ours). */
+static int key_part_ok(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 64)
+        return 0;
+    for (; *s; s++)
+        if (*s <= ' ' || *s >= 0x7f || *s == '{' || *s == '}' || *s == ':')
+            return 0;
+    return 1;
+}
+
+/* "redis://host:port/db" (port 6379 and db 0 when left out) or "unix:/path[?db=N]". */
+static int c_fleet(av_cfg_ctx_t *x, av_config_t *c)
+{
+    av_fleet_cfg_t *f = &c->fleet;
+    if (f->redis == NULL)
+        return 0;
+    av_cfg_push_key(x, "fleet");
+    av_cfg_push_key(x, "redis");
+    const char *r = f->redis;
+    char *end;
+    if (strncmp(r, "unix:", 5) == 0) {
+        const char *q = strchr(r + 5, '?');
+        size_t n = q ? (size_t)(q - (r + 5)) : strlen(r + 5);
+        if (n == 0 || r[5] != '/')
+            return av_cfg_fail(x, "\"%s\": a unix socket is \"unix:/absolute/path\"", r);
+        char *p = av_arena_alloc(c->arena, n + 1);
+        memcpy(p, r + 5, n);
+        p[n] = '\0';
+        f->unix_path = p;
+        if (q != NULL) {
+            long db = strncmp(q, "?db=", 4) == 0 ? strtol(q + 4, &end, 10) : -1;
+            if (db < 0 || db > 15 || end == q + 4 || *end != '\0')
+                return av_cfg_fail(x, "\"%s\": after the path only ?db=N (0 to 15)", r);
+            f->db = (int)db;
+        }
+    } else if (strncmp(r, "redis://", 8) == 0) {
+        const char *h = r + 8, *slash = strchr(h, '/');
+        size_t hn = slash ? (size_t)(slash - h) : strlen(h);
+        if (memchr(h, '@', hn) != NULL)
+            return av_cfg_fail(x, "\"%s\": no password in the URL; name an environment variable in "
+                                  "\"password_env\"", r);
+        char hostport[300];
+        if (hn == 0 || hn >= sizeof(hostport))
+            return av_cfg_fail(x, "\"%s\" has no host", r);
+        memcpy(hostport, h, hn);
+        hostport[hn] = '\0';
+        char *colon = hostport[0] == '[' ? strstr(hostport, "]:") : strrchr(hostport, ':');
+        long port = 6379;
+        if (colon != NULL) {
+            char *ps = colon + (hostport[0] == '[' ? 2 : 1);
+            port = strtol(ps, &end, 10);
+            if (*ps == '\0' || *end != '\0' || port < 1 || port > 65535)
+                return av_cfg_fail(x, "\"%s\": the port is a number from 1 to 65535", r);
+            *(hostport[0] == '[' ? colon + 1 : colon) = '\0';
+        }
+        if (hostport[0] == '[') { /* [::1] */
+            size_t l = strlen(hostport);
+            if (l < 3 || hostport[l - 1] != ']')
+                return av_cfg_fail(x, "\"%s\": an IPv6 address goes in brackets, [::1]:6379", r);
+            hostport[l - 1] = '\0';
+            memmove(hostport, hostport + 1, l - 1);
+        }
+        if (hostport[0] == '\0')
+            return av_cfg_fail(x, "\"%s\" has no host", r);
+        f->host = av_cfg_dup_str(x, hostport);
+        f->port = (int)port;
+        if (slash != NULL && slash[1] != '\0') {
+            long db = strtol(slash + 1, &end, 10);
+            if (db < 0 || db > 15 || *end != '\0')
+                return av_cfg_fail(x, "\"%s\": the database after the / is a number from 0 to 15", r);
+            f->db = (int)db;
+        }
+    } else {
+        return av_cfg_fail(x, "\"%s\" is not a Redis address (\"redis://host:port/db\" or \"unix:/path\")", r);
+    }
+    av_cfg_pop(x);
+    if (f->password_env != NULL) {
+        const char *pw = getenv(f->password_env);
+        if (pw == NULL || pw[0] == '\0') {
+            av_cfg_push_key(x, "password_env");
+            return av_cfg_fail(x, "environment variable %s is not set", f->password_env);
+        }
+        f->password = av_cfg_dup_str(x, pw);
+    }
+    if (!key_part_ok(f->name)) {
+        av_cfg_push_key(x, "name");
+        return av_cfg_fail(x, "\"%s\": a fleet name is 1 to 64 printable characters without spaces, ':', '{' or '}'",
+                           f->name);
+    }
+    if (f->replica_id == NULL) {
+        char host[128] = "";
+        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "replica");
+        for (char *p = host; *p; p++)
+            if (*p <= ' ' || *p >= 0x7f || *p == '{' || *p == '}' || *p == ':')
+                *p = '-';
+        char id[160];
+        snprintf(id, sizeof(id), "%.50s-%ld", host, (long)getpid());
+        f->replica_id = av_cfg_dup_str(x, id);
+    } else if (!key_part_ok(f->replica_id)) {
+        av_cfg_push_key(x, "replica_id");
+        return av_cfg_fail(x, "\"%s\": a replica id is 1 to 64 printable characters without spaces, ':', '{' or '}'",
+                           f->replica_id);
+    }
+    av_cfg_pop(x);
+    return 0;
+}
+
 static const av_cfg_key_t log_spec[] = {
     {"kpi", K_STR, offsetof(av_config_t, kpi_log), 1, 0, 0, "-", K_RESTART, NULL, NULL},
     {"audit", K_STR, offsetof(av_config_t, audit_log), 1, 0, 0, NULL, K_RESTART, NULL, NULL},
@@ -788,6 +905,7 @@ static const av_cfg_key_t top_spec[] = {
     {"rollout_state_file", K_STR, offsetof(av_config_t, rollout_state_file), 1, 0, 0, NULL, 0, NULL, NULL},
     {"rollout_webhook", K_STR, offsetof(av_config_t, rollout_webhook), 1, 0, 0, NULL, 0, NULL, NULL},
     {"feedback_path", K_STR, offsetof(av_config_t, feedback_path), 0, 0, 0, "/v1/feedback", 0, NULL, NULL},
+    {"fleet", K_OBJ, 0, 0, 0, 0, NULL, K_RESTART, fleet_spec, NULL},
     {NULL, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL},
 };
 
@@ -866,7 +984,7 @@ av_config_t *av_config_parse(const char *name, const char *text, size_t len, uin
     rc = av_cfg_load_obj(&x, root, top_spec, c);
     if (rc != 0)
         goto fail;
-    if (c_admin_addr(&x, c) != 0)
+    if (c_admin_addr(&x, c) != 0 || c_fleet(&x, c) != 0)
         goto fail;
     if (c->admin_token_env != NULL) {
         const char *tok = getenv(c->admin_token_env);
@@ -988,4 +1106,8 @@ void av_config_restart_keys(const av_config_t *old, const av_config_t *cur,
         warn("log.kpi", arg);
     if (!streq_null(old->audit_log, cur->audit_log))
         warn("log.audit", arg);
+    if (!streq_null(old->fleet.redis, cur->fleet.redis) || !streq_null(old->fleet.name, cur->fleet.name) ||
+        !streq_null(old->fleet.replica_id, cur->fleet.replica_id) ||
+        !streq_null(old->fleet.password, cur->fleet.password))
+        warn("fleet", arg);
 }

@@ -117,6 +117,18 @@ typedef struct {
 
 #define AV_SPLIT_MAX_VARIANTS 32 /* variants in a route (split.h) */
 
+/* Fleet mode: replicas that act as one gateway on shared state in Redis. */
+typedef struct {
+    const char *redis;                   /* as written: "redis://host:port/db" or "unix:/path[?db=N]"; NULL: off */
+    const char *host;                    /* parsed: NULL for a unix socket */
+    int port, db;
+    const char *unix_path;
+    const char *password_env;
+    const char *password;                /* secret: never logged */
+    const char *name;                    /* the fleet's key prefix ("aviary") */
+    const char *replica_id;              /* this replica (default: host name and pid) */
+} av_fleet_cfg_t;
+
 /* A route's progressive rollout (rollout.h runs it). */
 #define AV_ROLLOUT_MAX_STEPS 16
 #define AV_ROLLOUT_MAX_KPIS 9
@@ -200,6 +212,7 @@ typedef struct av_config_s {
     av_price_t *prices;                  /* by model name */
     size_t nprices;
     const char *rollout_state_file;      /* where rollouts persist their state; NULL: nowhere */
+    av_fleet_cfg_t fleet;                /* fleet mode (fleet.h); .redis NULL: one process on its own */
     const char *rollout_webhook;         /* http:// URL each transition is POSTed to; NULL: none */
     const char *feedback_path;           /* POST here scores a served request; "": none */
     const char *policy_dir;              /* policy files: DIR/NAME.lua */

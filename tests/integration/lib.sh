@@ -49,6 +49,21 @@ start_sim() {
     eval "${name}_PID=$pid"
 }
 
+# free_port: a loopback port nothing listens on now.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_redis PORT [ARGS...]: a redis-server of the test's own on 127.0.0.1:PORT that
+# keeps nothing on disk; sets REDIS_PID. Needs Debian's redis-server.
+start_redis() {
+    _port=$1; shift
+    redis-server --port "$_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$T" "$@" >>"$T/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS="$PIDS $REDIS_PID"
+    if ! wait_until 5 sh -c "redis-cli -p $_port ${REDIS_AUTH:-} ping 2>/dev/null | grep -q PONG"; then
+        echo "# redis-server did not start" >&2; cat "$T/redis.log" >&2; exit 1
+    fi
+}
+
 # start_aviary CONFIG: sets AV (host:port), ADMIN and AV_PID; stderr goes to $T/aviary.err.
 start_aviary() {
     rm -f "$T/ready"

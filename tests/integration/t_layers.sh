@@ -10,7 +10,7 @@
 
 order=$(awk '/^noinst_LIBRARIES *=/ {for (i = 3; i <= NF; i++) print $i}' "$S/Makefile.am" |
     sed -n 's|^src/\([a-z]*\)/lib\1\.a$|\1|p' | tr '\n' ' ')
-like "Makefile.am names the layers, bottom up" "$order" '^base net config http ai policy proxy rollout admin $'
+like "Makefile.am names the layers, bottom up" "$order" '^base net config http ai policy proxy fleet rollout admin $'
 
 # the check: header name -> layer (or "top"), then every include of every file
 cat >"$T/check.py" <<'EOF'
