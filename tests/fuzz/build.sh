@@ -13,7 +13,7 @@ CC=${CC:-clang}
 JOBS=${JOBS:-2}
 
 command -v "$CC" >/dev/null 2>&1 || { echo "build.sh: $CC not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 2; }
-PKGS="libevent libevent_openssl libevent_pthreads openssl libnghttp2 libcjson luajit libmaxminddb"
+PKGS="libevent libevent_openssl libevent_pthreads openssl libnghttp2 libcjson luajit libmaxminddb hiredis"
 pkg_cflags=$(pkg-config --cflags $PKGS) || { echo "build.sh: pkg-config cannot find: $PKGS (tests/bootstrap.sh deps)" >&2; exit 2; }
 pkg_libs=$(pkg-config --libs $PKGS)
 # -fno-sanitize-recover: an UndefinedBehaviorSanitizer report stops the run like a crash
