@@ -199,7 +199,7 @@ void av_fleet_tick(av_fleet_t *f)
         return;
     }
     uint64_t now = av_wall_us() / 1000;
-    char self[512];
+    char self[1024]; /* an id is at most 64 bytes (config.c), 384 escaped */
     char *p = self;
     p = AV_PUT_LIT(p, "{\"id\":");
     p = av_jw_str(p, f->id, strlen(f->id));

@@ -729,10 +729,10 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
         o->base_id = base_id;
         o->cand_id = cand_id;
         fingerprint(rt, &cand_id, o->fingerprint, sizeof(o->fingerprint));
-        int fresh = 0;
-        for (size_t j = 0; j < r->n && !fresh; j++)
-            fresh = strcmp(r->ro[j].route, rt->name) == 0;
-        if (fresh) { /* the route had a rollout of other variants */
+        int replaces = 0; /* the route had a rollout of other variants */
+        for (size_t j = 0; j < r->n && !replaces; j++)
+            replaces = strcmp(r->ro[j].route, rt->name) == 0;
+        if (replaces) {
             snprintf(o->reason, sizeof(o->reason), "started: %s against %s replaces the route's earlier rollout",
                      rt->rollout.candidate_name, rt->rollout.baseline_name);
             for (size_t j = 0; j < r->n; j++)
