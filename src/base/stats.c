@@ -90,16 +90,24 @@ double av_chi2_sf(double x, double df)
     return y < a + 1.0 ? 1.0 - gamma_p_series(a, y) : gamma_q_fraction(a, y);
 }
 
-double av_srm_p(const uint64_t *counts, const double *weights, size_t k)
+/* The arms of weight above 0: how many, their weights' sum and their counts'. */
+static size_t weighted_arms(const uint64_t *counts, const double *weights, size_t k, double *total_w, double *n)
 {
-    double total_w = 0.0, total_n = 0.0;
     size_t arms = 0;
+    *total_w = *n = 0.0;
     for (size_t i = 0; i < k; i++)
         if (weights[i] > 0.0) {
-            total_w += weights[i];
-            total_n += (double)counts[i];
+            *total_w += weights[i];
+            *n += (double)counts[i];
             arms++;
         }
+    return arms;
+}
+
+double av_srm_p(const uint64_t *counts, const double *weights, size_t k)
+{
+    double total_w, total_n;
+    size_t arms = weighted_arms(counts, weights, k, &total_w, &total_n);
     if (arms < 2 || total_n == 0.0)
         return 1.0;
     double chi2 = 0.0;
@@ -114,14 +122,8 @@ double av_srm_p(const uint64_t *counts, const double *weights, size_t k)
 
 double av_srm_log_evalue(const uint64_t *counts, const double *weights, size_t k, double c)
 {
-    double total_w = 0.0, n = 0.0;
-    size_t arms = 0;
-    for (size_t i = 0; i < k; i++)
-        if (weights[i] > 0.0) {
-            total_w += weights[i];
-            n += (double)counts[i];
-            arms++;
-        }
+    double total_w, n;
+    size_t arms = weighted_arms(counts, weights, k, &total_w, &n);
     if (arms < 2 || n == 0.0 || c <= 0.0)
         return 0.0;
     /* the mixture's marginal likelihood over the null's, both without the multinomial coefficient */
