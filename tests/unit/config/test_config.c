@@ -135,7 +135,7 @@ static void test_type_and_bounds(void)
 static void test_unknown_and_duplicate_keys(void)
 {
     expect_error("{" MINIMAL_LISTEN ",\n  \"lisen\": 1}",
-                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy, rollout_state_file, rollout_webhook, feedback_path)");
+                 "t.json:2:3: lisen: unknown key (known keys: workers, listen, admin, log, client, backends, routes, variant_header, geoip, pricing, policy, rollout_state_file, rollout_webhook, feedback_path, fleet)");
     expect_error("{" MINIMAL_LISTEN ",\n  \"workers\": 1, \"workers\": 2}", "t.json:2:17: workers: duplicate key");
 }
 
