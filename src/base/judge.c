@@ -47,13 +47,6 @@ void av_arm_add_stream(av_arm_t *arm, double itl_ms, double output_tokens)
     }
 }
 
-/* a - b for counts that only grow; 0 when they did not (counters that
- * restarted must never read as 1.8e19 samples) */
-static uint64_t grown(uint64_t a, uint64_t b)
-{
-    return a >= b ? a - b : 0;
-}
-
 int av_arm_behind(const av_arm_t *now, const av_arm_t *then)
 {
     return now->n < then->n || now->errors < then->errors || now->r429 < then->r429 || now->blocks < then->blocks ||
@@ -63,30 +56,31 @@ int av_arm_behind(const av_arm_t *now, const av_arm_t *then)
 
 void av_arm_diff(const av_arm_t *now, const av_arm_t *then, av_arm_t *out)
 {
-    if (av_arm_behind(now, then)) { /* not the counters then was read from: nothing is known since */
+    if (av_arm_behind(now, then)) { /* not the counters then was read from: nothing is known since;
+                                    * past this every count of now is at least then's */
         *out = (av_arm_t){0};
         return;
     }
-    out->n = grown(now->n, then->n);
-    out->errors = grown(now->errors, then->errors);
-    out->r429 = grown(now->r429, then->r429);
-    out->blocks = grown(now->blocks, then->blocks);
-    out->lat_n = grown(now->lat_n, then->lat_n);
-    out->ttft_n = grown(now->ttft_n, then->ttft_n);
-    out->cost_n = grown(now->cost_n, then->cost_n);
+    out->n = now->n - then->n;
+    out->errors = now->errors - then->errors;
+    out->r429 = now->r429 - then->r429;
+    out->blocks = now->blocks - then->blocks;
+    out->lat_n = now->lat_n - then->lat_n;
+    out->ttft_n = now->ttft_n - then->ttft_n;
+    out->cost_n = now->cost_n - then->cost_n;
     out->lat_sum = now->lat_sum - then->lat_sum;
     out->lat_sq = now->lat_sq - then->lat_sq;
     out->ttft_sum = now->ttft_sum - then->ttft_sum;
     out->ttft_sq = now->ttft_sq - then->ttft_sq;
     out->cost_sum = now->cost_sum - then->cost_sum;
     out->cost_sq = now->cost_sq - then->cost_sq;
-    out->fb_n = grown(now->fb_n, then->fb_n);
+    out->fb_n = now->fb_n - then->fb_n;
     out->fb_sum = now->fb_sum - then->fb_sum;
     out->fb_sq = now->fb_sq - then->fb_sq;
-    out->itl_n = grown(now->itl_n, then->itl_n);
+    out->itl_n = now->itl_n - then->itl_n;
     out->itl_sum = now->itl_sum - then->itl_sum;
     out->itl_sq = now->itl_sq - then->itl_sq;
-    out->tok_n = grown(now->tok_n, then->tok_n);
+    out->tok_n = now->tok_n - then->tok_n;
     out->tok_sum = now->tok_sum - then->tok_sum;
     out->tok_sq = now->tok_sq - then->tok_sq;
 }

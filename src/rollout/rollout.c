@@ -156,7 +156,6 @@ static void snapshot(av_rollouts_t *r, ro_t *o)
     o->cur_a = o->cur_b = (av_arm_t){0};
     o->step_start_us = r->mono_us();
     o->step_start_wall_us = r->wall_us();
-    memset(o->results, 0, sizeof(o->results));
     for (size_t k = 0; k < AV_ROLLOUT_MAX_KPIS; k++)
         o->results[k] = (av_kpi_result_t){.baseline = NAN, .candidate = NAN, .lo = NAN, .hi = NAN, .evidence = NAN};
     o->srm_e = 1.0;
@@ -699,23 +698,19 @@ void av_rollouts_sync(av_rollouts_t *r, av_config_t *cfg)
                 o->step = rt->rollout.nsteps - 1;
             /* what the step's data no longer means: counters that restarted (the route's
              * variants changed), another baseline, another share at this step */
-            const char *restart = NULL;
+            char restart[512] = "";
             ident_diff(&old->base_id, &base_id, why, sizeof(why));
             if (old->rt->split != rt->split)
-                restart = "the route's variants changed and their counters started from zero";
+                snprintf(restart, sizeof(restart), "the route's variants changed and their counters started from zero");
             else if (why[0] != '\0')
-                restart = "baseline changed";
+                snprintf(restart, sizeof(restart), "baseline %s changed (%s)", rt->rollout.baseline_name, why);
             else if (old->rt->rollout.steps[old->step] != rt->rollout.steps[o->step])
-                restart = "the step's share changed";
+                snprintf(restart, sizeof(restart), "the step's share changed");
             o->base_id = base_id;
-            if (restart != NULL && o->state != RS_STEP && o->state != RS_SHADOW) {
+            if (restart[0] != '\0' && o->state != RS_STEP && o->state != RS_SHADOW) {
                 snapshot(r, o); /* no step is judged now: the next one begins from these counters */
-            } else if (restart != NULL) {
-                if (why[0] != '\0' && strcmp(restart, "baseline changed") == 0)
-                    snprintf(o->reason, sizeof(o->reason), "baseline %s changed (%s): step %zu starts over",
-                             rt->rollout.baseline_name, why, o->step + 1);
-                else
-                    snprintf(o->reason, sizeof(o->reason), "%s: step %zu starts over", restart, o->step + 1);
+            } else if (restart[0] != '\0') {
+                snprintf(o->reason, sizeof(o->reason), "%s: step %zu starts over", restart, o->step + 1);
                 audit(r, cfg, o, o->state, old->step, o->state, o->step);
                 AV_INFO("rollout %s: %s", o->route, o->reason);
                 snapshot(r, o);
